@@ -1,0 +1,214 @@
+"""The ``lvu`` command line: subcommands mapped to plain functions.
+
+argparse (stdlib) rather than click/typer: every run command takes a recipe plus free-form ``key=value``
+overrides, which those libraries handle no better, and argparse keeps ``lvu --help`` instant.
+
+Exit codes: 0 success, 1 a user error (one line on stderr; ``--debug`` adds the traceback), 2 bad usage,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+
+from lvu.errors import LvuError
+
+# Registered subcommand groups: ``lvu data ...``, ``lvu ckpt ...``. Each adds its commands to the parser it is given.
+CommandGroup = Callable[[argparse._SubParsersAction], None]
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=110)
+
+
+def _command(subparsers: argparse._SubParsersAction, name: str, help: str, example: str,
+             description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand whose help ends with an example."""
+    parser = subparsers.add_parser(
+        name, help=help, description=description or help, epilog=f"example:\n  {example}", formatter_class=_Formatter
+    )
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback on errors")
+    return parser
+
+
+def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="recipe YAML file, or a built-in recipe name (see `lvu recipes`)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="overrides, e.g. trainer.max_steps=10 data.batch_size=4; trainer=ddp picks a preset")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lvu.config import load_recipe
+    from lvu.train.run import run
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    result = run(recipe, args.stage, ckpt=args.ckpt, predictions=getattr(args, "out", None))
+    _print_result(result)
+    return 0
+
+
+def _print_result(result) -> None:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    lines = [f"[bold green]{result.stage} finished[/] (step {result.global_step}) -> {result.run_dir}"]
+    if result.predictions is not None:
+        lines.append(f"predictions: {result.predictions}")
+    for key, value in sorted(result.metrics.items()):
+        lines.append(f"  {key}: {value:.6g}")
+    console.print("\n".join(lines), highlight=False)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from lvu.config import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides, allow_missing=True)
+    sys.stdout.write(recipe.to_yaml())
+    missing = recipe.missing_keys()
+    if missing:
+        print(f"lvu: note: still to be set before running: {', '.join(missing)}", file=sys.stderr)
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from lvu.config import available_recipes, recipes_dir
+
+    print(f"# built-in recipes in {recipes_dir()}")
+    for name in available_recipes():
+        print(name)
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from lvu.tasks import available_tasks, get_task
+
+    for name in available_tasks():
+        print(f"{name:24s} {get_task(name).description}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Parser
+
+
+_RUN_HELP = {
+    "fit": ("train a recipe (resumes automatically when run_dir points at an existing run)",
+            "lvu fit lvmae/pretrain data.train=shards/train trainer.max_steps=100"),
+    "validate": ("evaluate on the validation split", "lvu validate lvmae/probe --ckpt runs/lvmae/probe/version_0"),
+    "test": ("evaluate on the test split",
+             "lvu test lvmae/probe --ckpt runs/lvmae/probe/version_0/checkpoints/last.ckpt"),
+    "predict": ("write predictions as JSON lines", "lvu predict lvmae/probe --ckpt CKPT --out preds.jsonl"),
+}
+
+
+def command_groups() -> dict[str, tuple[str, CommandGroup]]:
+    """``lvu <group> ...`` command groups filled by the subsystems that own them."""
+    from lvu.train.ckpt_cli import add_ckpt_commands
+
+    return {
+        "ckpt": ("checkpoint tools", add_ckpt_commands),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lvu",
+        description="Long-video understanding (LinVT, FiLA-Video, LV-MAE, SEAL) on one Lightning stack.",
+        epilog="examples:\n  lvu config lvmae/pretrain\n  lvu fit lvmae/pretrain trainer=ddp trainer.devices=2\n"
+        "Run `lvu COMMAND --help` for a command's options.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument("--version", action="version", version=f"lvu {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    for stage, (help_text, example) in _RUN_HELP.items():
+        sub = _command(subparsers, stage, help_text, example)
+        _add_recipe_args(sub)
+        sub.add_argument("--ckpt", help="checkpoint file, DeepSpeed checkpoint folder, or run directory")
+        if stage == "predict":
+            sub.add_argument("--out", help="JSON-lines output (default: <run_dir>/predictions.jsonl)")
+        sub.set_defaults(func=cmd_run, stage=stage)
+
+    sub = _command(subparsers, "config", "print the resolved recipe as YAML", "lvu config lvmae/pretrain trainer=ddp")
+    _add_recipe_args(sub)
+    sub.set_defaults(func=cmd_config)
+
+    sub = _command(subparsers, "recipes", "list the built-in recipes", "lvu recipes")
+    sub.set_defaults(func=cmd_recipes)
+    sub = _command(subparsers, "tasks", "list the registered tasks", "lvu tasks")
+    sub.set_defaults(func=cmd_tasks)
+
+    for name, (help_text, add_commands) in command_groups().items():
+        group = subparsers.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter)
+        group_sub = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+        add_commands(group_sub)
+    return parser
+
+
+def _version() -> str:
+    from lvu import __version__
+
+    return __version__
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, letting ``key=value`` overrides stand anywhere after the recipe (``--ckpt X a=1 b=2`` works)."""
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def _quiet_library_noise() -> None:
+    # Lightning 2.6 under torch 2.13 warns about its own pytree helper on every run; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # Evaluating a checkpoint needs its weights, not the ModelCheckpoint that wrote it.
+    warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create")
+    # Lightning advertises its cloud logger at every Trainer construction.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdverts())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = _parse(parser, argv)
+    debug = getattr(args, "debug", False) or os.environ.get("LVU_DEBUG") == "1"
+    _quiet_library_noise()
+    try:
+        return int(args.func(args) or 0)
+    except LvuError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"lvu: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lvu: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

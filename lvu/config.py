@@ -1,0 +1,407 @@
+"""Recipe loading: YAML -> OmegaConf, ``defaults:`` includes, command-line overrides, typed validation.
+
+A recipe is one YAML file. Its optional ``defaults:`` list names other files merged *under* it, in order:
+
+* ``- lvmae/base`` (a string): that YAML file merged at the root. Looked up next to the including file first,
+  then under the recipes folder; the ``.yaml`` suffix is optional.
+* ``- trainer: cpu`` (a one-key mapping): a preset from the ``trainer/`` folder merged into the ``trainer`` section.
+  The same choice can be changed on the command line with ``trainer=ddp``.
+
+Command-line overrides are OmegaConf dotlists (``trainer.max_steps=10 data.batch_size=4``) applied last. The result
+is validated against the task's schema (a dataclass) and its ``${...}`` interpolations resolved. Every problem is
+raised as a one-line :class:`~lvu.errors.ConfigError` before anything is computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf import errors as oc_errors
+
+from lvu.errors import ConfigError, closest, did_you_mean
+from lvu.schema import PRESET_GROUPS, RecipeConfig
+from lvu.tasks.registry import TaskSpec, get_task
+
+RECIPE_SUFFIX = ".yaml"
+
+
+def recipes_dir() -> Path:
+    """The folder of built-in recipes (``recipes/`` in the checkout), or ``$LVU_RECIPES`` when set."""
+    env = os.environ.get("LVU_RECIPES")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "recipes"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated, fully resolved recipe.
+
+    Args:
+        name: run name (``name:`` in the recipe, else its path under recipes/ without suffix).
+        path: the YAML file it came from.
+        cfg: the resolved config, typed by the task's schema.
+        task: the task it names.
+        overrides: the command-line overrides that were applied.
+    """
+
+    name: str
+    path: Path
+    cfg: DictConfig
+    task: TaskSpec
+    overrides: tuple[str, ...] = ()
+
+    def to_object(self) -> Any:
+        """The config as instances of the task's dataclasses (enums as Enum members)."""
+        return OmegaConf.to_object(self.cfg)
+
+    def to_container(self) -> dict[str, Any]:
+        """Plain dicts/lists/scalars (enums as strings): for checkpoints and JSON."""
+        return OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+    def to_yaml(self) -> str:
+        return OmegaConf.to_yaml(self.cfg, resolve=True)
+
+    def missing_keys(self) -> list[str]:
+        return sorted(OmegaConf.missing_keys(self.cfg))
+
+
+def available_recipes() -> list[str]:
+    """Names of the built-in recipes (files under recipes/ that name a task), e.g. ``lvmae/pretrain``."""
+    root = recipes_dir()
+    names = []
+    for path in sorted(root.rglob(f"*{RECIPE_SUFFIX}")):
+        rel = path.relative_to(root)
+        if rel.parts[0] in PRESET_GROUPS:
+            continue
+        names.append(rel.with_suffix("").as_posix())
+    return names
+
+
+def find_recipe(ref: str | Path) -> Path:
+    """Resolve a recipe given as a file path or as a name under recipes/ (``lvmae/pretrain``)."""
+    path = Path(ref)
+    candidates = [path, recipes_dir() / path, recipes_dir() / f"{ref}{RECIPE_SUFFIX}"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    hint = did_you_mean(str(ref).removesuffix(RECIPE_SUFFIX), available_recipes())
+    raise ConfigError(
+        f"recipe '{ref}' not found: no such file, and no {recipes_dir() / ref}[.yaml]{hint}; "
+        f"`lvu recipes` lists the built-in ones"
+    )
+
+
+def load_recipe(ref: str | Path, overrides: Sequence[str] = (), *, allow_missing: bool = False) -> Recipe:
+    """Load, compose, override, validate and resolve a recipe.
+
+    Args:
+        ref: recipe file path or built-in recipe name.
+        overrides: ``key=value`` dotlist entries; ``group=preset`` swaps a preset (e.g. ``trainer=ddp``).
+        allow_missing: keep ``???`` values instead of raising (``lvu config`` shows them; runs need them filled).
+    """
+    path = find_recipe(ref)
+    group_choices, dotlist = _split_overrides(overrides)
+    raw = _compose(path, group_choices, top_level=True)
+    raw = OmegaConf.merge(raw, _parse_dotlist(dotlist))
+
+    task_name = raw.get("task")
+    if task_name is None or OmegaConf.is_missing(raw, "task"):
+        raise ConfigError(f"{path}: no 'task:' given; add e.g. 'task: lvmae.pretrain' (`lvu tasks` lists them)")
+    if not isinstance(task_name, str):
+        raise ConfigError(f"task: expected a task name (str), got {type(task_name).__name__} {task_name!r}")
+    spec = get_task(task_name)
+
+    cfg = validate(raw, spec.config_class)
+    if not cfg.name:
+        cfg.name = _default_name(path)
+    if not allow_missing:
+        _check_complete(cfg)
+    _resolve(cfg, allow_missing=allow_missing)
+    return Recipe(name=cfg.name, path=path, cfg=cfg, task=spec, overrides=tuple(overrides))
+
+
+def validate(raw: DictConfig, schema: type) -> DictConfig:
+    """Merge ``raw`` onto the structured schema, turning OmegaConf's errors into one-line ConfigErrors."""
+    _check_sections(raw, schema, prefix="")
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), raw)  # type: ignore[return-value]
+    except oc_errors.ConfigKeyError as exc:
+        raise _unknown_key_error(exc, schema) from None
+    except oc_errors.ValidationError as exc:
+        raise _type_error(exc, schema) from None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Composition
+
+
+def _default_name(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(recipes_dir().resolve()).with_suffix("").as_posix()
+    except ValueError:
+        return path.stem
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    try:
+        loaded = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML error: {exc}") from None
+    if loaded is None:
+        return OmegaConf.create({})
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: a recipe must be a mapping of keys to values, not a {type(loaded).__name__}")
+    return loaded
+
+
+def _split_overrides(overrides: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Separate preset choices (``trainer=ddp``) from dotlist overrides (``trainer.max_steps=10``)."""
+    group_choices: dict[str, str] = {}
+    dotlist: list[str] = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. trainer.max_steps=10)")
+        if key in PRESET_GROUPS and value and not value.lstrip().startswith(("{", "[")):
+            group_choices[key] = value.strip()
+        else:
+            dotlist.append(item)
+    return group_choices, dotlist
+
+
+def _parse_dotlist(dotlist: list[str]) -> DictConfig:
+    try:
+        return OmegaConf.from_dotlist(dotlist)
+    except Exception as exc:  # OmegaConf raises several types for malformed values
+        raise ConfigError(f"cannot parse overrides {' '.join(dotlist)}: {str(exc).splitlines()[0]}") from None
+
+
+def _find_include(name: str, including: Path) -> Path:
+    rel = name if name.endswith(RECIPE_SUFFIX) else f"{name}{RECIPE_SUFFIX}"
+    for base in (including.parent, recipes_dir()):
+        candidate = base / rel
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"{including}: defaults entry '{name}' not found "
+        f"(looked for {including.parent / rel} and {recipes_dir() / rel})"
+    )
+
+
+def _find_preset(group: str, choice: str, including: Path) -> Path:
+    for base in (including.parent, recipes_dir()):
+        candidate = base / group / f"{choice}{RECIPE_SUFFIX}"
+        if candidate.is_file():
+            return candidate
+    presets = sorted(p.stem for p in (recipes_dir() / group).glob(f"*{RECIPE_SUFFIX}"))
+    raise ConfigError(
+        f"{group} preset '{choice}' not found{did_you_mean(choice, presets)}; choose one of: {', '.join(presets)}"
+    )
+
+
+def _compose(path: Path, group_choices: dict[str, str], *, top_level: bool, stack: tuple[Path, ...] = ()) -> DictConfig:
+    """Load ``path`` with its ``defaults:`` merged under it (recursively)."""
+    if path.resolve() in stack:
+        chain = " -> ".join(str(p) for p in (*stack, path.resolve()))
+        raise ConfigError(f"defaults form a cycle: {chain}")
+    stack = (*stack, path.resolve())
+    own = _load_yaml(path)
+    defaults = own.pop("defaults", None)
+    if defaults is None:
+        defaults = OmegaConf.create([])
+    if not OmegaConf.is_list(defaults):
+        raise ConfigError(f"{path}: 'defaults' must be a list, e.g. [{{trainer: cpu}}, lvmae/base]")
+
+    merged = OmegaConf.create({})
+    used_groups: set[str] = set()
+    for entry in defaults:
+        if isinstance(entry, str):
+            merged = OmegaConf.merge(merged, _compose(_find_include(entry, path), group_choices, top_level=False,
+                                                      stack=stack))
+        elif OmegaConf.is_dict(entry) and len(entry) == 1:
+            group, choice = next(iter(entry.items()))
+            if group not in PRESET_GROUPS:
+                raise ConfigError(
+                    f"{path}: unknown preset group '{group}' in defaults{did_you_mean(group, PRESET_GROUPS)}; "
+                    f"groups: {', '.join(PRESET_GROUPS)}"
+                )
+            used_groups.add(group)
+            choice = group_choices.get(group, choice)
+            if choice is None:
+                continue
+            preset = _compose(_find_preset(group, str(choice), path), {}, top_level=False, stack=stack)
+            merged = OmegaConf.merge(merged, {group: preset})
+        else:
+            raise ConfigError(f"{path}: bad defaults entry {entry!r}; use 'path/to/file' or '{{group: preset}}'")
+
+    if top_level:
+        # A preset chosen on the command line for a group the recipe did not list is added under the recipe.
+        for group, choice in group_choices.items():
+            if group not in used_groups:
+                preset = _compose(_find_preset(group, choice, path), {}, top_level=False, stack=stack)
+                merged = OmegaConf.merge(merged, {group: preset})
+    return OmegaConf.merge(merged, own)  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _interpolation_errors() -> Iterator[None]:
+    """Turn OmegaConf's interpolation failures into one-line ConfigErrors naming the key."""
+    try:
+        yield
+    except oc_errors.MissingMandatoryValue as exc:
+        raise ConfigError(f"{exc.full_key}: refers to a missing required value (???)") from None
+    except oc_errors.InterpolationKeyError as exc:
+        raise ConfigError(f"{exc.full_key}: interpolation refers to an unknown key ({_first_line(exc)})") from None
+    except oc_errors.InterpolationResolutionError as exc:
+        raise ConfigError(f"{exc.full_key}: cannot resolve interpolation: {_first_line(exc)}") from None
+    except oc_errors.ValidationError as exc:
+        raise ConfigError(f"{exc.full_key}: interpolated value has the wrong type: {_first_line(exc)}") from None
+
+
+def _check_complete(cfg: DictConfig) -> None:
+    with _interpolation_errors():
+        missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"missing required value{'s' if len(missing) > 1 else ''} (???): {', '.join(missing)}; "
+            f"set {'them' if len(missing) > 1 else 'it'} in the recipe or on the command line, e.g. {missing[0]}=..."
+        )
+
+
+def _resolve(cfg: DictConfig, *, allow_missing: bool) -> None:
+    """Resolve ``${...}`` in place; with ``allow_missing``, interpolations of ``???`` values stay unresolved."""
+    if allow_missing:
+        with _interpolation_errors(), contextlib.suppress(oc_errors.MissingMandatoryValue):
+            OmegaConf.resolve(cfg)
+        return
+    with _interpolation_errors():
+        OmegaConf.resolve(cfg)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Schema introspection for error messages
+
+
+def _first_line(exc: Exception) -> str:
+    msg = getattr(exc, "msg", None) or str(exc)
+    return msg.splitlines()[0] if msg else type(exc).__name__
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _field_type(schema: type, dotted: str) -> Any:
+    """The annotated type at ``a.b.c`` inside nested dataclasses, or None if the path leaves the schema."""
+    current: Any = schema
+    for part in dotted.split("."):
+        if not (isinstance(current, type) and dataclasses.is_dataclass(current)):
+            return None
+        hints = _hints(current)
+        if part not in hints:
+            return None
+        current = hints[part]
+    return current
+
+
+def _describe_type(tp: Any) -> str:
+    """A user-facing name: ``int``, ``float or null``, ``one of adamw, adam, sgd``, ``list of float``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        names = [_describe_type(a) for a in args if a is not type(None)]
+        text = " or ".join(names)
+        return f"{text} or null" if type(None) in args else text
+    if origin in (list, tuple):
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        return f"list of {_describe_type(inner)}"
+    if origin is dict:
+        return "mapping"
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return "one of " + ", ".join(m.name for m in tp)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return f"a mapping ({tp.__name__})"
+    if tp is Any:
+        return "any value"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _valid_keys(schema: type, parent: str) -> list[str]:
+    node = _field_type(schema, parent) if parent else schema
+    if isinstance(node, type) and dataclasses.is_dataclass(node):
+        return [f.name for f in dataclasses.fields(node)]
+    return []
+
+
+def _check_sections(raw: Any, schema: type, prefix: str) -> None:
+    """Fail clearly where a mapping is expected but a scalar was given (OmegaConf's message names no key)."""
+    if not OmegaConf.is_dict(raw):
+        return
+    hints = _hints(schema)
+    for key in raw:
+        tp = hints.get(str(key))
+        if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
+            continue
+        full = f"{prefix}{key}"
+        if OmegaConf.is_missing(raw, key):
+            continue
+        value = raw[key]
+        if value is not None and not OmegaConf.is_dict(value):
+            raise ConfigError(f"{full}: expected a mapping ({tp.__name__}), got {type(value).__name__} {value!r}")
+        _check_sections(value, tp, prefix=f"{full}.")
+
+
+def _unknown_key_error(exc: oc_errors.ConfigKeyError, schema: type) -> ConfigError:
+    full_key = str(exc.full_key or exc.key)
+    parent, _, key = full_key.rpartition(".")
+    valid = _valid_keys(schema, parent)
+    match = closest(key, valid)
+    where = f"in '{parent}'" if parent else "at the top level"
+    if match:
+        suggestion = f"{parent}.{match}" if parent else match
+        return ConfigError(f"unknown key '{full_key}' {where} (did you mean '{suggestion}'?)")
+    return ConfigError(f"unknown key '{full_key}' {where}; valid keys: {', '.join(valid)}")
+
+
+def _type_error(exc: oc_errors.ValidationError, schema: type) -> ConfigError:
+    full_key = str(exc.full_key or exc.key or "")
+    expected = _field_type(schema, full_key) if full_key else None
+    value = getattr(exc, "value", None)
+    if hasattr(value, "_value"):  # an OmegaConf node: show its content
+        value = value._value()
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    if expected is None:
+        return ConfigError(f"{full_key or 'recipe'}: {_first_line(exc)}")
+    return ConfigError(
+        f"{full_key}: expected {_describe_type(expected)}, got {type(value).__name__} {value!r}"
+    )
+
+
+__all__ = [
+    "Recipe",
+    "RecipeConfig",
+    "available_recipes",
+    "find_recipe",
+    "load_recipe",
+    "recipes_dir",
+    "validate",
+]

@@ -1,0 +1,26 @@
+"""Errors a user can cause and fix. The CLI prints them as one line (no traceback unless --debug)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class LvuError(Exception):
+    """A problem with the user's input (recipe, file, checkpoint, data), not a bug in lvu."""
+
+
+class ConfigError(LvuError):
+    """A recipe that cannot be loaded or does not match its schema."""
+
+
+def closest(word: str, choices: Iterable[str], *, cutoff: float = 0.6) -> str | None:
+    """The choice most similar to ``word``, or None when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or an empty string when nothing is close."""
+    match = closest(word, choices)
+    return f" (did you mean '{match}'?)" if match else ""

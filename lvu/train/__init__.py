@@ -1,0 +1,1 @@
+"""Trainer assembly: strategies, callbacks, run directories, and running a recipe's stages."""

@@ -1,0 +1,105 @@
+"""Callbacks that every lvu run gets from the trainer assembly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+
+from lvu.errors import LvuError
+
+CHECKPOINT_KEY = "lvu"
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """A short stable hash of a resolved config (run_dir excluded: moving a run must not change it)."""
+    payload = {k: v for k, v in config.items() if k != "run_dir"}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class RunInfo(Callback):
+    """Stores what produced a checkpoint (task, recipe, resolved config) and refuses to resume another task's.
+
+    The record sits under ``checkpoint["lvu"]`` so ``lvu ckpt inspect`` can answer without building a model.
+    """
+
+    def __init__(self, task: str, recipe_name: str, config: dict[str, Any]) -> None:
+        self.task = task
+        self.recipe_name = recipe_name
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        from lvu import __version__
+
+        checkpoint[CHECKPOINT_KEY] = {
+            "lvu_version": __version__,
+            "task": self.task,
+            "recipe": self.recipe_name,
+            "config": self.config,
+            "config_digest": config_digest(self.config),
+            "world_size": trainer.world_size,
+            "strategy": type(trainer.strategy).__name__,
+            "torch_version": str(torch.__version__),
+        }
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        info = checkpoint.get(CHECKPOINT_KEY)
+        if info and info.get("task") != self.task:
+            raise LvuError(
+                f"checkpoint was written by task '{info.get('task')}' (recipe {info.get('recipe')}), "
+                f"but this recipe runs task '{self.task}'"
+            )
+
+
+class LvuModelCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that also saves ``last.ckpt`` when training ends between two scheduled saves.
+
+    Stock Lightning saves only on its schedule (every N steps, epoch or validation ends), so a run stopped by
+    ``max_steps`` off that schedule would lose its final steps.
+    """
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and trainer.global_step != self._last_global_step_saved and not trainer.sanity_checking:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class JsonlPredictionWriter(BasePredictionWriter):
+    """Writes what ``predict_step`` returns (a list of JSON-serialisable dicts) as JSON lines, one file per rank."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__(write_interval="batch")
+        self.out = Path(out)
+        self._handle = None
+
+    def path_for_rank(self, rank: int, world_size: int) -> Path:
+        return self.out if world_size == 1 else self.out.with_suffix(f".rank{rank}{self.out.suffix}")
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = self.path_for_rank(trainer.global_rank, trainer.world_size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = path.open("w", encoding="utf-8")
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        assert self._handle is not None
+        for record in prediction or []:
+            self._handle.write(json.dumps(record, default=_to_json) + "\n")
+        self._handle.flush()
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -1,0 +1,147 @@
+"""Runs one stage of a recipe (fit, validate, test, predict): seed, build, train or evaluate, write results."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from omegaconf import OmegaConf
+
+from lvu.config import Recipe
+from lvu.errors import LvuError
+from lvu.train.callbacks import RunInfo
+from lvu.train.rundir import CONFIG_FILE, RUN_DIR_ENV, find_resume_checkpoint, resolve_run_dir
+from lvu.train.trainer import build_trainer
+
+STAGES = ("fit", "validate", "test", "predict")
+
+
+@dataclass
+class RunResult:
+    """What a stage produced: where it wrote, how far training got, the logged metrics."""
+
+    run_dir: Path
+    stage: str
+    global_step: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    resumed_from: Path | None = None
+    predictions: Path | None = None
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    """Set an environment variable for the duration (Lightning's launcher copies os.environ into new ranks)."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def resolve_ckpt(ckpt: str | None) -> Path | None:
+    """``--ckpt`` accepts a checkpoint file, a DeepSpeed checkpoint folder, or a run directory (its last.ckpt)."""
+    if ckpt is None:
+        return None
+    path = Path(ckpt)
+    if not path.exists():
+        raise LvuError(f"checkpoint {path} not found")
+    if path.is_dir() and (path / CONFIG_FILE).is_file():
+        last = find_resume_checkpoint(path)
+        if last is None:
+            raise LvuError(f"run directory {path} has no checkpoints/last.ckpt to resume from")
+        return last
+    return path
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): tree}
+
+
+@rank_zero_only
+def write_config(recipe: Recipe, run_dir: Path) -> None:
+    """Write the resolved recipe to ``config.yaml``; on resume with a changed recipe, keep the old one beside it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CONFIG_FILE
+    text = recipe.to_yaml()
+    if path.is_file():
+        old = path.read_text()
+        if old == text:
+            return
+        previous = OmegaConf.to_container(OmegaConf.create(old), resolve=False)
+        changed = sorted(
+            k for k, v in _flatten(recipe.to_container()).items() if _flatten(previous).get(k, object()) != v
+        )
+        index = 1 + sum(1 for _ in run_dir.glob("config.*.yaml"))
+        path.rename(run_dir / f"config.{index}.yaml")
+        rank_zero_info(f"Recipe changed since this run started ({', '.join(changed)}); old one kept as "
+                       f"config.{index}.yaml")
+    path.write_text(text)
+
+
+def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def run(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions: str | None = None) -> RunResult:
+    """Run ``stage`` of ``recipe``.
+
+    Args:
+        ckpt: checkpoint (file, DeepSpeed folder or run directory) to resume (fit) or to evaluate (other stages).
+            ``fit`` in an existing run directory resumes its last checkpoint without it.
+        predictions: predict only: where to write JSON lines (default ``<run_dir>/predictions.jsonl``).
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    if recipe.missing_keys():
+        raise LvuError(f"missing required values (???): {', '.join(recipe.missing_keys())}")
+    cfg = recipe.to_object()
+    run_dir = resolve_run_dir(run_dir=cfg.run_dir, runs_root=cfg.runs_root, name=recipe.name, stage=stage)
+    recipe.cfg.run_dir = str(run_dir)  # the saved config.yaml then resumes this very run when passed back to `lvu fit`
+
+    ckpt_path = resolve_ckpt(ckpt)
+    resumed_from = None
+    if stage == "fit" and ckpt_path is None:
+        ckpt_path = resumed_from = find_resume_checkpoint(run_dir)
+    if ckpt_path is not None:
+        rank_zero_info(f"{'Resuming' if stage == 'fit' else 'Loading weights'} from {ckpt_path}")
+    rank_zero_info(f"Run directory: {run_dir}")
+
+    predictions_path = Path(predictions) if predictions else run_dir / "predictions.jsonl"
+    with _env(RUN_DIR_ENV, str(run_dir)):
+        write_config(recipe, run_dir)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        module = recipe.task.build_module(cfg)
+        datamodule = recipe.task.build_datamodule(cfg)
+        run_info = RunInfo(task=recipe.task.name, recipe_name=recipe.name, config=recipe.to_container())
+        trainer = build_trainer(cfg.trainer, run_dir, stage, run_info, predictions_path)
+        outputs = getattr(trainer, stage)(module, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    metrics = _scalar_metrics(trainer.callback_metrics)
+    if stage in ("validate", "test") and outputs:
+        metrics = {k: v for d in outputs for k, v in _scalar_metrics(d).items()}
+        if trainer.is_global_zero:
+            (run_dir / f"{stage}_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return RunResult(
+        run_dir=run_dir,
+        stage=stage,
+        global_step=trainer.global_step,
+        metrics=metrics,
+        resumed_from=resumed_from,
+        predictions=predictions_path if stage == "predict" else None,
+    )

@@ -1,0 +1,50 @@
+"""Lightning strategies from the ``trainer.strategy`` section (presets in recipes/trainer/)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, Strategy
+from omegaconf import OmegaConf
+
+from lvu.errors import ConfigError
+from lvu.schema import StrategyConfig, StrategyName
+
+
+def deepspeed_config(cfg: StrategyConfig) -> dict[str, Any] | None:
+    """The explicit DeepSpeed config (inline mapping or JSON file), or None to build it from stage/offload."""
+    if cfg.config is None:
+        return None
+    if isinstance(cfg.config, str):
+        path = Path(cfg.config)
+        if not path.is_file():
+            raise ConfigError(f"trainer.strategy.config: DeepSpeed config file {path} not found")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"trainer.strategy.config: {path} is not valid JSON ({exc})") from None
+    if OmegaConf.is_config(cfg.config):
+        return OmegaConf.to_container(cfg.config, resolve=True)  # type: ignore[return-value]
+    if isinstance(cfg.config, dict):
+        return cfg.config
+    raise ConfigError("trainer.strategy.config: expected a mapping or a path to a DeepSpeed JSON file")
+
+
+def build_strategy(cfg: StrategyConfig) -> Strategy | str:
+    if cfg.name == StrategyName.auto:
+        return "auto"
+    if cfg.name == StrategyName.ddp:
+        return DDPStrategy(
+            find_unused_parameters=cfg.find_unused_parameters, process_group_backend=cfg.process_group_backend
+        )
+    if cfg.stage not in (1, 2, 3):
+        raise ConfigError(f"trainer.strategy.stage: DeepSpeed ZeRO stage must be 1, 2 or 3, got {cfg.stage}")
+    return DeepSpeedStrategy(
+        config=deepspeed_config(cfg),
+        stage=cfg.stage,
+        offload_optimizer=cfg.offload_optimizer,
+        offload_parameters=cfg.offload_parameters,
+        process_group_backend=cfg.process_group_backend,
+    )

@@ -1,0 +1,101 @@
+"""Builds a ``lightning.Trainer`` from a recipe's ``trainer`` section and a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+
+from lvu.errors import ConfigError
+from lvu.schema import ProgressBar, TrainerConfig
+from lvu.train.callbacks import JsonlPredictionWriter, LvuModelCheckpoint, RunInfo
+from lvu.train.rundir import checkpoint_dir
+from lvu.train.strategies import build_strategy
+
+LOGGERS = ("tensorboard", "csv")
+
+
+def build_loggers(cfg: TrainerConfig, run_dir: Path) -> list[Logger]:
+    unknown = sorted(set(cfg.loggers) - set(LOGGERS))
+    if unknown:
+        raise ConfigError(f"trainer.loggers: unknown logger(s) {', '.join(unknown)}; choose from {', '.join(LOGGERS)}")
+    loggers: list[Logger] = []
+    if "tensorboard" in cfg.loggers:
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="logs", version="tensorboard"))
+    if "csv" in cfg.loggers:
+        # One CSV per (re)start: logs/csv/version_N/metrics.csv. Lightning's CSVLogger deletes an existing
+        # metrics.csv in its folder, which would erase the history of a resumed run.
+        loggers.append(CSVLogger(save_dir=str(run_dir / "logs"), name="csv"))
+    return loggers
+
+
+def build_callbacks(cfg: TrainerConfig, run_dir: Path, stage: str, run_info: RunInfo,
+                    predictions: Path | None) -> list[Callback]:
+    callbacks: list[Callback] = [run_info]
+    if cfg.progress_bar == ProgressBar.rich:
+        callbacks.append(RichProgressBar())
+    elif cfg.progress_bar == ProgressBar.tqdm:
+        callbacks.append(TQDMProgressBar())
+    if stage == "fit":
+        ck = cfg.checkpoint
+        callbacks.append(
+            LvuModelCheckpoint(
+                dirpath=str(checkpoint_dir(run_dir)),
+                filename=ck.filename,
+                monitor=ck.monitor,
+                mode=ck.mode.value,
+                # Without a metric there is no "best": keep last.ckpt only.
+                save_top_k=ck.save_top_k if ck.monitor else 0,
+                save_last=ck.save_last,
+                every_n_train_steps=ck.every_n_train_steps,
+                auto_insert_metric_name=False,
+            )
+        )
+        if cfg.loggers:
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if stage == "predict" and predictions is not None:
+        callbacks.append(JsonlPredictionWriter(predictions))
+    return callbacks
+
+
+def trainer_kwargs(cfg: TrainerConfig) -> dict[str, Any]:
+    """The plain ``lightning.Trainer`` arguments (strategy, callbacks and loggers are added by build_trainer)."""
+    kwargs: dict[str, Any] = {
+        "accelerator": cfg.accelerator,
+        "devices": cfg.devices,
+        "num_nodes": cfg.num_nodes,
+        "precision": cfg.precision.value,
+        "max_epochs": cfg.max_epochs,
+        "max_steps": cfg.max_steps,
+        "accumulate_grad_batches": cfg.accumulate_grad_batches,
+        "gradient_clip_val": cfg.gradient_clip_val,
+        "gradient_clip_algorithm": cfg.gradient_clip_algorithm.value,
+        "val_check_interval": cfg.val_check_interval,
+        "check_val_every_n_epoch": cfg.check_val_every_n_epoch,
+        "num_sanity_val_steps": cfg.num_sanity_val_steps,
+        "log_every_n_steps": cfg.log_every_n_steps,
+        "deterministic": cfg.deterministic,
+        "benchmark": cfg.benchmark,
+        "enable_progress_bar": cfg.progress_bar != ProgressBar.none,
+    }
+    for split in ("train", "val", "test", "predict"):
+        value = getattr(cfg, f"limit_{split}_batches")
+        if value is not None:
+            kwargs[f"limit_{split}_batches"] = value
+    return kwargs
+
+
+def build_trainer(cfg: TrainerConfig, run_dir: Path, stage: str, run_info: RunInfo,
+                  predictions: Path | None = None) -> L.Trainer:
+    """The trainer for one stage (``fit``, ``validate``, ``test`` or ``predict``) writing under ``run_dir``."""
+    return L.Trainer(
+        **trainer_kwargs(cfg),
+        strategy=build_strategy(cfg.strategy),
+        default_root_dir=str(run_dir),
+        logger=build_loggers(cfg, run_dir) or False,
+        callbacks=build_callbacks(cfg, run_dir, stage, run_info, predictions),
+        enable_checkpointing=stage == "fit",
+    )

@@ -1,0 +1,1 @@
+"""Test-only tasks and helpers (product code has no toy tasks)."""

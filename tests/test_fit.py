@@ -1,0 +1,92 @@
+"""`lvu fit` on the test-only task: what a run writes, resuming, and seeding."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+
+from lvu.cli import main
+from lvu.config import load_recipe
+
+
+def _step(ckpt: Path) -> int:
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
+
+
+def _params(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _csv_steps(path: Path) -> list[int]:
+    with path.open() as f:
+        return sorted({int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")})
+
+
+def test_fit_writes_config_checkpoint_and_logs(tmp_path, recipe_path):
+    assert main(["fit", recipe_path("tiny"), f"runs_root={tmp_path}"]) == 0
+    run_dir = tmp_path / "tiny" / "version_0"
+    saved = load_recipe(run_dir / "config.yaml")  # the resolved config is a valid recipe itself
+    assert saved.to_object().trainer.max_steps == 6 and saved.to_object().run_dir == str(run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert _step(last) == 6
+    info = torch.load(last, map_location="cpu", weights_only=True)["lvu"]
+    assert info["task"] == "test.tiny" and info["config"]["data"]["samples"] == 64
+    assert _csv_steps(run_dir / "logs" / "csv" / "version_0" / "metrics.csv") == [0, 1, 2, 3, 4, 5]
+    assert list((run_dir / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    # A second fresh run of the same recipe gets its own version folder.
+    assert main(["fit", recipe_path("tiny"), f"runs_root={tmp_path}", "trainer.max_steps=1"]) == 0
+    assert _step(tmp_path / "tiny" / "version_1" / "checkpoints" / "last.ckpt") == 1
+
+
+def test_resume_from_run_dir_continues_at_the_saved_step(tmp_path, recipe_path):
+    assert main(["fit", recipe_path("tiny"), f"runs_root={tmp_path}"]) == 0
+    run_dir = tmp_path / "tiny" / "version_0"
+    assert main(["fit", recipe_path("tiny"), f"run_dir={run_dir}", "trainer.max_steps=10"]) == 0
+    assert _step(run_dir / "checkpoints" / "last.ckpt") == 10
+    # The resumed attempt logged steps 6..9 only, in a CSV of its own; the first attempt's log is kept.
+    assert _csv_steps(run_dir / "logs" / "csv" / "version_1" / "metrics.csv") == [6, 7, 8, 9]
+    assert _csv_steps(run_dir / "logs" / "csv" / "version_0" / "metrics.csv") == [0, 1, 2, 3, 4, 5]
+    # The recipe changed (max_steps), so the previous resolved config is kept beside the new one.
+    assert "max_steps: 6" in (run_dir / "config.1.yaml").read_text()
+    assert "max_steps: 10" in (run_dir / "config.yaml").read_text()
+    # Passing the saved config back resumes the same run again.
+    assert main(["fit", str(run_dir / "config.yaml"), "trainer.max_steps=12"]) == 0
+    assert _step(run_dir / "checkpoints" / "last.ckpt") == 12
+    assert not (tmp_path / "tiny" / "version_1").exists()
+
+
+def test_fit_with_ckpt_starts_a_new_run_from_that_step(tmp_path, recipe_path):
+    assert main(["fit", recipe_path("tiny"), f"runs_root={tmp_path}", "trainer.max_steps=4"]) == 0
+    first = tmp_path / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    assert main(["fit", recipe_path("tiny"), f"runs_root={tmp_path}", "--ckpt", str(first),
+                 "trainer.max_steps=7"]) == 0
+    second = tmp_path / "tiny" / "version_1"
+    assert _step(second / "checkpoints" / "last.ckpt") == 7
+    assert _csv_steps(second / "logs" / "csv" / "version_0" / "metrics.csv") == [4, 5, 6]
+    assert _step(first) == 4  # the source run is untouched
+
+
+def test_seed_makes_runs_with_loader_workers_reproducible(tmp_path, recipe_path):
+    args = [recipe_path("tiny"), "data.num_workers=2", "data.noise=1.0", "trainer.max_steps=8"]
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        assert main(["fit", *args, f"seed={seed}", f"run_dir={tmp_path / name}"]) == 0
+    a, b, c = (_params(tmp_path / n / "checkpoints" / "last.ckpt") for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_validate_test_and_predict_write_results(tmp_path, recipe_path):
+    assert main(["fit", recipe_path("tiny"), f"runs_root={tmp_path}"]) == 0
+    run_dir = tmp_path / "tiny" / "version_0"
+    assert main(["test", recipe_path("tiny"), f"runs_root={tmp_path}", "--ckpt", str(run_dir)]) == 0
+    metrics = (tmp_path / "tiny" / "test_0" / "test_metrics.json").read_text()
+    assert '"test/loss"' in metrics
+    assert main(["validate", recipe_path("tiny"), f"runs_root={tmp_path}", "--ckpt", str(run_dir)]) == 0
+    assert (tmp_path / "tiny" / "validate_0" / "validate_metrics.json").is_file()
+    out = tmp_path / "preds.jsonl"
+    assert main(["predict", recipe_path("tiny"), f"runs_root={tmp_path}", "--ckpt", str(run_dir),
+                 "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 64 and '"prediction"' in lines[0]
