@@ -28,7 +28,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32, width=110)
 
 
-def _command(subparsers: argparse._SubParsersAction, name: str, help: str, example: str,
+def add_command(subparsers: argparse._SubParsersAction, name: str, help: str, example: str,
              description: str | None = None) -> argparse.ArgumentParser:
     """A subcommand whose help ends with an example."""
     parser = subparsers.add_parser(
@@ -119,9 +119,11 @@ _RUN_HELP = {
 
 def command_groups() -> dict[str, tuple[str, CommandGroup]]:
     """``lvu <group> ...`` command groups filled by the subsystems that own them."""
+    from lvu.data.cli import add_data_commands
     from lvu.train.ckpt_cli import add_ckpt_commands
 
     return {
+        "data": ("data tools: synth, pack, inspect, concat, index", add_data_commands),
         "ckpt": ("checkpoint tools", add_ckpt_commands),
     }
 
@@ -139,20 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     for stage, (help_text, example) in _RUN_HELP.items():
-        sub = _command(subparsers, stage, help_text, example)
+        sub = add_command(subparsers, stage, help_text, example)
         _add_recipe_args(sub)
         sub.add_argument("--ckpt", help="checkpoint file, DeepSpeed checkpoint folder, or run directory")
         if stage == "predict":
             sub.add_argument("--out", help="JSON-lines output (default: <run_dir>/predictions.jsonl)")
         sub.set_defaults(func=cmd_run, stage=stage)
 
-    sub = _command(subparsers, "config", "print the resolved recipe as YAML", "lvu config lvmae/pretrain trainer=ddp")
+    sub = add_command(subparsers, "config", "print the resolved recipe as YAML", "lvu config lvmae/pretrain trainer=ddp")
     _add_recipe_args(sub)
     sub.set_defaults(func=cmd_config)
 
-    sub = _command(subparsers, "recipes", "list the built-in recipes", "lvu recipes")
+    sub = add_command(subparsers, "recipes", "list the built-in recipes", "lvu recipes")
     sub.set_defaults(func=cmd_recipes)
-    sub = _command(subparsers, "tasks", "list the registered tasks", "lvu tasks")
+    sub = add_command(subparsers, "tasks", "list the registered tasks", "lvu tasks")
     sub.set_defaults(func=cmd_tasks)
 
     for name, (help_text, add_commands) in command_groups().items():

@@ -56,6 +56,19 @@ class RunInfo(Callback):
             )
 
 
+class DataHealth(Callback):
+    """Logs how many bad training samples the loader skipped, per reason (``data/skipped_<reason>``).
+
+    Counts are this rank's running totals; the loader also logs each skip with its shard and key.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        skipped = getattr(trainer.train_dataloader, "skipped", None)
+        if skipped:
+            pl_module.log_dict({f"data/skipped_{reason}": float(n) for reason, n in skipped.items()},
+                               on_step=True, on_epoch=False, rank_zero_only=True)
+
+
 class LvuModelCheckpoint(ModelCheckpoint):
     """ModelCheckpoint that also saves ``last.ckpt`` when training ends between two scheduled saves.
 

@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from lvu.errors import ConfigError
 from lvu.schema import ProgressBar, TrainerConfig
-from lvu.train.callbacks import JsonlPredictionWriter, LvuModelCheckpoint, RunInfo
+from lvu.train.callbacks import DataHealth, JsonlPredictionWriter, LvuModelCheckpoint, RunInfo
 from lvu.train.rundir import checkpoint_dir
 from lvu.train.strategies import build_strategy
 
@@ -40,6 +40,7 @@ def build_callbacks(cfg: TrainerConfig, run_dir: Path, stage: str, run_info: Run
     elif cfg.progress_bar == ProgressBar.tqdm:
         callbacks.append(TQDMProgressBar())
     if stage == "fit":
+        callbacks.append(DataHealth())
         ck = cfg.checkpoint
         callbacks.append(
             LvuModelCheckpoint(

@@ -1,0 +1,1 @@
+"""Video data layer: WebDataset shards (write, index, read), decoding and frame sampling, resumable loading."""

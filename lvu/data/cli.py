@@ -1,0 +1,140 @@
+"""``lvu data ...``: synthesise, pack, inspect, concatenate and index shards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from lvu.errors import LvuError
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 128x96, got {text!r}") from None
+    return width, height
+
+
+def _summary(report, out: Path, verb: str) -> None:
+    skipped = len(report.skipped)
+    line = f"{verb} {report.written} sample(s)"
+    if report.reused_shards:
+        line += f" (+{report.reused_shards} shard(s) kept from an earlier run)"
+    line += f", skipped {skipped}" + (f" (reasons in {out / 'skipped.jsonl'})" if skipped else "")
+    print(f"{line} -> {out} ({report.manifest.total} samples in {len(report.manifest.shards)} shard(s))")
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from lvu.data.synth import SynthConfig, synthesize
+
+    try:
+        cfg = SynthConfig(min_seconds=args.seconds[0], max_seconds=args.seconds[1], fps=args.fps,
+                          width=args.size[0], height=args.size[1], max_events=args.max_events)
+    except ValueError as exc:
+        raise LvuError(str(exc)) from None
+    report = synthesize(Path(args.out), args.videos, seed=args.seed, cfg=cfg, maxcount=args.maxcount,
+                        workers=args.workers)
+    _summary(report, Path(args.out), "synthesised")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from lvu.data.pack import pack
+
+    report = pack(args.format, Path(args.videos), Path(args.annotations), Path(args.out), maxcount=args.maxcount,
+                  workers=args.workers)
+    _summary(report, Path(args.out), "packed")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from lvu.data.inspect import contact_sheet, format_report, inspect_shards, report_json
+    from lvu.data.shards import resolve_shards
+
+    report = inspect_shards(args.shards, decode=not args.quick, quiet=args.json)
+    print(report_json(report) if args.json else format_report(report))
+    if args.grid:
+        rows = contact_sheet(resolve_shards(args.shards), Path(args.grid), rows=args.grid_rows,
+                             columns=args.grid_columns)
+        if rows == 0:
+            raise LvuError("no readable video to draw a contact sheet from")
+        if not args.json:
+            print(f"contact sheet with {rows} video(s) -> {args.grid}")
+    return 0
+
+
+def cmd_concat(args: argparse.Namespace) -> int:
+    from lvu.data.concat import concat
+
+    report = concat(args.shards, Path(args.out), min_minutes=args.minutes[0], max_minutes=args.minutes[1],
+                    seed=args.seed, maxcount=args.maxcount)
+    _summary(report, Path(args.out), "joined")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from lvu.data.shards import Manifest, ShardInfo, count_samples
+
+    folder = Path(args.folder)
+    tars = sorted(folder.glob("*.tar"))
+    if not tars:
+        raise LvuError(f"{folder}: no .tar shards to index")
+    manifest = Manifest([ShardInfo(t, count_samples(t)) for t in tars], kind=args.kind)
+    path = manifest.save(folder)
+    print(json.dumps({"manifest": str(path), "shards": len(tars), "samples": manifest.total}))
+    return 0
+
+
+def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
+    from lvu.cli import add_command
+
+    sub = add_command(subparsers, "synth", "generate synthetic long videos with every annotation kind",
+                   "lvu data synth shards/synth --videos 200 --seed 0 --seconds 30 90 --fps 8 --size 128x96")
+    sub.add_argument("out", help="output shard folder")
+    sub.add_argument("--videos", type=int, required=True, help="how many videos")
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--seconds", type=float, nargs=2, default=(20.0, 60.0), metavar=("MIN", "MAX"),
+                     help="video length range in seconds (default 20 60)")
+    sub.add_argument("--fps", type=float, default=8.0)
+    sub.add_argument("--size", type=_size, default=(128, 96), metavar="WxH", help="frame size (default 128x96)")
+    sub.add_argument("--max-events", type=int, default=4, help="most brief events per video")
+    sub.add_argument("--maxcount", type=int, default=100, help="videos per shard")
+    sub.add_argument("--workers", type=int, default=1, help="parallel processes")
+    sub.set_defaults(func=cmd_synth)
+
+    sub = add_command(subparsers, "pack", "pack a public dataset (videos + annotations) into shards",
+                   "lvu data pack --format llava --videos /data/videos --annotations train.json --out shards/train")
+    sub.add_argument("--format", required=True, choices=["llava", "lvu", "lvbench", "grounding"])
+    sub.add_argument("--videos", required=True, help="folder the annotation's video paths are relative to")
+    sub.add_argument("--annotations", required=True, help="annotation file (LVU: the folder of task CSVs)")
+    sub.add_argument("--out", required=True, help="output shard folder")
+    sub.add_argument("--maxcount", type=int, default=100, help="samples per shard")
+    sub.add_argument("--workers", type=int, default=1, help="parallel processes")
+    sub.set_defaults(func=cmd_pack)
+
+    sub = add_command(subparsers, "inspect", "counts, durations, annotation kinds and unreadable samples of shards",
+                   "lvu data inspect shards/train --grid sheet.png")
+    sub.add_argument("shards", nargs="+", help="shard folders, .tar files, globs or brace patterns")
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
+    sub.add_argument("--grid", help="write a PNG contact sheet of sampled frames with timestamps")
+    sub.add_argument("--grid-rows", type=int, default=8, help="videos in the contact sheet")
+    sub.add_argument("--grid-columns", type=int, default=6, help="frames per video in the contact sheet")
+    sub.add_argument("--quick", action="store_true", help="read headers and JSON only; do not decode videos")
+    sub.set_defaults(func=cmd_inspect)
+
+    sub = add_command(subparsers, "concat", "join short captioned videos into long ones (FiLA-Video Sec. 3.3)",
+                   "lvu data concat shards/captioned shards/long --minutes 5 30")
+    sub.add_argument("shards", nargs="+", help="input shard folders")
+    sub.add_argument("out", help="output shard folder")
+    sub.add_argument("--minutes", type=float, nargs=2, default=(5.0, 30.0), metavar=("MIN", "MAX"))
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--maxcount", type=int, default=10, help="long videos per shard")
+    sub.set_defaults(func=cmd_concat)
+
+    sub = add_command(subparsers, "index", "write manifest.json for a folder of shards made by another tool",
+                   "lvu data index /data/video2dataset_shards")
+    sub.add_argument("folder", help="folder of .tar shards")
+    sub.add_argument("--kind", default="video", choices=["video", "features", "mixed"])
+    sub.set_defaults(func=cmd_index)

@@ -1,0 +1,119 @@
+"""The LightningDataModule every shard-based task builds on: one ShardLoader per split."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+
+from lvu.data.loader import Collate, Decode, SampleSet, ShardLoader
+from lvu.data.shards import resolve_shards
+from lvu.errors import ConfigError
+
+SPLITS = ("train", "val", "test", "predict")
+
+
+@dataclass
+class ShardDataConfig:
+    """Where the shards are and how to load them (the recipe's ``data`` section; tasks add their own fields)."""
+
+    # Each split: a shard folder, a .tar, a glob or brace pattern, or a list of those. None = split not used.
+    train: Any = None
+    val: Any = None
+    test: Any = None
+    predict: Any = None
+    batch_size: int = 16
+    # Batch size for val/test/predict; None = batch_size.
+    eval_batch_size: int | None = None
+    num_workers: int = 2
+    shuffle: bool = True
+    # Draw training batches with replacement forever; an epoch is then epoch_batches batches per rank.
+    resampled: bool = False
+    epoch_batches: int | None = None
+    # Raise on the first bad sample (naming shard and key) instead of skipping and counting it.
+    strict: bool = False
+    prefetch_factor: int = 2
+    pin_memory: bool = False
+
+
+def split_sources(cfg: ShardDataConfig, split: str) -> list[str] | None:
+    value = getattr(cfg, split)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError(f"data.{split}: expected a shard path or a list of shard paths, got {value!r}")
+
+
+class ShardDataModule(L.LightningDataModule):
+    """Builds a :class:`ShardLoader` per split from a :class:`ShardDataConfig`.
+
+    Args:
+        cfg: the data section.
+        seed: the recipe's seed (data order and per-sample randomness derive from it).
+        decode: ``decode(split)`` -> the decoder for that split.
+        collate: ``collate(split)`` -> the collate function for that split.
+        select: optional ``select(split)`` -> predicate on the annotation JSON, or None to keep every sample.
+    """
+
+    def __init__(self, cfg: ShardDataConfig, seed: int, decode: Callable[[str], Decode],
+                 collate: Callable[[str], Collate],
+                 select: Callable[[str], Callable[[dict[str, Any]], bool] | None] | None = None) -> None:
+        super().__init__()
+        self.cfg, self.seed = cfg, seed
+        self._decode, self._collate, self._select = decode, collate, select
+        self._samples: dict[str, SampleSet] = {}
+        self._loaders: dict[str, ShardLoader] = {}
+
+    def samples(self, split: str) -> SampleSet:
+        if split not in self._samples:
+            sources = split_sources(self.cfg, split)
+            if sources is None:
+                raise ConfigError(f"data.{split} is not set: this stage needs {split} shards")
+            samples = SampleSet(resolve_shards(sources))
+            keep = self._select(split) if self._select is not None else None
+            if keep is not None:
+                samples = samples.select(keep)
+            if len(samples) == 0:
+                raise ConfigError(f"data.{split}: no samples in {', '.join(sources)}")
+            self._samples[split] = samples
+        return self._samples[split]
+
+    def loader(self, split: str) -> ShardLoader:
+        # One loader object per split for the whole run: it carries the epoch and resume position.
+        if split not in self._loaders:
+            train = split == "train"
+            cfg = self.cfg
+            self._loaders[split] = ShardLoader(
+                self.samples(split),
+                self._decode(split),
+                self._collate(split),
+                batch_size=cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size),
+                num_workers=cfg.num_workers,
+                shuffle=train and cfg.shuffle,
+                drop_last=train,
+                seed=self.seed,
+                strict=cfg.strict,
+                resampled=train and cfg.resampled,
+                epoch_batches=cfg.epoch_batches,
+                prefetch_factor=cfg.prefetch_factor,
+                pin_memory=cfg.pin_memory,
+                name=split,
+            )
+        return self._loaders[split]
+
+    def train_dataloader(self) -> ShardLoader:
+        return self.loader("train")
+
+    def val_dataloader(self) -> ShardLoader | list:
+        return self.loader("val") if self.cfg.val is not None else []
+
+    def test_dataloader(self) -> ShardLoader:
+        return self.loader("test")
+
+    def predict_dataloader(self) -> ShardLoader:
+        return self.loader("predict")

@@ -1,0 +1,338 @@
+"""Pack public datasets into our shard layout (``lvu data pack``).
+
+Formats (details and examples in data/README.md):
+
+* ``llava``: LLaVA conversation JSON or JSONL (``{"id", "video"|"image", "conversations"}``); paths relative to
+  ``--videos``. Text-only entries become json-only samples.
+* ``lvu``: the LVU benchmark's per-task CSVs (``--annotations`` is the folder holding ``<task>/{train,val,test}.csv``;
+  ``--videos`` holds ``<youtube_id>.<ext>``). One sample per video with ``labels`` and ``splits`` per task; the two
+  regression targets are transformed as in the LVU paper's code; ``label_maps.json`` holds one class list per task,
+  built over all splits.
+* ``lvbench``: LVBench's ``video_info.meta.jsonl`` (``{"key", "qa": [{"question" with "(A) ..." options, "answer",
+  "question_type", "time_reference"}]}``); videos at ``--videos/<key>.<ext>``.
+* ``grounding``: JSONL of ``{"video", "query", "start_s", "end_s"}`` (``start``/``end`` also accepted); one sample per
+  video with all its ``segments``.
+
+Every video is probed and its first frame decoded before it is written; missing or unreadable videos are skipped and
+listed with the reason in ``OUT/skipped.jsonl``. Order is the annotation file's, so output is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lvu.data.decoders import IMAGE_EXTS, VIDEO_EXTS, decode_image
+from lvu.data.shards import BadSample
+from lvu.data.video import VideoError, VideoFile
+from lvu.data.writing import Skipped, WriteReport, write_dataset
+from lvu.errors import LvuError
+
+FORMATS = ("llava", "lvu", "lvbench", "grounding")
+
+# LVU (Wu & Krahenbuhl 2021): task folders and the regression target transforms of the official code.
+LVU_CLASSIFICATION = ("relationship", "speaking_style", "scene", "director", "writer", "year", "genre")
+LVU_REGRESSION = ("like_ratio", "view_count")
+LVU_TASKS = LVU_CLASSIFICATION + LVU_REGRESSION
+LVU_SPLITS = ("train", "val", "test")
+
+LVBENCH_CATEGORIES = {
+    "key information retrieval": "KIR",
+    "event understanding": "EU",
+    "summarization": "Sum",
+    "entity recognition": "ER",
+    "reasoning": "Rea",
+    "temporal grounding": "TG",
+}
+_OPTION = re.compile(r"^\(([A-Z])\)\s*(.*)$")
+
+
+@dataclass
+class PackItem:
+    """One sample to write: where its media is and its annotation."""
+
+    key: str
+    annotation: dict[str, Any]
+    media: Path | None = None  # video or image file; None for text-only samples
+    label: str = ""  # what skipped.jsonl calls the item (its id in the annotation file)
+    missing: str = ""  # set when the annotation names media that was not found
+
+
+@dataclass
+class PackPlan:
+    items: list[PackItem]
+    label_maps: dict[str, Any] = field(default_factory=dict)
+
+
+def sanitize_key(raw: str) -> str:
+    key = re.sub(r"[^A-Za-z0-9_\-]", "_", str(raw)).strip("_") or "sample"
+    return key
+
+
+def _unique_keys(items: list[PackItem]) -> None:
+    seen: dict[str, int] = {}
+    for item in items:
+        base = item.key
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        if n:
+            item.key = f"{base}_{n}"
+
+
+def _index_media(folder: Path) -> dict[str, Path]:
+    """File stem -> path for every video/image under ``folder`` (first in sorted order wins)."""
+    stems: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix.lower().lstrip(".") in VIDEO_EXTS + IMAGE_EXTS:
+            stems.setdefault(path.stem, path)
+    return stems
+
+
+def _load_json_or_jsonl(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+        return data if isinstance(data, list) else [data]
+    except json.JSONDecodeError:
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise LvuError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+        return records
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Format readers
+
+
+def read_llava(annotations: Path, videos: Path) -> PackPlan:
+    items = []
+    for n, record in enumerate(_load_json_or_jsonl(annotations)):
+        ident = str(record.get("id", n))
+        if "conversations" not in record:
+            raise LvuError(f"{annotations}: entry {ident} has no 'conversations'")
+        annotation = {"conversations": record["conversations"], "source": "llava", "id": ident}
+        media_field = record.get("video") or record.get("image")
+        item = PackItem(key=sanitize_key(ident), annotation=annotation, label=ident)
+        if isinstance(media_field, list):
+            item.missing = "multi-image samples are not supported"
+        elif media_field:
+            path = videos / media_field
+            if path.is_file():
+                item.media = path
+            else:
+                item.missing = f"{path} not found"
+        items.append(item)
+    return PackPlan(items)
+
+
+def _lvu_rows(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8") as f:
+        lines = [line.split() for line in f.read().splitlines() if line.strip()]
+    return lines[1:]  # header
+
+
+def read_lvu(annotations: Path, videos: Path) -> PackPlan:
+    media = _index_media(videos)
+    per_video: dict[str, dict[str, Any]] = {}
+    classes: dict[str, dict[int, str]] = {t: {} for t in LVU_CLASSIFICATION}
+    found_any = False
+    for task in LVU_TASKS:
+        for split in LVU_SPLITS:
+            path = annotations / task / f"{split}.csv"
+            if not path.is_file():
+                continue
+            found_any = True
+            for n, row in enumerate(_lvu_rows(path), 2):
+                try:
+                    if task in LVU_CLASSIFICATION:
+                        class_id, name, youtube_id = int(row[0]), "_".join(row[1:-2]), row[-2]
+                        known = classes[task].setdefault(class_id, name)
+                        if known != name:
+                            raise LvuError(f"{path}:{n}: class id {class_id} is '{name}' here but '{known}' elsewhere")
+                        value: Any = name
+                    elif task == "like_ratio":
+                        like, dislike, youtube_id = float(row[0]), float(row[1]), row[2]
+                        value = like / (like + dislike) * 10 - 9.138
+                    else:
+                        views, youtube_id = float(row[0]), row[1]
+                        value = math.log(views) - 11.764
+                except (ValueError, IndexError, ZeroDivisionError):
+                    raise LvuError(f"{path}:{n}: cannot parse LVU row {' '.join(row)!r}") from None
+                entry = per_video.setdefault(youtube_id, {"labels": {}, "splits": {}})
+                if entry["splits"].get(task, split) != split:
+                    raise LvuError(f"{path}:{n}: video {youtube_id} is in two splits of task {task}")
+                entry["labels"][task] = value
+                entry["splits"][task] = split
+                entry.setdefault("imdb_id", row[-1])
+    if not found_any:
+        raise LvuError(f"{annotations}: no LVU CSVs found (expected <task>/{{train,val,test}}.csv, tasks: "
+                       f"{', '.join(LVU_TASKS)})")
+    items = []
+    for youtube_id in sorted(per_video):
+        annotation = {**per_video[youtube_id], "youtube_id": youtube_id, "source": "lvu"}
+        item = PackItem(key=sanitize_key(youtube_id), annotation=annotation, label=youtube_id)
+        if youtube_id in media:
+            item.media = media[youtube_id]
+        else:
+            item.missing = f"no video named {youtube_id}.* under {videos}"
+        items.append(item)
+    label_maps: dict[str, Any] = {}
+    for task in LVU_CLASSIFICATION:
+        if classes[task]:
+            ids = sorted(classes[task])
+            if ids != list(range(len(ids))):
+                raise LvuError(f"LVU task {task}: class ids are not 0..{len(ids) - 1} across splits: {ids}")
+            label_maps[task] = {"type": "classification", "classes": [classes[task][i] for i in ids]}
+    for task in LVU_REGRESSION:
+        if any(task in e["labels"] for e in per_video.values()):
+            label_maps[task] = {"type": "regression"}
+    return PackPlan(items, label_maps)
+
+
+def _parse_options(question: str) -> tuple[str, list[str]]:
+    lines = question.split("\n")
+    stem, options = [], []
+    for line in lines:
+        match = _OPTION.match(line.strip())
+        if match:
+            options.append(match.group(2).strip())
+        elif not options:
+            stem.append(line)
+    return "\n".join(stem).strip(), options
+
+
+def read_lvbench(annotations: Path, videos: Path) -> PackPlan:
+    media = _index_media(videos)
+    items = []
+    for record in _load_json_or_jsonl(annotations):
+        key = str(record.get("key") or record.get("video_id") or "")
+        if not key:
+            raise LvuError(f"{annotations}: an entry has no 'key'")
+        questions = []
+        for qa in record.get("qa", []):
+            stem, options = _parse_options(qa["question"])
+            if "options" in qa:
+                options = list(qa["options"])
+            types = qa.get("question_type") or []
+            types = [types] if isinstance(types, str) else types
+            questions.append({
+                "question": stem,
+                "options": options,
+                "answer": str(qa["answer"]).strip().strip("()"),
+                "categories": [LVBENCH_CATEGORIES.get(t.lower().strip(), t) for t in types],
+                **({"uid": qa["uid"]} if "uid" in qa else {}),
+                **({"time_reference": qa["time_reference"]} if qa.get("time_reference") else {}),
+            })
+        item = PackItem(key=sanitize_key(key), annotation={"mc": questions, "source": "lvbench", "video_id": key},
+                        label=key)
+        if key in media:
+            item.media = media[key]
+        else:
+            item.missing = f"no video named {key}.* under {videos}"
+        items.append(item)
+    return PackPlan(items)
+
+
+def read_grounding(annotations: Path, videos: Path) -> PackPlan:
+    media = _index_media(videos)
+    by_video: dict[str, list[dict[str, Any]]] = {}
+    for n, record in enumerate(_load_json_or_jsonl(annotations), 1):
+        try:
+            video = str(record["video"])
+            start = float(record.get("start_s", record.get("start")))
+            end = float(record.get("end_s", record.get("end")))
+            query = str(record["query"])
+        except (KeyError, TypeError, ValueError):
+            raise LvuError(f"{annotations}: record {n} needs video, query, start_s and end_s") from None
+        if end < start:
+            raise LvuError(f"{annotations}: record {n} ends ({end}) before it starts ({start})")
+        by_video.setdefault(video, []).append({"query": query, "start_s": start, "end_s": end})
+    items = []
+    for video, segments in by_video.items():
+        item = PackItem(key=sanitize_key(Path(video).stem), label=video,
+                        annotation={"segments": segments, "source": "grounding", "video_id": video})
+        path = videos / video
+        if path.is_file():
+            item.media = path
+        elif Path(video).stem in media:
+            item.media = media[Path(video).stem]
+        else:
+            item.missing = f"{path} not found"
+        items.append(item)
+    return PackPlan(items)
+
+
+READERS: dict[str, Callable[[Path, Path], PackPlan]] = {
+    "llava": read_llava,
+    "lvu": read_lvu,
+    "lvbench": read_lvbench,
+    "grounding": read_grounding,
+}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Writing
+
+_ITEMS: list[PackItem] = []  # set before the worker pool forks (cheaper than pickling the list per item)
+
+
+def _make_item(index: int) -> tuple[str, dict[str, Any]] | Skipped:
+    item = _ITEMS[index]
+    if item.missing:
+        return Skipped(item.label, "missing_video", item.missing)
+    annotation = dict(item.annotation)
+    if item.media is None:
+        return item.key, {"json": annotation}
+    try:
+        data = item.media.read_bytes()
+    except OSError as exc:
+        return Skipped(item.label, "unreadable_file", str(exc))
+    ext = item.media.suffix.lower().lstrip(".")
+    try:
+        if ext in IMAGE_EXTS:
+            image = decode_image(data)
+            annotation.update(width=int(image.shape[1]), height=int(image.shape[0]))
+        else:
+            video = VideoFile(data)
+            info = video.info
+            video.read([0])
+            annotation.update(duration_s=round(info.duration_s, 3), fps=round(info.fps, 3), width=info.width,
+                              height=info.height)
+    except (VideoError, BadSample) as exc:
+        return Skipped(item.label, exc.reason, str(exc))
+    return item.key, {ext: data, "json": annotation}
+
+
+def pack(fmt: str, videos: Path, annotations: Path, out: Path, *, maxcount: int = 100, workers: int = 1,
+         quiet: bool = False) -> WriteReport:
+    """Read ``annotations`` in format ``fmt``, then write shards (and label_maps.json for LVU) into ``out``."""
+    global _ITEMS
+    if fmt not in READERS:
+        raise LvuError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if not annotations.exists():
+        raise LvuError(f"annotations {annotations} not found")
+    if not videos.is_dir():
+        raise LvuError(f"videos folder {videos} not found")
+    plan = READERS[fmt](annotations, videos)
+    if not plan.items:
+        raise LvuError(f"{annotations}: no entries to pack")
+    _unique_keys(plan.items)
+    _ITEMS = plan.items
+    try:
+        report = write_dataset(out, len(plan.items), _make_item, maxcount=maxcount, workers=workers,
+                               kind="video", extra={"packed_from": fmt}, description=f"packing {fmt}", quiet=quiet)
+    finally:
+        _ITEMS = []
+    if plan.label_maps:
+        (out / "label_maps.json").write_text(json.dumps(plan.label_maps, indent=1) + "\n")
+    return report

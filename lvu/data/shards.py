@@ -1,0 +1,326 @@
+"""WebDataset shards: writing them reproducibly, describing them (manifest), indexing and reading samples.
+
+Layout (see data/README.md): plain POSIX tar files whose members are ``{key}.{ext}``; the members of one sample are
+consecutive. Video samples carry ``mp4`` + ``json``, feature samples ``npy`` + ``json``. A shard folder holds
+``manifest.json`` with the sample count of every shard, so epoch lengths are known without reading the data.
+
+We write tar files with :mod:`tarfile` rather than ``webdataset.TarWriter`` because the latter stamps the current
+time into every member, and our outputs must be byte-identical for the same inputs. Readers locate samples by
+scanning tar headers (:func:`scan_tar`) — cheap, since member data is skipped — which gives random access to any
+sample, including in shards written by other tools (video2dataset layout).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lvu.errors import LvuError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+SHARD_PATTERN = "shard-{:06d}.tar"
+# webdataset's rule (base_plus_ext): the key is the path up to the first dot of the file name.
+_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
+
+
+class BadSample(Exception):
+    """A sample that cannot be used; ``reason`` is a short tag counted by the loader (see data/README.md)."""
+
+    def __init__(self, reason: str, message: str, *, shard: str = "", key: str = "") -> None:
+        super().__init__(message)
+        self.reason, self.shard, self.key = reason, shard, key
+
+    def where(self) -> str:
+        return f"shard {self.shard}, key {self.key}" if self.key else f"shard {self.shard}"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def encode_field(ext: str, value: Any) -> bytes:
+    """Bytes for one member: dict/list -> JSON, ndarray -> .npy, str -> UTF-8, bytes as given."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if isinstance(value, np.ndarray):
+        buffer = io.BytesIO()
+        np.save(buffer, value, allow_pickle=False)
+        return buffer.getvalue()
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+    if isinstance(value, str):
+        return value.encode()
+    raise TypeError(f"cannot write a {type(value).__name__} as .{ext}")
+
+
+def check_key(key: str) -> str:
+    if not key or "." in key or key.startswith("/") or "\\" in key:
+        raise ValueError(f"invalid sample key {key!r}: keys must be non-empty and contain no '.'")
+    return key
+
+
+def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, Any]]]) -> int:
+    """Write ``(key, {ext: value})`` samples to one tar file, atomically and reproducibly; returns the count.
+
+    The tar is written to a temporary name and renamed when complete, so a crash never leaves a half shard behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    count = 0
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        for key, fields in samples:
+            check_key(key)
+            for ext in sorted(fields, key=_member_order):
+                data = encode_field(ext, fields[ext])
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size, info.mtime, info.mode = len(data), 0, 0o644
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(data))
+            count += 1
+    os.replace(tmp, path)
+    return count
+
+
+def _member_order(ext: str) -> tuple[int, str]:
+    # json first: a reader that stops early still sees the annotation of every complete sample.
+    return (0 if ext == "json" else 1, ext)
+
+
+@dataclass
+class ShardInfo:
+    """One tar file and how many samples it holds."""
+
+    path: Path
+    samples: int
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class Manifest:
+    """``manifest.json``: sample counts per shard, so lengths and epochs are exact without reading data."""
+
+    shards: list[ShardInfo]
+    kind: str = "video"  # "video" | "features" | "mixed"
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(s.samples for s in self.shards)
+
+    def save(self, folder: Path) -> Path:
+        payload = {
+            "schema_version": self.schema_version,
+            "kind": self.kind,
+            "total": self.total,
+            "shards": [{"file": s.path.name, "samples": s.samples} for s in self.shards],
+            **({"extra": self.extra} if self.extra else {}),
+        }
+        path = folder / MANIFEST
+        tmp = folder / f".{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, folder: Path) -> Manifest:
+        path = folder / MANIFEST
+        try:
+            payload = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise LvuError(f"{path} is not valid JSON ({exc})") from None
+        version = payload.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise LvuError(f"{path}: schema version {version} is not supported (this lvu reads {SCHEMA_VERSION})")
+        shards = [ShardInfo(folder / s["file"], int(s["samples"])) for s in payload["shards"]]
+        return cls(shards=shards, kind=payload.get("kind", "video"), extra=payload.get("extra", {}))
+
+
+def shard_path(folder: Path, index: int) -> Path:
+    return folder / SHARD_PATTERN.format(index)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Indexing and reading
+
+
+@dataclass
+class TarIndex:
+    """Where each sample's members are inside one tar: ``samples[i] = (key, {ext: (offset, size)})``."""
+
+    samples: list[tuple[str, dict[str, tuple[int, int]]]]
+    error: str | None = None  # set when the tar ends early (truncated) or is unreadable
+
+
+def scan_tar(path: Path) -> TarIndex:
+    """Index a tar by reading its headers only. A truncated tar keeps the samples that are complete."""
+    samples: list[tuple[str, dict[str, tuple[int, int]]]] = []
+    error = None
+    try:
+        size = path.stat().st_size
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                match = _KEY_EXT.match(member.name)
+                if match is None:
+                    continue
+                key, ext = match.group(1), match.group(2)
+                if member.offset_data + member.size > size:
+                    error = f"member {member.name} extends past the end of the file (truncated tar)"
+                    break
+                if samples and samples[-1][0] == key:
+                    samples[-1][1][ext] = (member.offset_data, member.size)
+                else:
+                    samples.append((key, {ext: (member.offset_data, member.size)}))
+    except (tarfile.TarError, OSError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    if error and samples:
+        # The last sample may have lost members to the truncation: it is not trustworthy.
+        samples.pop()
+    return TarIndex(samples=samples, error=error)
+
+
+def count_samples(path: Path) -> int:
+    return len(scan_tar(path).samples)
+
+
+def _expand(source: str) -> list[str]:
+    from webdataset.shardlists import expand_urls
+
+    return list(expand_urls(source))
+
+
+def resolve_shards(sources: str | Sequence[str]) -> list[ShardInfo]:
+    """Shards named by folders (with or without manifest.json), tar paths, globs or brace patterns.
+
+    Folders without a manifest (shards from other tools) are indexed by scanning; ``lvu data index`` writes one.
+    """
+    if isinstance(sources, str):
+        sources = [sources]
+    shards: list[ShardInfo] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            if (path / MANIFEST).is_file():
+                shards += Manifest.load(path).shards
+            else:
+                tars = sorted(path.glob("*.tar"))
+                if not tars:
+                    raise LvuError(f"{path}: no manifest.json and no .tar shards in this folder")
+                shards += [ShardInfo(t, count_samples(t)) for t in tars]
+        elif path.name == MANIFEST and path.is_file():
+            shards += Manifest.load(path.parent).shards
+        else:
+            matches = [Path(p) for p in _expand(source)] if "{" in source else sorted(Path().glob(source))
+            if not matches and path.is_file():
+                matches = [path]
+            if not matches:
+                raise LvuError(f"no shards found at {source} (give a shard folder, a .tar file, a glob or a pattern)")
+            for tar in matches:
+                if not tar.is_file():
+                    raise LvuError(f"shard {tar} not found")
+                shards.append(ShardInfo(tar, count_samples(tar)))
+    return shards
+
+
+class ShardReader:
+    """Random access to samples of a list of shards. Keeps a few file handles and the tar indices it has built.
+
+    One per process (data-loader workers each build their own); not thread-safe.
+    """
+
+    def __init__(self, shards: Sequence[ShardInfo], max_open: int = 8) -> None:
+        self.shards = list(shards)
+        self.max_open = max_open
+        self._indices: dict[int, TarIndex] = {}
+        self._files: OrderedDict[int, Any] = OrderedDict()
+
+    def index(self, shard: int) -> TarIndex:
+        if shard not in self._indices:
+            self._indices[shard] = scan_tar(self.shards[shard].path)
+        return self._indices[shard]
+
+    def _file(self, shard: int):
+        handle = self._files.pop(shard, None)
+        if handle is None:
+            handle = open(self.shards[shard].path, "rb")  # noqa: SIM115 - kept open across reads, closed on eviction
+            while len(self._files) >= self.max_open:
+                self._files.popitem(last=False)[1].close()
+        self._files[shard] = handle
+        return handle
+
+    def key(self, shard: int, index: int) -> str | None:
+        entries = self.index(shard).samples
+        return entries[index][0] if index < len(entries) else None
+
+    def read(self, shard: int, index: int, exts: Sequence[str] | None = None) -> dict[str, Any]:
+        """Raw sample ``{"__key__", "__shard__", "__index__", ext: bytes, ...}`` (only ``exts`` when given)."""
+        info = self.shards[shard]
+        entries = self.index(shard)
+        if index >= len(entries.samples):
+            detail = entries.error or f"it holds {len(entries.samples)} samples, the manifest says {info.samples}"
+            raise BadSample("truncated_shard", f"sample {index} is missing: {detail}", shard=info.name)
+        key, members = entries.samples[index]
+        handle = self._file(shard)
+        sample: dict[str, Any] = {"__key__": key, "__shard__": info.name, "__index__": index}
+        for ext, (offset, size) in members.items():
+            if exts is not None and ext not in exts:
+                continue
+            handle.seek(offset)
+            data = handle.read(size)
+            if len(data) != size:
+                raise BadSample("truncated_shard", f"member {key}.{ext} is cut short", shard=info.name, key=key)
+            sample[ext] = data
+        return sample
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def iter_samples(shards: Sequence[ShardInfo], exts: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Every readable sample in shard order (for tools such as ``lvu data inspect``); truncation is skipped."""
+    reader = ShardReader(shards)
+    try:
+        for shard_id in range(len(shards)):
+            for index in range(len(reader.index(shard_id).samples)):
+                yield reader.read(shard_id, index, exts)
+    finally:
+        reader.close()
+
+
+def parse_json(sample: dict[str, Any]) -> dict[str, Any]:
+    """The sample's annotation; BadSample with reason ``missing_json`` / ``bad_json`` when absent or malformed."""
+    raw = sample.get("json")
+    if raw is None:
+        raise BadSample("missing_json", "sample has no .json annotation", shard=sample.get("__shard__", ""),
+                        key=sample.get("__key__", ""))
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadSample("bad_json", f"annotation is not valid JSON ({exc})", shard=sample.get("__shard__", ""),
+                        key=sample.get("__key__", "")) from None
+    if not isinstance(value, dict):
+        raise BadSample("bad_json", "annotation JSON is not an object", shard=sample.get("__shard__", ""),
+                        key=sample.get("__key__", ""))
+    return value
