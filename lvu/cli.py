@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--out", help="JSON-lines output (default: <run_dir>/predictions.jsonl)")
         sub.set_defaults(func=cmd_run, stage=stage)
 
-    sub = add_command(subparsers, "config", "print the resolved recipe as YAML", "lvu config lvmae/pretrain trainer=ddp")
+    sub = add_command(subparsers, "config", "print the resolved recipe as YAML",
+                      "lvu config lvmae/pretrain trainer=ddp")
     _add_recipe_args(sub)
     sub.set_defaults(func=cmd_config)
 

@@ -1,11 +1,17 @@
 import os
+from pathlib import Path
 
 import pytest
 
 # Registers the test-only task `test.tiny` (product code ships no toy tasks).
 import support.tiny_task  # noqa: F401
 
+from lvu.data.synth import SynthConfig, synthesize
+
 TESTS = os.path.dirname(__file__)
+
+# Small, short synthetic videos: 12-24 s at 8 fps, 64x48 (the timecode strip needs >= 32 px of width).
+SMALL_VIDEOS = SynthConfig(min_seconds=12, max_seconds=24, fps=8, width=64, height=48)
 
 
 @pytest.fixture
@@ -16,3 +22,11 @@ def recipe_path():
         return os.path.join(TESTS, "recipes", f"{name}.yaml")
 
     return path
+
+
+@pytest.fixture(scope="session")
+def synth_shards(tmp_path_factory) -> Path:
+    """Ten synthetic videos in three shards (4 + 4 + 2), shared by the data tests (read-only)."""
+    out = tmp_path_factory.mktemp("synth") / "train"
+    synthesize(out, 10, seed=0, cfg=SMALL_VIDEOS, maxcount=4, quiet=True)
+    return out

@@ -118,7 +118,9 @@ def sample_frames(cfg: SamplerConfig, info: VideoInfo, rng: np.random.Generator 
         return _make(info, np.minimum(rng.integers(low, high), info.num_frames - 1))
     if name == SamplerName.multi_rate:
         if cfg.num_frames % cfg.group_size:
-            raise ValueError(f"multi_rate: num_frames {cfg.num_frames} is not a multiple of group_size {cfg.group_size}")
+            raise ValueError(
+                f"multi_rate: num_frames {cfg.num_frames} is not a multiple of group_size {cfg.group_size}"
+            )
         indices = _uniform(info, cfg.num_frames, cfg.allow_repeats, f"multi_rate {cfg.num_frames}")
         return _make(info, indices, groups=np.arange(cfg.num_frames) // cfg.group_size)
     return _segments(cfg, info)

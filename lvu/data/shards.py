@@ -12,6 +12,7 @@ sample, including in shards written by other tools (video2dataset layout).
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
@@ -227,7 +228,7 @@ def resolve_shards(sources: str | Sequence[str]) -> list[ShardInfo]:
         elif path.name == MANIFEST and path.is_file():
             shards += Manifest.load(path.parent).shards
         else:
-            matches = [Path(p) for p in _expand(source)] if "{" in source else sorted(Path().glob(source))
+            matches = [Path(p) for p in (_expand(source) if "{" in source else sorted(glob.glob(source)))]
             if not matches and path.is_file():
                 matches = [path]
             if not matches:

@@ -66,8 +66,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def add_ckpt_commands(subparsers: argparse._SubParsersAction) -> None:
     from lvu.cli import add_command
 
-    sub = add_command(subparsers, "inspect", "step, epoch, world size, strategy, task and config digest of a checkpoint",
-                   "lvu ckpt inspect runs/lvmae/pretrain/version_0/checkpoints/last.ckpt")
+    sub = add_command(subparsers, "inspect",
+                      "step, epoch, world size, strategy, task and config digest of a checkpoint",
+                      "lvu ckpt inspect runs/lvmae/pretrain/version_0/checkpoints/last.ckpt")
     sub.add_argument("checkpoint", help="Lightning checkpoint file")
     sub.add_argument("--json", action="store_true", help="print one JSON object (includes the resolved config)")
     sub.set_defaults(func=cmd_inspect)
