@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections import Counter
 
-import av
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from support.media import zero_frame_mp4
 
 from lvu.data.decoders import VideoDecoder
 from lvu.data.loader import SampleSet, ShardLoader
@@ -144,16 +143,6 @@ def _good_samples(synth_shards, n=5):
             ] + [(r["__key__"], {"mp4": r["mp4"], "json": r["json"]}) for r in [reader.read(1, 0)]][: n - 4]
 
 
-def _zero_frame_mp4() -> bytes:
-    buffer = io.BytesIO()
-    container = av.open(buffer, "w", format="mp4")
-    stream = container.add_stream("libx264", rate=8)
-    stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-    container.start_encoding()
-    container.close()
-    return buffer.getvalue()
-
-
 def _short_video() -> bytes:
     _, fields = make_video(0, seed=9, cfg=SynthConfig(min_seconds=0.375, max_seconds=0.375, fps=8, width=64,
                                                       height=48))
@@ -163,7 +152,7 @@ def _short_video() -> bytes:
 BAD_CASES = {
     "undecodable_video": lambda good: {"mp4": b"\x00\x00\x00\x18ftypmp42" + os.urandom(3000), "json": good["json"]},
     "empty_video": lambda good: {"mp4": b"", "json": good["json"]},
-    "no_frames": lambda good: {"mp4": _zero_frame_mp4(), "json": good["json"]},
+    "no_frames": lambda good: {"mp4": zero_frame_mp4(), "json": good["json"]},
     "missing_json": lambda good: {"mp4": good["mp4"]},
     "bad_json": lambda good: {"mp4": good["mp4"], "json": b"{not json"},
     "too_short": lambda good: {"mp4": _short_video(), "json": good["json"]},

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
-
-import av
 import numpy as np
 import pytest
+from support.media import zero_frame_mp4
 
 from lvu.data.synth import SynthConfig, make_video, read_timecode
 from lvu.data.video import CompositeVideo, VideoError, VideoFile, encode_mp4
@@ -68,16 +66,6 @@ def test_encoding_is_reproducible_and_rejects_odd_sizes():
         encode_mp4([np.zeros((15, 32, 3), np.uint8)], 8)
 
 
-def _empty_container() -> bytes:
-    buffer = io.BytesIO()
-    container = av.open(buffer, "w", format="mp4")
-    stream = container.add_stream("libx264", rate=8)
-    stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-    container.start_encoding()
-    container.close()
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize(
     ("data", "reason"),
     [(b"", "empty_video"), (b"\x00\x01garbage" * 50, "undecodable_video"), (None, "no_frames")],
@@ -85,7 +73,7 @@ def _empty_container() -> bytes:
 )
 def test_broken_videos_raise_with_a_reason(data, reason):
     with pytest.raises(VideoError) as info:
-        _ = VideoFile(_empty_container() if data is None else data).info
+        _ = VideoFile(zero_frame_mp4() if data is None else data).info
     assert info.value.reason == reason
 
 
