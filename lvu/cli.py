@@ -86,6 +86,15 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lvu.quickstart import run_quickstart
+
+    run_quickstart(Path(args.out))
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from lvu.config import available_recipes, recipes_dir
 
@@ -153,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(sub)
     sub.set_defaults(func=cmd_config)
 
+    sub = add_command(subparsers, "quickstart",
+                      "synthesise videos, embed clips, pre-train a tiny LV-MAE, probe it and a baseline (CPU)",
+                      "lvu quickstart --out runs/quickstart")
+    sub.add_argument("--out", default="runs/quickstart",
+                     help="folder for everything it makes (default runs/quickstart)")
+    sub.set_defaults(func=cmd_quickstart)
+
     sub = add_command(subparsers, "recipes", "list the built-in recipes", "lvu recipes")
     sub.set_defaults(func=cmd_recipes)
     sub = add_command(subparsers, "tasks", "list the registered tasks", "lvu tasks")
@@ -190,6 +206,8 @@ class _DropAdverts(logging.Filter):
 def _quiet_library_noise() -> None:
     # Lightning 2.6 under torch 2.13 warns about its own pytree helper on every run; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # Frozen backbones (probes, adapters) are kept in eval mode on purpose.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     # Evaluating a checkpoint needs its weights, not the ModelCheckpoint that wrote it.
     warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create")
     # Lightning advertises its cloud logger at every Trainer construction.

@@ -101,9 +101,13 @@ class TrainerConfig:
     deterministic: bool | None = None
     benchmark: bool | None = None
     progress_bar: ProgressBar = ProgressBar.rich
+    # Lightning's table of modules and parameter counts at the start of fit.
+    enable_model_summary: bool = True
     # Any of "tensorboard", "csv".
     loggers: list[str] = field(default_factory=lambda: ["tensorboard", "csv"])
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # After fit, evaluate the test split with the best checkpoint (checkpoint.monitor), else the last one.
+    test_after_fit: bool = False
 
 
 class OptimizerName(str, Enum):

@@ -9,6 +9,7 @@ from lvu.config import load_recipe, recipes_dir, validate
 from lvu.schema import PRESET_GROUPS
 
 ALL_YAML = sorted(recipes_dir().rglob("*.yaml"))
+USER_INPUT = ("data.train", "data.val", "data.test", "data.predict", "probe.task", "probe.pretrained")
 
 
 def test_recipes_folder_is_not_empty():
@@ -25,6 +26,6 @@ def test_yaml_resolves_against_its_schema(path):
         validate(OmegaConf.load(path), PRESET_GROUPS[group])
     else:
         recipe = load_recipe(path, allow_missing=True)
-        # Only values a user must supply (data locations, checkpoints) may be left as ???.
+        # Only values a user must supply (data locations, checkpoints, which label task) may be left as ???.
         for key in recipe.missing_keys():
-            assert key.startswith(("data.", "model.")), f"{path}: {key} is ??? but is not user input"
+            assert key.startswith(USER_INPUT), f"{path}: {key} is ??? but is not user input"

@@ -66,7 +66,7 @@ def write_dataset(out: Path, count: int, make: Callable[[int], Produced], *, max
         raise ValueError("maxcount must be positive")
     out.mkdir(parents=True, exist_ok=True)
     skipped_path = out / SKIPPED_FILE
-    previous_skips = _read_skips(skipped_path) if resume else {}
+    previous_skips = read_skips(skipped_path) if resume else {}
     shards: list[ShardInfo] = []
     skipped: list[Skipped] = []
     written = reused = 0
@@ -96,20 +96,20 @@ def write_dataset(out: Path, count: int, make: Callable[[int], Produced], *, max
                 written += len(produced)
             skipped += shard_skips
             previous_skips[shard_index] = shard_skips
-            _write_skips(skipped_path, previous_skips)
+            write_skips(skipped_path, previous_skips)
     manifest = Manifest(shards=shards, kind=kind, extra=extra or {})
     manifest.save(out)
     return WriteReport(manifest=manifest, written=written, skipped=skipped, reused_shards=reused)
 
 
-def _write_skips(path: Path, by_shard: dict[int, list[Skipped]]) -> None:
+def write_skips(path: Path, by_shard: dict[int, list[Skipped]]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for shard_index in sorted(by_shard):
             for skip in by_shard[shard_index]:
                 f.write(json.dumps({"shard": shard_index, **asdict(skip)}) + "\n")
 
 
-def _read_skips(path: Path) -> dict[int, list[Skipped]]:
+def read_skips(path: Path) -> dict[int, list[Skipped]]:
     by_shard: dict[int, list[Skipped]] = {}
     if path.is_file():
         for line in path.read_text().splitlines():

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     import lightning as L
 
 # Task-name prefix -> the module that registers those tasks when imported.
-_BUILTIN_TASK_MODULES: dict[str, str] = {}
+_BUILTIN_TASK_MODULES: dict[str, str] = {
+    "lvmae": "lvu.tasks.lvmae",
+}
 
 _REGISTRY: dict[str, TaskSpec] = {}
 
@@ -33,6 +35,9 @@ class TaskSpec:
         build_module: builds the LightningModule from the validated, typed recipe.
         build_datamodule: builds the LightningDataModule from the same recipe.
         description: one line for ``lvu tasks``.
+        expand: optional; recipe -> ``[(name, overrides), ...]`` when one recipe stands for several runs (e.g. a
+            probe per label task). Each runs in ``<run_dir>/<name>/`` with its overrides applied.
+        summarize: optional; ``{name: metrics}`` of those runs -> a table printed at the end.
     """
 
     name: str
@@ -40,6 +45,8 @@ class TaskSpec:
     build_module: Callable[[Any], L.LightningModule]
     build_datamodule: Callable[[Any], L.LightningDataModule]
     description: str = ""
+    expand: Callable[[Any], list[tuple[str, list[str]]] | None] | None = None
+    summarize: Callable[[Any, dict[str, dict[str, float]]], str] | None = None
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:

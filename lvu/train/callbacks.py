@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelChe
 from lvu.errors import LvuError
 
 CHECKPOINT_KEY = "lvu"
+BEST_RECORD = "best.json"
 
 
 def config_digest(config: dict[str, Any]) -> str:
@@ -80,6 +82,19 @@ class LvuModelCheckpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
         if self.save_last and trainer.global_step != self._last_global_step_saved and not trainer.sanity_checking:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
+        previous = self.best_model_path
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+        if self.best_model_path and self.best_model_path != previous and trainer.is_global_zero:
+            # Evaluation stages and `--ckpt RUN_DIR` find the best checkpoint here without unpickling any.
+            record = {"path": Path(self.best_model_path).name, "monitor": self.monitor,
+                      "score": float(self.best_model_score) if self.best_model_score is not None else None,
+                      "global_step": trainer.global_step}
+            best = Path(self.dirpath) / BEST_RECORD
+            tmp = best.with_suffix(".tmp")
+            tmp.write_text(json.dumps(record, indent=1) + "\n")
+            os.replace(tmp, best)
 
 
 class JsonlPredictionWriter(BasePredictionWriter):

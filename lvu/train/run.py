@@ -14,10 +14,16 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import OmegaConf
 
-from lvu.config import Recipe
+from lvu.config import Recipe, load_recipe
 from lvu.errors import LvuError
 from lvu.train.callbacks import RunInfo
-from lvu.train.rundir import CONFIG_FILE, RUN_DIR_ENV, find_resume_checkpoint, resolve_run_dir
+from lvu.train.rundir import (
+    CONFIG_FILE,
+    RUN_DIR_ENV,
+    find_best_checkpoint,
+    find_resume_checkpoint,
+    resolve_run_dir,
+)
 from lvu.train.trainer import build_trainer
 
 STAGES = ("fit", "validate", "test", "predict")
@@ -49,17 +55,24 @@ def _env(name: str, value: str) -> Iterator[None]:
             os.environ[name] = previous
 
 
-def resolve_ckpt(ckpt: str | None) -> Path | None:
-    """``--ckpt`` accepts a checkpoint file, a DeepSpeed checkpoint folder, or a run directory (its last.ckpt)."""
+def resolve_ckpt(ckpt: str | None, stage: str = "fit") -> Path | None:
+    """``--ckpt`` accepts a checkpoint file, a DeepSpeed checkpoint folder, or a run directory.
+
+    A run directory means its last checkpoint for ``fit`` (to continue it) and its best one, when a metric ranked
+    them, for the other stages.
+    """
     if ckpt is None:
         return None
     path = Path(ckpt)
     if not path.exists():
         raise LvuError(f"checkpoint {path} not found")
     if path.is_dir() and (path / CONFIG_FILE).is_file():
+        best = find_best_checkpoint(path)
+        if stage != "fit" and best is not None:
+            return best
         last = find_resume_checkpoint(path)
         if last is None:
-            raise LvuError(f"run directory {path} has no checkpoints/last.ckpt to resume from")
+            raise LvuError(f"run directory {path} has no checkpoints/last.ckpt")
         return last
     return path
 
@@ -98,23 +111,61 @@ def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
-def run(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions: str | None = None) -> RunResult:
+def run(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions: str | None = None,
+        verbose: bool = True) -> RunResult:
     """Run ``stage`` of ``recipe``.
 
     Args:
         ckpt: checkpoint (file, DeepSpeed folder or run directory) to resume (fit) or to evaluate (other stages).
             ``fit`` in an existing run directory resumes its last checkpoint without it.
         predictions: predict only: where to write JSON lines (default ``<run_dir>/predictions.jsonl``).
+        verbose: print Lightning's metric tables and the summary.
+
+    A task may stand for several runs (``TaskSpec.expand``, e.g. one probe per label task); each then runs in its
+    own sub-folder and the task's summary table is printed and saved as ``summary.json``/``summary.txt``.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
     if recipe.missing_keys():
         raise LvuError(f"missing required values (???): {', '.join(recipe.missing_keys())}")
+    spec = recipe.task
+    subruns = spec.expand(recipe.to_object()) if spec.expand is not None else None
+    if not subruns:
+        return _run_one(recipe, stage, ckpt=ckpt, predictions=predictions, verbose=verbose)
+
+    cfg = recipe.to_object()
+    run_dir = resolve_run_dir(run_dir=cfg.run_dir, runs_root=cfg.runs_root, name=recipe.name, stage=stage)
+    write_config(recipe, run_dir)
+    results: dict[str, RunResult] = {}
+    for name, overrides in subruns:
+        sub_dir = run_dir / name
+        if stage == "fit" and (sub_dir / "test_metrics.json").is_file() and cfg.trainer.test_after_fit:
+            rank_zero_info(f"{name}: already trained and tested in {sub_dir}; skipping")
+            metrics = json.loads((sub_dir / "test_metrics.json").read_text())
+            results[name] = RunResult(sub_dir, stage, -1, metrics)
+            continue
+        sub_recipe = load_recipe(recipe.path, [*recipe.overrides, *overrides, f"run_dir={sub_dir}"])
+        sub_ckpt = str(Path(ckpt) / name) if ckpt is not None and (Path(ckpt) / name).is_dir() else ckpt
+        results[name] = _run_one(sub_recipe, stage, ckpt=sub_ckpt, predictions=predictions, verbose=verbose)
+    merged = {f"{name}/{key}": value for name, r in results.items() for key, value in r.metrics.items()}
+    if spec.summarize is not None and rank_zero_only.rank == 0:
+        table = spec.summarize(cfg, {name: r.metrics for name, r in results.items()})
+        (run_dir / "summary.txt").write_text(table + "\n")
+        (run_dir / "summary.json").write_text(json.dumps({n: r.metrics for n, r in results.items()}, indent=2,
+                                                         sort_keys=True) + "\n")
+        if verbose:
+            rank_zero_info(table)
+    return RunResult(run_dir=run_dir, stage=stage, global_step=max(r.global_step for r in results.values()),
+                     metrics=merged)
+
+
+def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions: str | None = None,
+             verbose: bool = True) -> RunResult:
     cfg = recipe.to_object()
     run_dir = resolve_run_dir(run_dir=cfg.run_dir, runs_root=cfg.runs_root, name=recipe.name, stage=stage)
     recipe.cfg.run_dir = str(run_dir)  # the saved config.yaml then resumes this very run when passed back to `lvu fit`
 
-    ckpt_path = resolve_ckpt(ckpt)
+    ckpt_path = resolve_ckpt(ckpt, stage)
     resumed_from = None
     if stage == "fit" and ckpt_path is None:
         ckpt_path = resumed_from = find_resume_checkpoint(run_dir)
@@ -130,13 +181,21 @@ def run(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions: str
         datamodule = recipe.task.build_datamodule(cfg)
         run_info = RunInfo(task=recipe.task.name, recipe_name=recipe.name, config=recipe.to_container())
         trainer = build_trainer(cfg.trainer, run_dir, stage, run_info, predictions_path)
-        outputs = getattr(trainer, stage)(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        evaluate = {"verbose": verbose} if stage in ("validate", "test") else {}
+        outputs = getattr(trainer, stage)(module, datamodule=datamodule, ckpt_path=ckpt_path, **evaluate)
+        evaluated = stage
+        if stage == "fit" and cfg.trainer.test_after_fit:
+            best = find_best_checkpoint(run_dir)
+            rank_zero_info(f"Testing the {'best' if best else 'last'} checkpoint")
+            outputs = trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None,
+                                   verbose=verbose)
+            evaluated = "test"
 
     metrics = _scalar_metrics(trainer.callback_metrics)
-    if stage in ("validate", "test") and outputs:
+    if evaluated in ("validate", "test") and outputs:
         metrics = {k: v for d in outputs for k, v in _scalar_metrics(d).items()}
         if trainer.is_global_zero:
-            (run_dir / f"{stage}_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+            (run_dir / f"{evaluated}_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return RunResult(
         run_dir=run_dir,
         stage=stage,

@@ -70,6 +70,17 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / CHECKPOINT_DIR
 
 
+def find_best_checkpoint(run_dir: Path) -> Path | None:
+    """The best checkpoint by the run's monitored metric (recorded in checkpoints/best.json), if any."""
+    import json
+
+    record = checkpoint_dir(run_dir) / "best.json"
+    if not record.is_file():
+        return None
+    best = checkpoint_dir(run_dir) / json.loads(record.read_text())["path"]
+    return best if best.exists() else None
+
+
 def find_resume_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint a ``fit`` in an existing run directory continues from, or None for a fresh run."""
     last = checkpoint_dir(run_dir) / LAST_CHECKPOINT

@@ -81,6 +81,7 @@ def trainer_kwargs(cfg: TrainerConfig) -> dict[str, Any]:
         "deterministic": cfg.deterministic,
         "benchmark": cfg.benchmark,
         "enable_progress_bar": cfg.progress_bar != ProgressBar.none,
+        "enable_model_summary": cfg.enable_model_summary,
     }
     for split in ("train", "val", "test", "predict"):
         value = getattr(cfg, f"limit_{split}_batches")

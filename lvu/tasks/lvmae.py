@@ -1,0 +1,442 @@
+"""LV-MAE training stages: masked-embedding pre-training, and linear / attentive probing of the frozen encoder.
+
+``lvmae.pretrain`` (paper Table 5) trains :class:`~lvu.models.lvmae.LVMAE` on clip-embedding shards made by
+``lvu data embed``. ``lvmae.probe`` freezes a pre-trained encoder (or uses the raw embeddings as a baseline) and
+trains one probe per label task: a linear layer on the global average of the encoder outputs (Table 6) or one
+transformer block + LayerNorm + linear on [CLS] (Table 7), with cross-entropy for classes and MSE for regression
+targets. The best validation epoch is kept (``val/score``: accuracy, or minus the MSE) and the test split is
+evaluated with it. ``probe.task: all`` probes every task of the label map, one run per task, and prints a table
+shaped like the paper's Table 8.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from omegaconf import MISSING, OmegaConf
+
+from lvu.data.datamodule import ShardDataConfig, ShardDataModule, split_sources
+from lvu.data.decoders import FeatureDecoder
+from lvu.data.embed import feature_dim
+from lvu.errors import ConfigError, LvuError
+from lvu.models.lvmae import (
+    LVMAE,
+    AttentiveProbe,
+    LinearProbe,
+    LVMAEConfig,
+    RawEmbeddings,
+    attention_heads_for,
+)
+from lvu.schema import RecipeConfig
+from lvu.tasks.optim import configure_optimizers
+from lvu.tasks.registry import TaskSpec, register_task
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data
+
+
+class Overflow(str, Enum):
+    """What happens to videos with more clips than the model's ``max_tokens``."""
+
+    # Keep the first max_tokens clips.
+    truncate = "truncate"
+    # Training: a random window of max_tokens consecutive clips (a different one each epoch); evaluation: the middle
+    # window.
+    window = "window"
+
+
+@dataclass
+class LVMAEDataConfig(ShardDataConfig):
+    """Clip-embedding shards (``lvu data embed``) and how long sequences are cut to the model's token cap."""
+
+    overflow: Overflow = Overflow.truncate
+    # label_maps.json for probing; None = the one next to the first training shard folder.
+    label_maps: str | None = None
+
+
+class SequenceDecoder:
+    """Feature sample -> ``[L, D]`` sequence no longer than ``max_tokens`` (see :class:`Overflow`)."""
+
+    def __init__(self, dim: int, max_tokens: int, overflow: Overflow, train: bool) -> None:
+        self.features = FeatureDecoder(dim)
+        self.max_tokens, self.overflow, self.train = max_tokens, overflow, train
+
+    def __call__(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        sample = self.features(raw, rng)
+        seq = sample["features"]
+        extra = len(seq) - self.max_tokens
+        if extra > 0:
+            if self.overflow == Overflow.truncate:
+                start = 0
+            elif self.train:
+                start = int(rng.integers(0, extra + 1))
+            else:
+                start = extra // 2
+            sample["features"] = seq[start:start + self.max_tokens]
+        return sample
+
+
+def pad_sequences(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Right-pad ``[L_i, D]`` sequences into ``x [B, L, D]`` with ``valid [B, L]``."""
+    lengths = torch.tensor([len(s["features"]) for s in samples])
+    x = torch.zeros(len(samples), int(lengths.max()), samples[0]["features"].shape[1])
+    for i, s in enumerate(samples):
+        x[i, : len(s["features"])] = s["features"]
+    valid = torch.arange(x.shape[1])[None, :] < lengths[:, None]
+    return {"x": x, "valid": valid, "keys": [s["__key__"] for s in samples],
+            "pad": torch.tensor([s["__pad__"] for s in samples], dtype=torch.bool)}
+
+
+def _seed_for(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pre-training
+
+
+@dataclass
+class LVMAEPretrainRecipe(RecipeConfig):
+    data: LVMAEDataConfig = field(default_factory=LVMAEDataConfig)
+    model: LVMAEConfig = field(default_factory=LVMAEConfig)
+
+
+class LVMAEPretrain(L.LightningModule):
+    """Masked-embedding pre-training. Masks are drawn from a generator seeded by (seed, step, rank), so a resumed
+    run draws the same masks as an uninterrupted one without saving RNG state."""
+
+    def __init__(self, cfg: LVMAEPretrainRecipe) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = LVMAE(cfg.model)
+
+    def _generator(self, stage: int, batch_idx: int) -> torch.Generator:
+        step = self.global_step if stage == 0 else batch_idx
+        return torch.Generator().manual_seed(_seed_for(self.cfg.seed, stage, step, self.global_rank))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.model(batch["x"], batch["valid"], generator=self._generator(0, batch_idx))
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=len(batch["keys"]))
+        return out.loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        # The same masks every validation, so val/loss is comparable across epochs.
+        out = self.model(batch["x"], batch["valid"], generator=self._generator(1, batch_idx))
+        keep = ~batch["pad"]
+        loss = out.per_sample[keep].mean() if keep.any() else out.loss.detach() * 0
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=int(keep.sum().clamp(min=1)))
+
+    def configure_optimizers(self):
+        return configure_optimizers(self, self.cfg.optim)
+
+
+def _pretrain_data(cfg: LVMAEPretrainRecipe) -> ShardDataModule:
+    m = cfg.model
+    return ShardDataModule(
+        cfg.data, cfg.seed,
+        decode=lambda split: SequenceDecoder(m.input_dim, m.max_tokens, cfg.data.overflow, split == "train"),
+        collate=lambda split: pad_sequences,
+    )
+
+
+register_task(TaskSpec("lvmae.pretrain", LVMAEPretrainRecipe, LVMAEPretrain, _pretrain_data,
+                       "LV-MAE masked-embedding pre-training on clip-embedding shards"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Probing
+
+
+class ProbeKind(str, Enum):
+    linear = "linear"
+    attentive = "attentive"
+
+
+class Backbone(str, Enum):
+    # A pre-trained LV-MAE encoder, frozen.
+    lvmae = "lvmae"
+    # The clip embeddings themselves (the paper's "raw embeddings" baseline).
+    raw = "raw"
+
+
+@dataclass
+class ProbeConfig:
+    kind: ProbeKind = ProbeKind.attentive
+    # A label task of the label map (e.g. "director"), a list of them, or "all".
+    task: Any = MISSING
+    backbone: Backbone = Backbone.lvmae
+    # LV-MAE pre-training checkpoint (backbone lvmae); its config gives the encoder's shape.
+    pretrained: str | None = None
+    # Attention heads of the attentive probe's block (lowered to a divisor of the width when needed).
+    num_heads: int = 16
+    # Token cap for the raw backbone (LV-MAE backbones use their own max_tokens).
+    max_tokens: int = 256
+
+
+@dataclass
+class LVMAEProbeRecipe(RecipeConfig):
+    data: LVMAEDataConfig = field(default_factory=LVMAEDataConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+
+@dataclass(frozen=True)
+class LabelTask:
+    name: str
+    classes: list[str] | None  # None = regression
+
+    @property
+    def outputs(self) -> int:
+        return len(self.classes) if self.classes is not None else 1
+
+
+def load_label_maps(cfg: LVMAEProbeRecipe) -> dict[str, LabelTask]:
+    if cfg.data.label_maps:
+        path = Path(cfg.data.label_maps)
+    else:
+        sources = split_sources(cfg.data, "train") or []
+        path = Path(sources[0]) / "label_maps.json" if sources else Path("label_maps.json")
+    if not path.is_file():
+        raise ConfigError(f"label map {path} not found; set data.label_maps (written by `lvu data synth`, "
+                          f"`lvu data pack --format lvu` and copied by `lvu data embed`)")
+    raw = json.loads(path.read_text())
+    return {name: LabelTask(name, spec.get("classes") if spec.get("type") == "classification" else None)
+            for name, spec in raw.items()}
+
+
+def probe_tasks(cfg: LVMAEProbeRecipe) -> list[str]:
+    maps = load_label_maps(cfg)
+    requested = cfg.probe.task
+    if requested == "all":
+        return list(maps)
+    names = [requested] if isinstance(requested, str) else list(requested)
+    unknown = [n for n in names if n not in maps]
+    if unknown:
+        raise ConfigError(f"probe.task: {', '.join(unknown)} not in the label map (tasks: {', '.join(maps)})")
+    return names
+
+
+def _read_pretrained(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if file.is_dir():
+        raise LvuError(f"probe.pretrained: {file} is a folder; give a checkpoint file (DeepSpeed checkpoints: convert "
+                       f"with `lvu ckpt convert`)")
+    if not file.is_file():
+        raise LvuError(f"probe.pretrained: checkpoint {file} not found")
+    # Memory-mapped: reading the config does not read the weights.
+    return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+
+
+def pretrained_config(path: str) -> LVMAEConfig:
+    """The encoder shape recorded in an ``lvmae.pretrain`` checkpoint."""
+    return load_pretrained(path, weights=False)[0]
+
+
+def load_pretrained(path: str, weights: bool = True) -> tuple[LVMAEConfig, dict[str, torch.Tensor]]:
+    """The encoder config and weights stored in an ``lvmae.pretrain`` checkpoint."""
+    ckpt = _read_pretrained(path)
+    file = Path(path)
+    info = ckpt.get("lvu") or {}
+    if info.get("task") != "lvmae.pretrain":
+        raise LvuError(f"probe.pretrained: {file} was written by task '{info.get('task')}', not lvmae.pretrain")
+    model_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LVMAEConfig), info["config"]["model"]))
+    if not weights:
+        return model_cfg, {}
+    state = {k.removeprefix("model."): v.clone() for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    return model_cfg, state
+
+
+class LVMAEProbe(L.LightningModule):
+    """A probe on a frozen backbone for one label task.
+
+    The frozen backbone is rebuilt from ``probe.pretrained`` whenever the probe is built, so checkpoints hold only
+    the probe (a few MB instead of the whole encoder).
+    """
+
+    def __init__(self, cfg: LVMAEProbeRecipe) -> None:
+        super().__init__()
+        self.cfg = cfg
+        names = probe_tasks(cfg)
+        if len(names) != 1:
+            raise ConfigError("probe.task: one run probes one task; give a single name, a list or 'all' on the "
+                              "command line so that `lvu fit` runs one probe per task")
+        self.label = load_label_maps(cfg)[names[0]]
+        if cfg.probe.backbone == Backbone.lvmae:
+            if not cfg.probe.pretrained:
+                raise ConfigError("probe.pretrained: set the LV-MAE pre-training checkpoint (or probe.backbone=raw)")
+            model_cfg, state = load_pretrained(cfg.probe.pretrained)
+            backbone = LVMAE(model_cfg)
+            backbone.load_state_dict(state)
+            self.input_dim, self.max_tokens, width = model_cfg.input_dim, model_cfg.max_tokens, model_cfg.embed_dim
+            backbone.requires_grad_(False).eval()
+        else:
+            self.input_dim = feature_dim(split_sources(cfg.data, "train") or split_sources(cfg.data, "test") or [])
+            self.max_tokens, width = cfg.probe.max_tokens, self.input_dim
+            # The raw baseline's [CLS] is learned with the probe; the embeddings themselves are fixed.
+            backbone = RawEmbeddings(self.input_dim, cfg.probe.max_tokens)
+        self.backbone = backbone
+        if cfg.probe.kind == ProbeKind.linear:
+            self.head = LinearProbe(width, self.label.outputs)
+        else:
+            self.head = AttentiveProbe(width, self.label.outputs, attention_heads_for(width, cfg.probe.num_heads))
+        if self.label.classes is not None:
+            metric = torchmetrics.classification.MulticlassAccuracy(self.label.outputs, average="micro")
+        else:
+            metric = torchmetrics.MeanSquaredError()
+        self.val_metric, self.test_metric = metric.clone(), metric.clone()
+
+    @property
+    def _frozen(self) -> bool:
+        return self.cfg.probe.backbone == Backbone.lvmae
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self._frozen:
+            self.backbone.eval()
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._frozen:
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                        if not k.startswith("backbone.")}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._frozen:
+            checkpoint["state_dict"].update({f"backbone.{k}": v for k, v in self.backbone.state_dict().items()})
+
+    def targets(self, batch: dict[str, Any]) -> torch.Tensor:
+        values = []
+        for key, annotation in zip(batch["keys"], batch["annotations"], strict=True):
+            value = annotation["labels"][self.label.name]
+            if self.label.classes is None:
+                values.append(float(value))
+            elif value in self.label.classes:
+                values.append(self.label.classes.index(value))
+            else:
+                raise LvuError(f"sample {key}: label '{value}' of task {self.label.name} is not in the label map "
+                               f"(classes: {', '.join(self.label.classes)})")
+        dtype = torch.float32 if self.label.classes is None else torch.long
+        return torch.tensor(values, dtype=dtype, device=self.device)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        if self._frozen:
+            with torch.no_grad():
+                tokens, key_valid = self.backbone.features(x, valid)
+        else:
+            tokens, key_valid = self.backbone.features(x, valid)
+        out = self.head(tokens, key_valid)
+        return out if self.label.classes is not None else out.squeeze(-1)
+
+    def _loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out, target) if self.label.classes is not None else F.mse_loss(out, target)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self._loss(self(batch["x"], batch["valid"]), self.targets(batch))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["keys"]))
+        return loss
+
+    def _evaluate(self, batch: dict[str, Any], metric: torchmetrics.Metric, split: str) -> None:
+        keep = ~batch["pad"]
+        if not keep.any():  # a batch of evaluation padding only
+            return
+        out, target = self(batch["x"], batch["valid"])[keep], self.targets(batch)[keep]
+        metric.update(out.argmax(-1) if self.label.classes is not None else out, target)
+        name = "acc" if self.label.classes is not None else "mse"
+        self.log(f"{split}/{name}", metric, prog_bar=True, batch_size=int(keep.sum()))
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metric, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        # One higher-is-better number for model selection, whatever the task kind.
+        value = self.val_metric.compute()
+        self.log("val/score", value if self.label.classes is not None else -value, sync_dist=True)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metric, "test")
+
+    def configure_optimizers(self):
+        return configure_optimizers(self, self.cfg.optim)
+
+
+def _probe_select(cfg: LVMAEProbeRecipe, task: str):
+    split_name = {"train": "train", "val": "val", "test": "test", "predict": "test"}
+
+    def select(split: str):
+        def keep(annotation: dict[str, Any]) -> bool:
+            labels, splits = annotation.get("labels") or {}, annotation.get("splits") or {}
+            return task in labels and (task not in splits or splits[task] == split_name[split])
+
+        return keep
+
+    return select
+
+
+def _with_annotations(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    batch = pad_sequences(samples)
+    batch["annotations"] = [s["annotation"] for s in samples]
+    return batch
+
+
+def _probe_data(cfg: LVMAEProbeRecipe) -> ShardDataModule:
+    (task,) = probe_tasks(cfg)
+    if cfg.probe.backbone == Backbone.lvmae:
+        if not cfg.probe.pretrained:
+            raise ConfigError("probe.pretrained: set the LV-MAE pre-training checkpoint (or probe.backbone=raw)")
+        model_cfg = pretrained_config(cfg.probe.pretrained)
+        dim, cap = model_cfg.input_dim, model_cfg.max_tokens
+    else:
+        dim = feature_dim(split_sources(cfg.data, "train") or split_sources(cfg.data, "test") or [])
+        cap = cfg.probe.max_tokens
+    return ShardDataModule(
+        cfg.data, cfg.seed,
+        decode=lambda split: SequenceDecoder(dim, cap, cfg.data.overflow, split == "train"),
+        collate=lambda split: _with_annotations,
+        select=_probe_select(cfg, task),
+    )
+
+
+def _expand_probe(cfg: LVMAEProbeRecipe) -> list[tuple[str, list[str]]] | None:
+    if isinstance(cfg.probe.task, str) and cfg.probe.task != "all":
+        return None
+    return [(name, [f"probe.task={name}"]) for name in probe_tasks(cfg)]
+
+
+# LVU (paper Table 8) column order and headings; other label tasks follow in label-map order.
+LVU_COLUMNS = {"director": "Dir.", "genre": "Genre", "writer": "Writer", "year": "Year", "scene": "Scene",
+               "speaking_style": "Speak", "relationship": "Rel."}
+LVU_REGRESSION = {"like_ratio": "Like (MSE)", "view_count": "View (MSE)"}
+
+
+def summarize_probes(cfg: LVMAEProbeRecipe, results: dict[str, dict[str, float]]) -> str:
+    """A Table-8-shaped row: top-1 accuracy (%) per classification task and their average, then MSEs."""
+    classification = {n: m["test/acc"] * 100 for n, m in results.items() if "test/acc" in m}
+    regression = {n: m["test/mse"] for n, m in results.items() if "test/mse" in m}
+    order = [n for n in LVU_COLUMNS if n in classification] + [n for n in classification if n not in LVU_COLUMNS]
+    reg_order = [n for n in LVU_REGRESSION if n in regression] + [n for n in regression if n not in LVU_REGRESSION]
+    method = f"{'LV-MAE' if cfg.probe.backbone == Backbone.lvmae else 'raw embeddings'} ({cfg.probe.kind.value})"
+    heads = ["Method", *[LVU_COLUMNS.get(n, n) for n in order]]
+    cells = [method, *[f"{classification[n]:.2f}" for n in order]]
+    if classification:
+        heads.append("Avg.")
+        cells.append(f"{sum(classification.values()) / len(classification):.2f}")
+    heads += [LVU_REGRESSION.get(n, f"{n} (MSE)") for n in reg_order]
+    cells += [f"{regression[n]:.3f}" for n in reg_order]
+    widths = [max(len(h), len(c)) for h, c in zip(heads, cells, strict=True)]
+    line = lambda row: "| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |"  # noqa: E731
+    return "\n".join([line(heads), "|" + "|".join("-" * (w + 2) for w in widths) + "|", line(cells)])
+
+
+register_task(TaskSpec("lvmae.probe", LVMAEProbeRecipe, LVMAEProbe, _probe_data,
+                       "linear or attentive probing of a frozen LV-MAE encoder (or raw embeddings)",
+                       expand=_expand_probe, summarize=summarize_probes))
+
+__all__ = ["LVMAEPretrain", "LVMAEPretrainRecipe", "LVMAEProbe", "LVMAEProbeRecipe", "summarize_probes"]
