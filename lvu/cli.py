@@ -132,7 +132,7 @@ def command_groups() -> dict[str, tuple[str, CommandGroup]]:
     from lvu.train.ckpt_cli import add_ckpt_commands
 
     return {
-        "data": ("data tools: synth, pack, inspect, concat, index", add_data_commands),
+        "data": ("data tools: synth, pack, inspect, concat, embed, index", add_data_commands),
         "ckpt": ("checkpoint tools", add_ckpt_commands),
     }
 

@@ -95,8 +95,13 @@ def _metric(metrics: dict[str, float], task: str) -> float | None:
     return None
 
 
-def run_quickstart(out: Path, cfg: QuickstartConfig | None = None, *, console: Console | None = None) -> dict[str, Any]:
-    """Run the pipeline into ``out``; returns (and writes) the summary."""
+def run_quickstart(out: Path, cfg: QuickstartConfig | None = None, *, console: Console | None = None,
+                   probes: tuple[tuple[str, list[str]], ...] = PROBES) -> dict[str, Any]:
+    """Run the pipeline into ``out``; returns (and writes) the summary.
+
+    Args:
+        probes: ``(row name, recipe overrides)`` per probe configuration to compare.
+    """
     cfg = cfg or QuickstartConfig()
     console = console or Console(stderr=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +139,7 @@ def run_quickstart(out: Path, cfg: QuickstartConfig | None = None, *, console: C
 
     step(5, "Probing every label task: LV-MAE (attentive, linear) and the raw-embedding baseline")
     rows: dict[str, dict[str, float]] = {}
-    for n, (name, overrides) in enumerate(PROBES):
+    for n, (name, overrides) in enumerate(probes):
         recipe = load_recipe("quickstart/lvmae_probe", [
             f"data.train={features['train']}", f"data.val={features['val']}", f"data.test={features['test']}",
             f"probe.pretrained={pretrained}", f"run_dir={out / 'runs' / f'probe{n}'}", f"seed={cfg.seed}",

@@ -74,6 +74,16 @@ def cmd_concat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from lvu.data.embed import embed_videos
+
+    report = embed_videos(args.shards, Path(args.out), args.encoder, segment_seconds=args.segment_seconds,
+                          frames_per_clip=args.frames_per_clip, batch_size=args.batch_size, workers=args.workers,
+                          device=args.device, save_dtype=args.dtype)
+    _summary(report, Path(args.out), f"embedded ({report.dim}-wide features)")
+    return 0
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from lvu.data.shards import Manifest, ShardInfo, count_samples
 
@@ -132,6 +142,21 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--maxcount", type=int, default=10, help="long videos per shard")
     sub.set_defaults(func=cmd_concat)
+
+    sub = add_command(subparsers, "embed",
+                      "embed consecutive clips of every video with a frozen encoder (LV-MAE input)",
+                      "lvu data embed shards/train feats/train --encoder /models/clip-vit-b16 --segment-seconds 5")
+    sub.add_argument("shards", nargs="+", help="video shard folders")
+    sub.add_argument("out", help="output folder for feature shards")
+    sub.add_argument("--encoder", required=True, help="folder of a CLIP, SigLIP, X-CLIP or VideoMAE checkpoint")
+    sub.add_argument("--segment-seconds", type=float, default=5.0, help="clip length (default 5, the paper's)")
+    sub.add_argument("--frames-per-clip", type=int, default=None,
+                     help="frames per clip (default: what the encoder takes, else 8)")
+    sub.add_argument("--batch-size", type=int, default=64, help="clips per encoder batch")
+    sub.add_argument("--workers", type=int, default=2, help="decoding processes")
+    sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    sub.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored feature type")
+    sub.set_defaults(func=cmd_embed)
 
     sub = add_command(subparsers, "index", "write manifest.json for a folder of shards made by another tool",
                    "lvu data index /data/video2dataset_shards")

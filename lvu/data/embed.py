@@ -141,9 +141,9 @@ def embed_videos(sources: list[str], out: Path, encoder_path: str | Path, *, seg
     sampler = SamplerConfig(name=SamplerName.segments, segment_seconds=segment_seconds, frames_per_segment=frames)
     shards = resolve_shards(sources)
     out.mkdir(parents=True, exist_ok=True)
-    previous = read_skips(out / SKIPPED_FILE)
+    # Skips of shards kept from an earlier run stay listed; recomputed shards replace theirs.
+    skips: dict[int, list[Skipped]] = read_skips(out / SKIPPED_FILE)
     written_shards: list[ShardInfo] = []
-    skips: dict[int, list[Skipped]] = {}
     written = reused = 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=quiet) as progress:
@@ -152,7 +152,6 @@ def embed_videos(sources: list[str], out: Path, encoder_path: str | Path, *, seg
             path = out / f"shard-{number:06d}.tar"
             if path.is_file():
                 written_shards.append(ShardInfo(path, count_samples(path)))
-                skips[number] = previous.get(number, [])
                 reused += 1
                 progress.advance(task, shard.samples)
                 continue
@@ -163,6 +162,7 @@ def embed_videos(sources: list[str], out: Path, encoder_path: str | Path, *, seg
                 written_shards.append(ShardInfo(path, len(samples)))
                 written += len(samples)
             write_skips(out / SKIPPED_FILE, skips)
+    write_skips(out / SKIPPED_FILE, {n: s for n, s in skips.items() if n < len(shards)})
     manifest = Manifest(written_shards, kind="features", extra={
         "encoder": str(encoder_path), "encoder_family": encoder.family, "dim": encoder.dim,
         "segment_seconds": segment_seconds, "frames_per_clip": frames, "sources": [str(s) for s in sources]})
@@ -172,7 +172,8 @@ def embed_videos(sources: list[str], out: Path, encoder_path: str | Path, *, seg
         if label_maps.is_file():
             shutil.copyfile(label_maps, out / "label_maps.json")
             break
-    return EmbedReport(manifest, written, [s for v in skips.values() for s in v], reused, encoder.dim)
+    listed = [s for n, v in sorted(skips.items()) if n < len(shards) for s in v]
+    return EmbedReport(manifest, written, listed, reused, encoder.dim)
 
 
 def feature_dim(sources: list[str]) -> int:

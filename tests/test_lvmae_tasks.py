@@ -1,0 +1,177 @@
+"""LV-MAE tasks from the CLI: pre-training, probing (linear/attentive, LV-MAE/raw), bad input, LVU Table 8."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from support.features import make_features
+
+from lvu.cli import main
+from lvu.data.loader import SampleSet, ShardLoader
+from lvu.data.shards import Manifest, ShardInfo, resolve_shards, write_shard
+from lvu.errors import LvuError
+from lvu.tasks.lvmae import Overflow, SequenceDecoder, pad_sequences
+
+TINY_MODEL = ["model.input_dim=8", "model.embed_dim=8", "model.depth=1", "model.num_heads=2", "model.decoder_dim=8",
+              "model.decoder_num_heads=2", "model.max_tokens=32"]
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("features")
+    return {split: make_features(root / split, n, seed=s) for split, n, s in
+            (("train", 96, 0), ("val", 32, 1), ("test", 48, 2))}
+
+
+@pytest.fixture(scope="module")
+def pretrained(features, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("pretrain") / "run"
+    assert main(["fit", "quickstart/lvmae_pretrain", f"data.train={features['train']}",
+                 f"data.val={features['val']}", f"run_dir={run_dir}", "trainer.max_epochs=4",
+                 "trainer.progress_bar=none", *TINY_MODEL]) == 0
+    return run_dir
+
+
+def _csv(run_dir: Path, column: str) -> list[float]:
+    rows = [r for p in sorted((run_dir / "logs" / "csv").glob("version_*/metrics.csv"))
+            for r in csv.DictReader(p.open())]
+    return [float(r[column]) for r in rows if r.get(column)]
+
+
+def test_pretraining_lowers_the_reconstruction_loss_and_resumes(pretrained, features):
+    val = _csv(pretrained, "val/loss")
+    assert len(val) == 4 and val[-1] < val[0]
+    ckpt = torch.load(pretrained / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4 * (96 // 16) and ckpt["lvu"]["task"] == "lvmae.pretrain"
+    assert ckpt["lvu"]["config"]["optim"]["betas"] == [0.9, 0.95]  # Table 5 kept through the quickstart recipe
+    assert main(["fit", str(pretrained / "config.yaml"), "trainer.max_epochs=5"]) == 0
+    assert torch.load(pretrained / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5 * 6
+
+
+@pytest.mark.parametrize(("kind", "backbone"), [("linear", "raw"), ("attentive", "lvmae")])
+def test_probe_every_task_and_report_the_test_at_the_best_validation_epoch(
+        features, pretrained, tmp_path, kind, backbone, capsys):
+    run_dir = tmp_path / "probe"
+    args = ["quickstart/lvmae_probe", f"data.train={features['train']}", f"data.val={features['val']}",
+            f"data.test={features['test']}", f"probe.pretrained={pretrained / 'checkpoints' / 'last.ckpt'}",
+            f"probe.kind={kind}", f"probe.backbone={backbone}", "probe.num_heads=2", "trainer.max_epochs=15"]
+    assert main(["fit", *args, f"run_dir={run_dir}"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(summary) == {"kind", "order", "size"}
+    assert summary["kind"]["test/acc"] > 0.8  # the class shifts every clip's mean: easy for any probe
+    assert summary["size"]["test/mse"] < 1.0
+    table = (run_dir / "summary.txt").read_text()
+    method = "LV-MAE" if backbone == "lvmae" else "raw embeddings"
+    assert table.splitlines()[0].startswith("| Method") and f"| {method} ({kind})" in table
+    assert "| kind " in table and "| Avg. " in table and "size (MSE)" in table
+    for task in ("kind", "order", "size"):
+        best = json.loads((run_dir / task / "checkpoints" / "best.json").read_text())
+        scores = _csv(run_dir / task, "val/score")
+        assert best["score"] == pytest.approx(max(scores), abs=1e-6)  # the best validation epoch was kept
+        assert json.loads((run_dir / task / "test_metrics.json").read_text()) == summary[task]
+        state = torch.load(run_dir / task / "checkpoints" / best["path"], weights_only=True)["state_dict"]
+        assert not any(k.startswith("backbone.") for k in state) or backbone == "raw"
+    # `lvu test` on the run directory re-evaluates every task's best checkpoint and prints the same table.
+    capsys.readouterr()
+    assert main(["test", *args, f"runs_root={tmp_path / 'eval'}", "--ckpt", str(run_dir)]) == 0
+    retest = json.loads(next((tmp_path / "eval").rglob("summary.json")).read_text())
+    for task in summary:
+        for key, value in summary[task].items():
+            assert retest[task][key] == pytest.approx(value, rel=1e-5)
+
+
+def test_order_needs_an_order_aware_probe(features, tmp_path):
+    """The planted long-range label: mean pooling cannot see it, an attentive probe over positions can."""
+    common = ["quickstart/lvmae_probe", f"data.train={features['train']}", f"data.val={features['val']}",
+              f"data.test={features['test']}", "probe.task=order", "probe.backbone=raw", "probe.num_heads=2",
+              "trainer.max_epochs=20", "optim.scheduler.name=constant"]
+    assert main(["fit", *common, "probe.kind=linear", f"run_dir={tmp_path / 'linear'}"]) == 0
+    assert main(["fit", *common, "probe.kind=attentive", f"run_dir={tmp_path / 'attentive'}"]) == 0
+    linear = json.loads((tmp_path / "linear" / "test_metrics.json").read_text())["test/acc"]
+    attentive = json.loads((tmp_path / "attentive" / "test_metrics.json").read_text())["test/acc"]
+    # Chance is 50%; the attentive probe plateaus near 80% with 96 training videos.
+    assert attentive > 0.75 and linear < 0.65 and attentive - linear > 0.2
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def _write(folder: Path, samples) -> Path:
+    write_shard(folder / "shard-000000.tar", samples)
+    Manifest([ShardInfo(folder / "shard-000000.tar", len(samples))], kind="features").save(folder)
+    return folder
+
+
+def _good(i: int, n: int = 5, dim: int = 8):
+    return (f"g{i}", {"npy": np.ones((n, dim), np.float32) * i, "json": {"labels": {"kind": "one"}}})
+
+
+def _loader(folder: Path, dim: int = 8, max_tokens: int = 32, overflow=Overflow.truncate, train=True):
+    return ShardLoader(SampleSet(resolve_shards(str(folder))), SequenceDecoder(dim, max_tokens, overflow, train),
+                       pad_sequences, batch_size=2, num_workers=0)
+
+
+def test_wrong_width_is_an_error_naming_shard_key_and_widths(tmp_path):
+    folder = _write(tmp_path, [_good(0), ("wide", {"npy": np.ones((4, 12), np.float32), "json": {}}), _good(1)])
+    with pytest.raises(LvuError, match=r"shard shard-000000\.tar, key wide: feature width 12, expected 8"):
+        list(_loader(folder))
+
+
+@pytest.mark.parametrize(("bad", "reason"), [(np.full((4, 8), np.nan, np.float32), "nonfinite_features"),
+                                             (np.array([[1.0] * 8, [np.inf] * 8], np.float32), "nonfinite_features"),
+                                             (np.zeros((0, 8), np.float32), "zero_clips")])
+def test_nan_inf_and_zero_clip_samples_are_rejected_and_counted(tmp_path, bad, reason, caplog):
+    folder = _write(tmp_path, [_good(0), ("bad", {"npy": bad, "json": {}}), _good(1), _good(2)])
+    loader = _loader(folder)
+    batches = list(loader)
+    assert len(batches) == 2 and all(b["x"].isfinite().all() for b in batches)
+    assert loader.skipped == {reason: loader.skipped[reason]} and loader.skipped[reason] >= 1
+    assert "key bad" in caplog.text
+
+
+def test_sequences_over_the_cap_are_truncated_or_windowed(tmp_path):
+    long = np.arange(40, dtype=np.float32)[:, None].repeat(8, 1)
+    folder = _write(tmp_path, [("long", {"npy": long, "json": {}}), _good(1)])
+    raw = {"__key__": "long", "__shard__": "s", "npy": None}
+    from lvu.data.shards import ShardReader
+
+    raw = ShardReader(resolve_shards(str(folder))).read(0, 0)
+    rng = np.random.default_rng(0)
+    truncated = SequenceDecoder(8, 32, Overflow.truncate, True)(raw, rng)["features"]
+    assert truncated.shape == (32, 8) and truncated[0, 0] == 0 and truncated[-1, 0] == 31
+    starts = {int(SequenceDecoder(8, 32, Overflow.window, True)(raw, np.random.default_rng(s))["features"][0, 0])
+              for s in range(20)}
+    assert len(starts) > 1 and all(0 <= s <= 8 for s in starts)  # random 32-clip windows in training
+    centred = SequenceDecoder(8, 32, Overflow.window, False)(raw, rng)["features"]
+    assert centred[0, 0] == 4  # the middle window in evaluation
+
+
+def test_a_label_missing_from_the_label_map_is_an_error(features, tmp_path, capsys):
+    folder = tmp_path / "odd"
+    make_features(folder, 32, seed=5)
+    samples = [(f"x{i}", {"npy": np.ones((5, 8), np.float16), "json": {"labels": {"kind": "seven"}}})
+               for i in range(16)]
+    _write(folder, samples)
+    assert main(["fit", "quickstart/lvmae_probe", f"data.train={folder}", f"data.val={folder}",
+                 f"data.test={folder}", "probe.task=kind", "probe.backbone=raw", "probe.kind=linear",
+                 f"run_dir={tmp_path / 'r'}"]) == 1
+    assert "label 'seven' of task kind is not in the label map (classes: zero, one, two)" in capsys.readouterr().err
+
+
+def test_probe_configuration_errors(features, tmp_path, capsys):
+    base = ["fit", "quickstart/lvmae_probe", f"data.train={features['train']}", f"data.val={features['val']}",
+            f"data.test={features['test']}", f"run_dir={tmp_path / 'r'}"]
+    assert main([*base, "probe.task=colour", "probe.backbone=raw"]) == 1
+    assert "probe.task: colour not in the label map (tasks: kind, order, size)" in capsys.readouterr().err
+    assert main([*base, "probe.task=kind", "probe.pretrained=null"]) == 1
+    assert "probe.pretrained: set the LV-MAE pre-training checkpoint" in capsys.readouterr().err
+    assert main([*base, "probe.task=kind", f"probe.pretrained={tmp_path / 'none.ckpt'}"]) == 1
+    assert "probe.pretrained: checkpoint" in capsys.readouterr().err
+
+

@@ -1,0 +1,27 @@
+"""`lvu quickstart` end to end, shrunk: every step runs, the summary holds both probes and the baseline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lvu.data.synth import LABEL_MAPS
+from lvu.quickstart import PROBES, QuickstartConfig, run_quickstart
+
+
+@pytest.mark.slow
+def test_quickstart_pipeline_writes_a_summary(tmp_path):
+    cfg = QuickstartConfig(train_videos=32, val_videos=16, test_videos=16, min_seconds=20, max_seconds=30,
+                           pretrain_epochs=2, workers=1)
+    summary = run_quickstart(tmp_path / "qs", cfg)
+    saved = json.loads((tmp_path / "qs" / "summary.json").read_text())
+    assert saved["probes"] == summary["probes"]
+    assert list(saved["probes"]) == [name for name, _ in PROBES]
+    for values in saved["probes"].values():
+        assert set(values) == set(LABEL_MAPS)
+        assert all(0 <= values[t] <= 100 for t, s in LABEL_MAPS.items() if s["type"] == "classification")
+    for split in ("train", "val", "test"):
+        assert (tmp_path / "qs" / "features" / split / "manifest.json").is_file()
+    assert (tmp_path / "qs" / "runs" / "pretrain" / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "qs" / "runs" / "probe0" / "summary.txt").read_text().startswith("| Method")
