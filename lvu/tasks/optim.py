@@ -52,10 +52,22 @@ def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, *, offloaded: bool = False) -> torch.optim.Optimizer:
+    """The configured optimiser over :func:`parameter_groups`.
+
+    Args:
+        offloaded: DeepSpeed keeps optimiser state in CPU memory (ZeRO-Offload); its CPU Adam is then required.
+    """
     groups = parameter_groups(model, cfg)
     for group in groups:
         group.pop("names")
+    if offloaded:
+        if cfg.name == OptimizerName.sgd:
+            raise ConfigError("optim.name=sgd cannot be used with DeepSpeed optimizer offloading; use adam or adamw")
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                adamw_mode=cfg.name == OptimizerName.adamw)
     if cfg.name == OptimizerName.adamw:
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
     if cfg.name == OptimizerName.adam:
@@ -97,13 +109,19 @@ def lr_lambda(cfg: SchedulerConfig, total_steps: int, steps_per_epoch: float | N
     return factor
 
 
+def _optimizer_offloaded(trainer) -> bool:
+    config = getattr(trainer.strategy, "config", None) or {}
+    offload = config.get("zero_optimization", {}).get("offload_optimizer") or {}
+    return offload.get("device", "none") not in (None, "none")
+
+
 def configure_optimizers(module, cfg: OptimConfig) -> dict:
     """What ``LightningModule.configure_optimizers`` returns: the optimiser and a per-step schedule.
 
     Reads the run length from the trainer, so call it from inside ``configure_optimizers``.
     """
-    optimizer = build_optimizer(module, cfg)
     trainer = module.trainer
+    optimizer = build_optimizer(module, cfg, offloaded=_optimizer_offloaded(trainer))
     total = int(trainer.estimated_stepping_batches)  # also sets up the train loader, so its length is known below
     batches = trainer.num_training_batches
     steps_per_epoch = None if math.isinf(batches) else max(1.0, batches / trainer.accumulate_grad_batches)

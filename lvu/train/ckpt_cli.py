@@ -11,22 +11,48 @@ from lvu.errors import LvuError
 from lvu.train.callbacks import CHECKPOINT_KEY
 
 
-def read_checkpoint_info(path: Path) -> dict[str, Any]:
-    """Step, epoch and the lvu record of a Lightning checkpoint file.
+def _deepspeed_client_state(path: Path) -> Path:
+    """The file of a DeepSpeed checkpoint folder that holds Lightning's state (rank 0's model states)."""
+    tag_file = path / "latest"
+    if not tag_file.is_file():
+        raise LvuError(f"{path} is a folder but not a DeepSpeed checkpoint (no 'latest'); give a checkpoint file, "
+                       f"e.g. {path}/checkpoints/last.ckpt")
+    tag = tag_file.read_text().strip()
+    # ZeRO-1/2: mp_rank_00_model_states.pt; ZeRO-3: zero_pp_rank_0_mp_rank_00_model_states.pt.
+    candidates = sorted((path / tag).glob("*mp_rank_00_model_states.pt"))
+    if not candidates:
+        raise LvuError(f"{path}: DeepSpeed tag '{tag}' has no model states file")
+    return candidates[0]
 
-    The file is memory-mapped, so inspecting a multi-GB checkpoint does not read its tensors.
+
+def _parameter_count(ckpt: dict[str, Any], state: dict[str, Any]) -> int:
+    shapes = ckpt.get("param_shapes")
+    if shapes:  # DeepSpeed records full shapes; under ZeRO-3 the module holds only empty placeholders
+        import math
+
+        groups = shapes if isinstance(shapes, list) else [shapes]
+        return int(sum(math.prod(shape) for group in groups for shape in group.values()))
+    return int(sum(t.numel() for t in state.values() if hasattr(t, "numel")))
+
+
+def read_checkpoint_info(path: Path) -> dict[str, Any]:
+    """Step, epoch and the lvu record of a Lightning checkpoint file or DeepSpeed checkpoint folder.
+
+    Files are memory-mapped, so inspecting a multi-GB checkpoint does not read its tensors.
     """
     import torch
 
     if not path.exists():
         raise LvuError(f"checkpoint {path} not found")
-    if path.is_dir():
-        raise LvuError(f"{path} is a folder; give a checkpoint file (e.g. {path}/checkpoints/last.ckpt)")
+    deepspeed = path.is_dir()
+    source = _deepspeed_client_state(path) if deepspeed else path
     try:
         # Checkpoints hold pickled Lightning loop state, so weights_only=False: only open checkpoints you trust.
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        ckpt = torch.load(source, map_location="cpu", mmap=True, weights_only=False)
     except Exception as exc:
         raise LvuError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    if deepspeed and isinstance(ckpt, dict) and "module" in ckpt:
+        ckpt["state_dict"] = ckpt.get("module") or {}  # ZeRO-3 keeps the weights in the per-rank shards
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise LvuError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
     info = dict(ckpt.get(CHECKPOINT_KEY) or {})
@@ -43,9 +69,10 @@ def read_checkpoint_info(path: Path) -> dict[str, Any]:
         "config_digest": info.get("config_digest"),
         "lvu_version": info.get("lvu_version"),
         "lightning_version": ckpt.get("pytorch-lightning_version"),
-        "parameters": int(sum(t.numel() for t in state.values() if hasattr(t, "numel"))),
+        "format": "deepspeed" if deepspeed else "lightning",
+        "parameters": _parameter_count(ckpt, state),
         "tensors": len(state),
-        "has_optimizer_state": bool(ckpt.get("optimizer_states")),
+        "has_optimizer_state": bool(ckpt.get("optimizer_states") or ckpt.get("optimizer")) or deepspeed,
         "config": config,
     }
 
@@ -69,6 +96,6 @@ def add_ckpt_commands(subparsers: argparse._SubParsersAction) -> None:
     sub = add_command(subparsers, "inspect",
                       "step, epoch, world size, strategy, task and config digest of a checkpoint",
                       "lvu ckpt inspect runs/lvmae/pretrain/version_0/checkpoints/last.ckpt")
-    sub.add_argument("checkpoint", help="Lightning checkpoint file")
+    sub.add_argument("checkpoint", help="Lightning checkpoint file or DeepSpeed checkpoint folder")
     sub.add_argument("--json", action="store_true", help="print one JSON object (includes the resolved config)")
     sub.set_defaults(func=cmd_inspect)

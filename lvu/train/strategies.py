@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import torch
+from lightning.fabric.utilities.seed import reset_seed
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, Strategy
 from omegaconf import OmegaConf
 
@@ -32,7 +35,33 @@ def deepspeed_config(cfg: StrategyConfig) -> dict[str, Any] | None:
     raise ConfigError("trainer.strategy.config: expected a mapping or a path to a DeepSpeed JSON file")
 
 
-def build_strategy(cfg: StrategyConfig) -> Strategy | str:
+class CPUDeepSpeedStrategy(DeepSpeedStrategy):
+    """DeepSpeed ZeRO across CPU processes (gloo), for debugging and tests on machines without GPUs.
+
+    Lightning's DeepSpeedStrategy refuses any accelerator but CUDA, although DeepSpeed itself runs on CPU
+    (``DS_ACCELERATOR=cpu``). This subclass only removes the CUDA assumptions: the accelerator check, the CUDA
+    device-index validation, and a CUDA root device. On GPUs the stock strategy is used, unchanged.
+    """
+
+    def setup_environment(self) -> None:
+        DDPStrategy.setup_environment(self)  # skips DeepSpeedStrategy's "CUDA only" check
+
+    def setup_distributed(self) -> None:
+        reset_seed()
+        self.set_world_ranks()
+        self._init_deepspeed_distributed()
+
+    @property
+    def root_device(self) -> torch.device:
+        # DeepSpeed reads the device index as the local rank, so the CPU device carries one.
+        return torch.device("cpu", self.local_rank)
+
+
+def _runs_on_cpu(accelerator: str) -> bool:
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
+def build_strategy(cfg: StrategyConfig, accelerator: str = "auto") -> Strategy | str:
     if cfg.name == StrategyName.auto:
         return "auto"
     if cfg.name == StrategyName.ddp:
@@ -41,7 +70,12 @@ def build_strategy(cfg: StrategyConfig) -> Strategy | str:
         )
     if cfg.stage not in (1, 2, 3):
         raise ConfigError(f"trainer.strategy.stage: DeepSpeed ZeRO stage must be 1, 2 or 3, got {cfg.stage}")
-    return DeepSpeedStrategy(
+    strategy_class = DeepSpeedStrategy
+    if _runs_on_cpu(accelerator):
+        # Must be set before DeepSpeed picks its accelerator (it would otherwise probe for CUDA and warn).
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        strategy_class = CPUDeepSpeedStrategy
+    return strategy_class(
         config=deepspeed_config(cfg),
         stage=cfg.stage,
         offload_optimizer=cfg.offload_optimizer,

@@ -95,7 +95,7 @@ def build_trainer(cfg: TrainerConfig, run_dir: Path, stage: str, run_info: RunIn
     """The trainer for one stage (``fit``, ``validate``, ``test`` or ``predict``) writing under ``run_dir``."""
     return L.Trainer(
         **trainer_kwargs(cfg),
-        strategy=build_strategy(cfg.strategy),
+        strategy=build_strategy(cfg.strategy, cfg.accelerator),
         default_root_dir=str(run_dir),
         logger=build_loggers(cfg, run_dir) or False,
         callbacks=build_callbacks(cfg, run_dir, stage, run_info, predictions),
