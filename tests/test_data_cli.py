@@ -213,3 +213,21 @@ def test_index_writes_a_manifest_for_foreign_shards(synth_shards, tmp_path, caps
     assert main(["data", "index", str(folder)]) == 0
     assert json.loads(capsys.readouterr().out)["samples"] == 10
     assert Manifest.load(folder).total == 10
+
+
+def test_long_video_groups_use_each_part_once_and_keep_a_long_enough_tail():
+    from lvu.data.concat import plan_long_videos
+
+    durations = np.full(20, 10.0)
+    groups = plan_long_videos(durations, 25, 40, seed=0)
+    used = [p for g in groups for p in g]
+    assert len(used) == len(set(used))
+    assert all(25 <= durations[g].sum() <= 40 for g in groups)
+    assert sum(durations[g].sum() for g in groups) >= 200 - 30  # at most one short group left over
+
+
+def test_bad_counts_are_one_line_errors(tmp_path, capsys):
+    assert main(["data", "synth", str(tmp_path / "x"), "--videos", "0"]) == 1
+    assert capsys.readouterr().err.strip() == "lvu: error: --videos must be positive, got 0"
+    assert main(["data", "synth", str(tmp_path / "x"), "--videos", "2", "--maxcount", "0"]) == 1
+    assert capsys.readouterr().err.strip() == "lvu: error: --maxcount must be positive, got 0"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +79,20 @@ def test_ranks_get_equal_disjoint_batches_and_evaluation_sees_every_sample_once(
             seen.update(k for k, pad in zip(batch["keys"], batch["pad"], strict=True) if not pad)
     assert lengths == [2, 2]  # ceil(10 / 6), padded
     assert len(seen) == 10 and set(seen.values()) == {1}
+
+
+def test_evaluation_passes_are_identical(synth_shards):
+    sampler = VideoDecoder(SamplerConfig(name="random_interval", min_frames=3, max_frames=6), size=(32, 24))
+
+    def frames(batch_samples):
+        return [s["timestamps"].tolist() for s in batch_samples]
+
+    loader = ShardLoader(SampleSet(resolve_shards(str(synth_shards))), sampler, frames, batch_size=5, shuffle=False,
+                         drop_last=False, evaluation=True)
+    assert list(loader) == list(loader)  # same random frame choices at every validation
+    training = ShardLoader(SampleSet(resolve_shards(str(synth_shards))), sampler, frames, batch_size=5,
+                           shuffle=False)
+    assert list(training) != list(training)  # training draws new frames each epoch
 
 
 def test_epochs_reshuffle_and_seed_matters(synth_shards):
@@ -207,3 +222,28 @@ def test_a_mostly_broken_shard_set_is_an_error(tmp_path):
 def test_too_few_samples_for_one_batch_per_rank(synth_shards):
     with pytest.raises(LvuError, match="cannot fill one batch of 4 on each of 4 rank"):
         len(make_loader(synth_shards, batch_size=4, rank=0, world_size=4))
+
+
+def test_evaluation_padding_is_spread_over_ranks():
+    from lvu.data.loader import EpochPlan, PlanSpec
+
+    # 33 samples, 2 ranks x batches of 8: 3 batches per rank, 15 padding slots. Slot-by-slot to ranks and batch by
+    # batch within a rank, they would fill rank 1's last batch entirely (its metric would then never be updated).
+    samples = SampleSet([ShardInfo(Path("x.tar"), 33)])
+    per_rank = []
+    for rank in (0, 1):
+        plan = EpochPlan(samples, PlanSpec(batch_size=8, rank=rank, world_size=2, seed=0, shuffle=False,
+                                           drop_last=False), epoch=0)
+        pads = [plan.batch(j)[1] for j in range(plan.num_batches)]
+        assert plan.num_batches == 3 and all(not p.all() for p in pads)  # no batch of padding only
+        per_rank.append(sum(int(p.sum()) for p in pads))
+    assert sum(per_rank) == 15 and max(per_rank) <= 8
+
+
+def test_an_evaluation_stand_in_for_a_bad_sample_does_not_count_twice(tmp_path, synth_shards):
+    good = _good_samples(synth_shards)
+    write_shard(tmp_path / "s.tar", [*good[:2], ("broken", {"mp4": b"", "json": good[0][1]["json"]}), *good[2:]])
+    loader = ShardLoader(SampleSet([ShardInfo(tmp_path / "s.tar", 6)]), DECODE, collate, batch_size=2,
+                         shuffle=False, drop_last=False, evaluation=True)
+    counted = Counter(k for b in loader for k, pad in zip(b["keys"], b["pad"], strict=True) if not pad)
+    assert set(counted) == {k for k, _ in good} and set(counted.values()) == {1}

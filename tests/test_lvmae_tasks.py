@@ -59,7 +59,9 @@ def test_probe_every_task_and_report_the_test_at_the_best_validation_epoch(
     run_dir = tmp_path / "probe"
     args = ["quickstart/lvmae_probe", f"data.train={features['train']}", f"data.val={features['val']}",
             f"data.test={features['test']}", f"probe.pretrained={pretrained / 'checkpoints' / 'last.ckpt'}",
-            f"probe.kind={kind}", f"probe.backbone={backbone}", "probe.num_heads=2", "trainer.max_epochs=15"]
+            f"probe.kind={kind}", f"probe.backbone={backbone}", "probe.num_heads=2", "trainer.max_epochs=15",
+            # The planted signals are simple; a constant, larger rate learns them in the few steps a test affords.
+            "optim.lr=0.01", "optim.scheduler.name=constant"]
     assert main(["fit", *args, f"run_dir={run_dir}"]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary) == {"kind", "order", "size"}
@@ -175,3 +177,63 @@ def test_probe_configuration_errors(features, tmp_path, capsys):
     assert "probe.pretrained: checkpoint" in capsys.readouterr().err
 
 
+
+
+@pytest.mark.slow
+def test_two_process_probing_of_all_tasks_with_a_ragged_test_split(tmp_path):
+    """DDP on 2 CPU processes: 33 test videos in batches of 8 used to leave rank 1 a batch of padding only (its
+    metric never synced: a hang), and the second rank used to take a sub-run's folder for the run's folder."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "feats"
+    data = {split: make_features(root / split, n, seed=s) for split, n, s in (("train", 64, 0), ("val", 16, 1),
+                                                                            ("test", 33, 2))}
+    run_dir = tmp_path / "run"
+    args = [str(Path(sys.executable).parent / "lvu"), "fit", "quickstart/lvmae_probe", f"data.train={data['train']}",
+            f"data.val={data['val']}", f"data.test={data['test']}", "probe.backbone=raw", "probe.kind=linear",
+            "data.eval_batch_size=8", "trainer.max_epochs=2", "trainer=ddp", "trainer.devices=2",
+            "trainer.accelerator=cpu", f"run_dir={run_dir}"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == ["kind", "order", "size"]
+    assert not list(run_dir.glob("*/kind")) and not list(run_dir.glob("*/*/checkpoints"))  # no nested folders
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(summary) == {"kind", "order", "size"} and 0 <= summary["kind"]["test/acc"] <= 1
+    # The saved config of the whole run resumes it: every task is already tested, nothing is retrained.
+    resumed = subprocess.run([args[0], "fit", str(run_dir / "config.yaml")], capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "already trained and tested" in resumed.stderr + resumed.stdout
+    assert not (tmp_path / "runs").exists()
+
+
+def test_mask_seeds_differ_between_micro_batches_and_stay_fixed_in_validation():
+    from types import SimpleNamespace
+
+    from lvu.tasks.lvmae import LVMAEPretrain
+
+    module = SimpleNamespace(cfg=SimpleNamespace(seed=3), global_step=7, global_rank=0)
+    draw = lambda stage, batch: torch.rand(4, generator=LVMAEPretrain._generator(module, stage, batch))  # noqa: E731
+    assert not torch.equal(draw(0, 0), draw(0, 1))  # two micro-batches of one optimiser step
+    before = draw(1, 2)
+    module.global_step = 99
+    assert torch.equal(draw(1, 2), before)  # validation masks do not move with training
+
+
+def test_model_shape_mistakes_are_configuration_errors(features, tmp_path, capsys):
+    assert main(["fit", "quickstart/lvmae_pretrain", f"data.train={features['train']}", f"run_dir={tmp_path}",
+                 *TINY_MODEL, "model.num_heads=3"]) == 1
+    assert capsys.readouterr().err.strip() == "lvu: error: model: width 8 is not divisible by 3 heads"
+
+
+def test_the_mean_pooled_baseline_is_the_plain_mean_of_the_embeddings():
+    from lvu.models.lvmae import LinearProbe, RawEmbeddings
+
+    x = torch.randn(2, 5, 8)
+    valid = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    tokens, key_valid = RawEmbeddings(8, 16, with_positions=False).features(x, valid)
+    probe = LinearProbe(8, 3)
+    expected = torch.stack([x[0].mean(0), x[1, :3].mean(0)])
+    torch.testing.assert_close(probe(tokens, key_valid), probe.head(expected))
+    assert not [p for p in RawEmbeddings(8, 16, with_positions=False).parameters()]

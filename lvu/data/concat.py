@@ -53,6 +53,8 @@ def plan_long_videos(durations: np.ndarray, min_s: float, max_s: float, seed: in
         if total >= target:
             groups.append(current)
             current, total, target = [], 0.0, rng.uniform(min_s, max_s)
+    if current and total >= min_s:  # the last group fell short of its random target but is long enough
+        groups.append(current)
     return groups
 
 

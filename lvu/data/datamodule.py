@@ -103,6 +103,7 @@ class ShardDataModule(L.LightningDataModule):
                 prefetch_factor=cfg.prefetch_factor,
                 pin_memory=cfg.pin_memory,
                 name=split,
+                evaluation=not train,
             )
         return self._loaders[split]
 

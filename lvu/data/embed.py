@@ -11,6 +11,7 @@ skipping finished shards. Videos that cannot be decoded, or are too short for on
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from lvu.data.shards import (
     ShardInfo,
     ShardReader,
     count_samples,
+    iter_samples,
     parse_json,
     resolve_shards,
     write_shard,
@@ -133,6 +135,8 @@ def embed_videos(sources: list[str], out: Path, encoder_path: str | Path, *, seg
 
     if segment_seconds <= 0:
         raise LvuError("--segment-seconds must be positive")
+    if batch_size <= 0 or (frames_per_clip is not None and frames_per_clip <= 0):
+        raise LvuError("--batch-size and --frames-per-clip must be positive")
     encoder = ClipEncoder.from_pretrained(encoder_path, device=device)
     frames = frames_per_clip or encoder.num_frames or 8
     if encoder.num_frames is not None and frames != encoder.num_frames:
@@ -185,16 +189,7 @@ def feature_dim(sources: list[str]) -> int:
             dim = json.loads(manifest.read_text()).get("extra", {}).get("dim")
             if dim:
                 return int(dim)
-    shards = resolve_shards(sources)
-    reader = ShardReader(shards)
-    try:
-        for shard_id in range(len(shards)):
-            for index in range(len(reader.index(shard_id).samples)):
-                raw = reader.read(shard_id, index, exts=("npy",))
-                if "npy" in raw:
-                    import io
-
-                    return int(np.load(io.BytesIO(raw["npy"])).shape[1])
-    finally:
-        reader.close()
+    for raw in iter_samples(resolve_shards(sources), exts=("npy",)):
+        if "npy" in raw:
+            return int(np.load(io.BytesIO(raw["npy"])).shape[1])
     raise LvuError(f"no feature samples (.npy) in {', '.join(sources)}")

@@ -70,15 +70,19 @@ class SampleSet:
         """The samples whose annotation JSON satisfies ``keep`` (reads only the small json members)."""
         reader = ShardReader(self.shards)
         chosen = []
+        unreadable: Counter[str] = Counter()
         try:
             for position, (shard, index) in enumerate(zip(self.shard_ids, self.indices, strict=True)):
                 try:
                     if keep(parse_json(reader.read(int(shard), int(index), exts=("json",)))):
                         chosen.append(position)
-                except BadSample:
-                    continue
+                except BadSample as exc:
+                    unreadable[exc.reason] += 1
         finally:
             reader.close()
+        if unreadable:
+            log.warning("left out %d sample(s) whose annotation could not be read while selecting: %s",
+                        sum(unreadable.values()), dict(unreadable))
         keep_idx = np.asarray(chosen, dtype=np.int64)
         return SampleSet(self.shards, self.shard_ids[keep_idx], self.indices[keep_idx])
 
@@ -119,7 +123,14 @@ class EpochPlan:
             )
         order = self._global_order()
         per_rank = self.num_batches * bs
-        slots = np.arange(spec.rank * per_rank, (spec.rank + 1) * per_rank)
+        if spec.drop_last:
+            # Training: a contiguous slice of the (shard-grouped) order, so each rank reads its own shards.
+            slots = np.arange(spec.rank * per_rank, (spec.rank + 1) * per_rank)
+        else:
+            # Evaluation: every world_size-th slot, dealt to the batches column by column, so padding spreads over
+            # ranks and batches instead of filling the last rank's last batches (a batch is all padding only when
+            # a rank has fewer real samples than batches).
+            slots = (np.arange(per_rank) * r + spec.rank).reshape(bs, self.num_batches).T.reshape(-1)
         if spec.shuffle:
             slots = slots[self._rng(1, spec.rank).permutation(per_rank)]
         self._pad = slots >= n  # evaluation padding wraps around and is flagged
@@ -203,6 +214,8 @@ class _PlannedBatches(IterableDataset):
             for attempt in range(MAX_REPLACEMENTS + 1):
                 try:
                     sample = self._load(reader, candidate, replica)
+                    if attempt and not self.plan.spec.drop_last:
+                        pad = True  # evaluation: a stand-in for a bad sample must not count twice
                     break
                 except BadSample as exc:
                     if self.strict:
@@ -254,13 +267,15 @@ class ShardLoader:
         strict: raise on the first bad sample instead of skipping it.
         resampled: draw batches with replacement; ``epoch_batches`` sets the epoch length.
         rank, world_size: default to torch.distributed's when initialised.
+        evaluation: every pass is epoch 0, so per-sample randomness (if a decoder uses any) is the same at every
+            validation and the numbers compare across epochs.
     """
 
     def __init__(self, samples: SampleSet, decode: Decode, collate: Collate, *, batch_size: int,
                  num_workers: int = 0, shuffle: bool = True, drop_last: bool = True, seed: int = 0,
                  strict: bool = False, resampled: bool = False, epoch_batches: int | None = None,
                  prefetch_factor: int = 2, pin_memory: bool = False, rank: int | None = None,
-                 world_size: int | None = None, name: str = "train") -> None:
+                 world_size: int | None = None, name: str = "train", evaluation: bool = False) -> None:
         if batch_size <= 0:
             raise LvuError(f"data.batch_size must be positive, got {batch_size}")
         self.samples, self.decode, self.collate = samples, decode, collate
@@ -269,7 +284,7 @@ class ShardLoader:
         self.resampled, self.epoch_batches = resampled, epoch_batches
         self.prefetch_factor, self.pin_memory = prefetch_factor, pin_memory
         self._rank, self._world_size = rank, world_size
-        self.name = name
+        self.name, self.evaluation = name, evaluation
         self.epoch = 0
         self.consumed = 0  # batches of the current epoch already handed out
         self.skipped: Counter[str] = Counter()
@@ -306,10 +321,12 @@ class ShardLoader:
 
     def _normalise(self) -> None:
         if self.consumed >= len(self):
-            self.epoch, self.consumed = self.epoch + 1, 0
+            self.epoch, self.consumed = (0 if self.evaluation else self.epoch + 1), 0
 
     def __iter__(self) -> Iterator[Any]:
-        if not self._restored and self.consumed:
+        if self.evaluation:
+            self.epoch, self.consumed = 0, 0
+        elif not self._restored and self.consumed:
             # A new pass that is not a resume (e.g. Lightning's limit_train_batches ended the last one early):
             # start the next epoch, as a DataLoader would.
             self.epoch, self.consumed = self.epoch + 1, 0

@@ -29,6 +29,7 @@ import numpy as np
 
 from lvu.data.video import encode_mp4
 from lvu.data.writing import WriteReport, write_dataset
+from lvu.errors import LvuError
 
 SCENE_TYPES: dict[str, tuple[tuple[int, int, int], str]] = {
     "beach": ((232, 204, 130), "hstripes"),
@@ -344,7 +345,7 @@ def synthesize(out: Path, videos: int, *, seed: int = 0, cfg: SynthConfig | None
 
     cfg = cfg or SynthConfig()
     if videos <= 0:
-        raise ValueError("--videos must be positive")
+        raise LvuError(f"--videos must be positive, got {videos}")
     report = write_dataset(
         out, videos, partial(make_video, seed=seed, cfg=cfg), maxcount=maxcount, workers=workers, kind="video",
         extra={"generator": "lvu data synth", "seed": seed, "config": cfg.__dict__}, description="synthesising",

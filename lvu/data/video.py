@@ -112,7 +112,6 @@ class VideoFile:
         fps = float(rate) if rate else (len(seconds) / max(seconds[-1], 1e-9) if len(seconds) > 1 else 1.0)
         last = seconds[-1] + (1.0 / fps if fps > 0 else 0.0)
         self._pts = pts_sorted
-        self._time_base = time_base
         return VideoInfo(
             frame_times=seconds,
             keyframe=np.asarray(keys, dtype=bool)[order],
@@ -194,12 +193,13 @@ class CompositeVideo:
         self.parts = list(parts)
         self._info: VideoInfo | None = None
         self._bounds: np.ndarray | None = None
+        self._offsets: np.ndarray | None = None
 
     @property
     def info(self) -> VideoInfo:
         if self._info is None:
             infos = [p.info for p in self.parts]
-            offsets = np.cumsum([0.0] + [i.duration_s for i in infos[:-1]])
+            offsets = self._offsets = np.cumsum([0.0] + [i.duration_s for i in infos[:-1]])
             self._bounds = np.cumsum([0] + [i.num_frames for i in infos])
             first = infos[0]
             self._info = VideoInfo(
@@ -215,7 +215,9 @@ class CompositeVideo:
     @property
     def part_offsets_s(self) -> np.ndarray:
         """Start time of each part on the joint timeline."""
-        return np.cumsum([0.0] + [p.info.duration_s for p in self.parts[:-1]])
+        _ = self.info
+        assert self._offsets is not None
+        return self._offsets
 
     def read(self, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
         info = self.info

@@ -7,6 +7,7 @@ into place only when complete). Items that cannot be produced are skipped and li
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lvu.data.shards import Manifest, ShardInfo, count_samples, shard_path, write_shard
+from lvu.errors import LvuError
 
 
 @dataclass
@@ -40,14 +42,16 @@ class WriteReport:
     reused_shards: int
 
 
-def _results(make: Callable[[int], Produced], items: range, workers: int) -> Iterator[Produced]:
-    if workers <= 1 or len(items) <= 1:
-        yield from map(make, items)
+@contextlib.contextmanager
+def _mapper(make: Callable[[int], Produced], workers: int) -> Iterator[Callable[[range], Iterator[Produced]]]:
+    """``map`` over items, in order, in one pool of worker processes kept for the whole dataset."""
+    if workers <= 1:
+        yield lambda items: map(make, items)
         return
     # fork: workers inherit the parent's imports and state, and `make` need not be importable by name.
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        yield from pool.map(make, items, chunksize=1)
+        yield lambda items: pool.map(make, items, chunksize=1)
 
 
 def write_dataset(out: Path, count: int, make: Callable[[int], Produced], *, maxcount: int = 100,
@@ -63,7 +67,7 @@ def write_dataset(out: Path, count: int, make: Callable[[int], Produced], *, max
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     if maxcount <= 0:
-        raise ValueError("maxcount must be positive")
+        raise LvuError(f"--maxcount must be positive, got {maxcount}")
     out.mkdir(parents=True, exist_ok=True)
     skipped_path = out / SKIPPED_FILE
     previous_skips = read_skips(skipped_path) if resume else {}
@@ -71,7 +75,7 @@ def write_dataset(out: Path, count: int, make: Callable[[int], Produced], *, max
     skipped: list[Skipped] = []
     written = reused = 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=quiet, transient=False) as progress:
+    with _mapper(make, workers) as produce, Progress(*columns, disable=quiet, transient=False) as progress:
         task = progress.add_task(description, total=count)
         for shard_index in range(math.ceil(count / maxcount)):
             items = range(shard_index * maxcount, min(count, (shard_index + 1) * maxcount))
@@ -84,7 +88,7 @@ def write_dataset(out: Path, count: int, make: Callable[[int], Produced], *, max
                 continue
             produced: list[tuple[str, dict[str, Any]]] = []
             shard_skips: list[Skipped] = []
-            for result in _results(make, items, workers):
+            for result in produce(items):
                 if isinstance(result, Skipped):
                     shard_skips.append(result)
                 else:

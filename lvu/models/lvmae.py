@@ -284,23 +284,31 @@ class LVMAE(nn.Module):
 
 
 class RawEmbeddings(nn.Module):
-    """The baseline backbone: the clip embeddings themselves, with a learned [CLS] and sin-cos positions.
+    """The baseline backbone: the clip embeddings themselves, as tokens after a [CLS] slot.
 
-    Used to probe raw embeddings (mean-pooled for a linear probe, or with an attentive probe) without LV-MAE.
+    Args:
+        with_positions: add sin-cos positions and a learned [CLS] (for an attentive probe, which needs to know where
+            tokens are). Without, the tokens are the plain embeddings and [CLS] is zeros, so a linear probe's mean
+            pool is exactly the mean of the clip embeddings.
     """
 
-    def __init__(self, input_dim: int, max_tokens: int) -> None:
+    def __init__(self, input_dim: int, max_tokens: int, with_positions: bool = True) -> None:
         super().__init__()
         self.max_tokens = max_tokens
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, input_dim))
-        nn.init.normal_(self.cls_token, std=0.02)
-        self.register_buffer("pos_embed", sincos_1d(max_tokens, input_dim)[None], persistent=False)
+        if with_positions:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, input_dim))
+            nn.init.normal_(self.cls_token, std=0.02)
+            self.register_buffer("pos_embed", sincos_1d(max_tokens, input_dim)[None], persistent=False)
+        else:
+            self.cls_token = None
+            self.register_buffer("pos_embed", torch.zeros(1, max_tokens + 1, input_dim), persistent=False)
 
     def features(self, x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.shape[1] > self.max_tokens:
             raise ValueError(f"{x.shape[1]} tokens exceed max_tokens={self.max_tokens}")
         tokens = x.masked_fill(~valid[..., None], 0.0) + self.pos_embed[:, 1:x.shape[1] + 1]
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        cls = self.pos_embed[:, :1] if self.cls_token is None else self.cls_token + self.pos_embed[:, :1]
+        cls = cls.expand(x.shape[0], -1, -1)
         return torch.cat([cls, tokens], dim=1), torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)
 
 

@@ -11,6 +11,7 @@ shaped like the paper's Table 8.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from enum import Enum
@@ -96,6 +97,14 @@ def pad_sequences(samples: list[dict[str, Any]]) -> dict[str, Any]:
             "pad": torch.tensor([s["__pad__"] for s in samples], dtype=torch.bool)}
 
 
+def build_lvmae(cfg: LVMAEConfig) -> LVMAE:
+    """The model, with shape mistakes in the recipe reported as configuration errors."""
+    try:
+        return LVMAE(cfg)
+    except ValueError as exc:
+        raise ConfigError(f"model: {exc}") from None
+
+
 def _seed_for(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
 
@@ -111,17 +120,19 @@ class LVMAEPretrainRecipe(RecipeConfig):
 
 
 class LVMAEPretrain(L.LightningModule):
-    """Masked-embedding pre-training. Masks are drawn from a generator seeded by (seed, step, rank), so a resumed
-    run draws the same masks as an uninterrupted one without saving RNG state."""
+    """Masked-embedding pre-training. Masks are drawn from a generator seeded by (seed, step, batch, rank), so a
+    resumed run draws the same masks as an uninterrupted one without saving RNG state."""
 
     def __init__(self, cfg: LVMAEPretrainRecipe) -> None:
         super().__init__()
         self.cfg = cfg
-        self.model = LVMAE(cfg.model)
+        self.model = build_lvmae(cfg.model)
 
     def _generator(self, stage: int, batch_idx: int) -> torch.Generator:
-        step = self.global_step if stage == 0 else batch_idx
-        return torch.Generator().manual_seed(_seed_for(self.cfg.seed, stage, step, self.global_rank))
+        # (step, batch index) is unique per micro-batch, also with gradient accumulation; validation uses only the
+        # batch index, so its masks are the same at every validation.
+        step = self.global_step if stage == 0 else 0
+        return torch.Generator().manual_seed(_seed_for(self.cfg.seed, stage, step, batch_idx, self.global_rank))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.model(batch["x"], batch["valid"], generator=self._generator(0, batch_idx))
@@ -131,9 +142,10 @@ class LVMAEPretrain(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         # The same masks every validation, so val/loss is comparable across epochs.
         out = self.model(batch["x"], batch["valid"], generator=self._generator(1, batch_idx))
-        keep = ~batch["pad"]
-        loss = out.per_sample[keep].mean() if keep.any() else out.loss.detach() * 0
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=int(keep.sum().clamp(min=1)))
+        # Weighted like the training loss (by masked tokens), over real samples only (not evaluation padding).
+        tokens = (out.mask & batch["valid"]).sum(1) * ~batch["pad"].to(out.mask.device)
+        loss = (out.per_sample * tokens).sum() / tokens.sum().clamp(min=1)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=max(1, int(tokens.sum())))
 
     def configure_optimizers(self):
         return configure_optimizers(self, self.cfg.optim)
@@ -224,20 +236,31 @@ def probe_tasks(cfg: LVMAEProbeRecipe) -> list[str]:
     return names
 
 
-def _read_pretrained(path: str) -> dict[str, Any]:
-    file = Path(path)
+def _pretrained_file(cfg: LVMAEProbeRecipe) -> str:
+    if not cfg.probe.pretrained:
+        raise ConfigError("probe.pretrained: set the LV-MAE pre-training checkpoint (or probe.backbone=raw)")
+    file = Path(cfg.probe.pretrained)
     if file.is_dir():
-        raise LvuError(f"probe.pretrained: {file} is a folder; give a checkpoint file (DeepSpeed checkpoints: convert "
-                       f"with `lvu ckpt convert`)")
+        raise LvuError(f"probe.pretrained: {file} is a folder; give a checkpoint file (a DeepSpeed checkpoint folder "
+                       f"can be consolidated with the zero_to_fp32.py script inside it)")
     if not file.is_file():
         raise LvuError(f"probe.pretrained: checkpoint {file} not found")
+    return str(file)
+
+
+def _read_pretrained(path: str) -> dict[str, Any]:
     # Memory-mapped: reading the config does not read the weights.
-    return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_config(path: str, mtime_ns: int) -> LVMAEConfig:
+    return load_pretrained(path, weights=False)[0]
 
 
 def pretrained_config(path: str) -> LVMAEConfig:
-    """The encoder shape recorded in an ``lvmae.pretrain`` checkpoint."""
-    return load_pretrained(path, weights=False)[0]
+    """The encoder shape recorded in an ``lvmae.pretrain`` checkpoint (read once per file version)."""
+    return _cached_config(path, Path(path).stat().st_mtime_ns)
 
 
 def load_pretrained(path: str, weights: bool = True) -> tuple[LVMAEConfig, dict[str, torch.Tensor]]:
@@ -270,9 +293,7 @@ class LVMAEProbe(L.LightningModule):
                               "command line so that `lvu fit` runs one probe per task")
         self.label = load_label_maps(cfg)[names[0]]
         if cfg.probe.backbone == Backbone.lvmae:
-            if not cfg.probe.pretrained:
-                raise ConfigError("probe.pretrained: set the LV-MAE pre-training checkpoint (or probe.backbone=raw)")
-            model_cfg, state = load_pretrained(cfg.probe.pretrained)
+            model_cfg, state = load_pretrained(_pretrained_file(cfg))
             backbone = LVMAE(model_cfg)
             backbone.load_state_dict(state)
             self.input_dim, self.max_tokens, width = model_cfg.input_dim, model_cfg.max_tokens, model_cfg.embed_dim
@@ -280,8 +301,10 @@ class LVMAEProbe(L.LightningModule):
         else:
             self.input_dim = feature_dim(split_sources(cfg.data, "train") or split_sources(cfg.data, "test") or [])
             self.max_tokens, width = cfg.probe.max_tokens, self.input_dim
-            # The raw baseline's [CLS] is learned with the probe; the embeddings themselves are fixed.
-            backbone = RawEmbeddings(self.input_dim, cfg.probe.max_tokens)
+            # Mean-pooled (linear) baseline: the plain average of the clip embeddings. Attentive: a learned [CLS] and
+            # sin-cos positions, so the probe's block can use order, as it can on LV-MAE's outputs.
+            backbone = RawEmbeddings(self.input_dim, cfg.probe.max_tokens,
+                                     with_positions=cfg.probe.kind == ProbeKind.attentive)
         self.backbone = backbone
         if cfg.probe.kind == ProbeKind.linear:
             self.head = LinearProbe(width, self.label.outputs)
@@ -344,13 +367,14 @@ class LVMAEProbe(L.LightningModule):
         return loss
 
     def _evaluate(self, batch: dict[str, Any], metric: torchmetrics.Metric, split: str) -> None:
-        keep = ~batch["pad"]
-        if not keep.any():  # a batch of evaluation padding only
-            return
+        keep = ~batch["pad"].to(self.device)
         out, target = self(batch["x"], batch["valid"])[keep], self.targets(batch)[keep]
-        metric.update(out.argmax(-1) if self.label.classes is not None else out, target)
+        if keep.any():
+            metric.update(out.argmax(-1) if self.label.classes is not None else out, target)
+        # Log on every rank, also after a batch of padding only: the metric's epoch-end sync is a collective, and a
+        # rank that had not logged it would hang the others.
         name = "acc" if self.label.classes is not None else "mse"
-        self.log(f"{split}/{name}", metric, prog_bar=True, batch_size=int(keep.sum()))
+        self.log(f"{split}/{name}", metric, prog_bar=True, batch_size=max(1, int(keep.sum())))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, self.val_metric, "val")
@@ -389,9 +413,7 @@ def _with_annotations(samples: list[dict[str, Any]]) -> dict[str, Any]:
 def _probe_data(cfg: LVMAEProbeRecipe) -> ShardDataModule:
     (task,) = probe_tasks(cfg)
     if cfg.probe.backbone == Backbone.lvmae:
-        if not cfg.probe.pretrained:
-            raise ConfigError("probe.pretrained: set the LV-MAE pre-training checkpoint (or probe.backbone=raw)")
-        model_cfg = pretrained_config(cfg.probe.pretrained)
+        model_cfg = pretrained_config(_pretrained_file(cfg))
         dim, cap = model_cfg.input_dim, model_cfg.max_tokens
     else:
         dim = feature_dim(split_sources(cfg.data, "train") or split_sources(cfg.data, "test") or [])

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from omegaconf import OmegaConf
 
 from lvu.config import Recipe, load_recipe
@@ -135,18 +135,10 @@ def run(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions: str
 
     cfg = recipe.to_object()
     run_dir = resolve_run_dir(run_dir=cfg.run_dir, runs_root=cfg.runs_root, name=recipe.name, stage=stage)
-    write_config(recipe, run_dir)
-    results: dict[str, RunResult] = {}
-    for name, overrides in subruns:
-        sub_dir = run_dir / name
-        if stage == "fit" and (sub_dir / "test_metrics.json").is_file() and cfg.trainer.test_after_fit:
-            rank_zero_info(f"{name}: already trained and tested in {sub_dir}; skipping")
-            metrics = json.loads((sub_dir / "test_metrics.json").read_text())
-            results[name] = RunResult(sub_dir, stage, -1, metrics)
-            continue
-        sub_recipe = load_recipe(recipe.path, [*recipe.overrides, *overrides, f"run_dir={sub_dir}"])
-        sub_ckpt = str(Path(ckpt) / name) if ckpt is not None and (Path(ckpt) / name).is_dir() else ckpt
-        results[name] = _run_one(sub_recipe, stage, ckpt=sub_ckpt, predictions=predictions, verbose=verbose)
+    recipe.cfg.run_dir = str(run_dir)  # the saved config.yaml resumes every sub-run when passed back to `lvu fit`
+    with _env(RUN_DIR_ENV, str(run_dir)):  # ranks that Lightning starts re-run this loop from the same folder
+        write_config(recipe, run_dir)
+        results = _run_subruns(recipe, stage, run_dir, subruns, ckpt, predictions, verbose, cfg.trainer.test_after_fit)
     merged = {f"{name}/{key}": value for name, r in results.items() for key, value in r.metrics.items()}
     if spec.summarize is not None and rank_zero_only.rank == 0:
         table = spec.summarize(cfg, {name: r.metrics for name, r in results.items()})
@@ -159,9 +151,26 @@ def run(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions: str
                      metrics=merged)
 
 
+def _run_subruns(recipe: Recipe, stage: str, run_dir: Path, subruns: list[tuple[str, list[str]]], ckpt: str | None,
+                 predictions: str | None, verbose: bool, test_after_fit: bool) -> dict[str, RunResult]:
+    results: dict[str, RunResult] = {}
+    for name, overrides in subruns:
+        sub_dir = run_dir / name
+        if stage == "fit" and (sub_dir / "test_metrics.json").is_file() and test_after_fit:
+            rank_zero_info(f"{name}: already trained and tested in {sub_dir}; skipping")
+            metrics = json.loads((sub_dir / "test_metrics.json").read_text())
+            results[name] = RunResult(sub_dir, stage, -1, metrics)
+            continue
+        sub_recipe = load_recipe(recipe.path, [*recipe.overrides, *overrides, f"run_dir={sub_dir}"])
+        sub_ckpt = str(Path(ckpt) / name) if ckpt is not None and (Path(ckpt) / name).is_dir() else ckpt
+        results[name] = _run_one(sub_recipe, stage, ckpt=sub_ckpt, predictions=predictions, verbose=verbose)
+    return results
+
+
 def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions: str | None = None,
              verbose: bool = True) -> RunResult:
     cfg = recipe.to_object()
+    named = bool(cfg.run_dir)  # given in the recipe or on the command line: every rank reads it from there
     run_dir = resolve_run_dir(run_dir=cfg.run_dir, runs_root=cfg.runs_root, name=recipe.name, stage=stage)
     recipe.cfg.run_dir = str(run_dir)  # the saved config.yaml then resumes this very run when passed back to `lvu fit`
 
@@ -171,10 +180,13 @@ def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions
         ckpt_path = resumed_from = find_resume_checkpoint(run_dir)
     if ckpt_path is not None:
         rank_zero_info(f"{'Resuming' if stage == 'fit' else 'Loading weights'} from {ckpt_path}")
+    elif stage != "fit":
+        rank_zero_warn(f"{stage} without --ckpt: evaluating the model as the recipe builds it, without trained weights")
     rank_zero_info(f"Run directory: {run_dir}")
 
     predictions_path = Path(predictions) if predictions else run_dir / "predictions.jsonl"
-    with _env(RUN_DIR_ENV, str(run_dir)):
+    export = contextlib.nullcontext() if named else _env(RUN_DIR_ENV, str(run_dir))
+    with export:
         write_config(recipe, run_dir)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         module = recipe.task.build_module(cfg)
