@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -28,18 +27,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _memory import peak_rss_mb
 
 FRAMES = 32
-
-
-def _peak_mb() -> float:
-    """This process's peak resident memory. VmHWM belongs to the address space, which exec replaces; ru_maxrss
-    would carry the high-water mark of the parent that started this process."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def measure(method: str, path: str, repeats: int) -> dict:
@@ -69,7 +59,7 @@ def measure(method: str, path: str, repeats: int) -> dict:
             frames = np.zeros((FRAMES, 1, 1, 3))
         times.append(time.perf_counter() - start)
         assert frames.shape[0] == FRAMES
-    return {"seconds": statistics.median(times), "peak_mb": _peak_mb()}
+    return {"seconds": statistics.median(times), "peak_mb": peak_rss_mb()}
 
 
 def _child(method: str, path: str, repeats: int) -> dict:

@@ -16,24 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 
 import torch
+from _memory import peak_rss_mb
 
 from lvu.models.lvmae import LVMAE, LVMAEConfig
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. VmHWM belongs to the address space, which exec replaces; ru_maxrss
-    would carry the high-water mark of the parent that started this process."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def dense_matmul_flops(size: int = 2048, repeats: int = 10) -> float:
