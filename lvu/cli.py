@@ -4,7 +4,7 @@ argparse (stdlib) rather than click/typer: every run command takes a recipe plus
 overrides, which those libraries handle no better, and argparse keeps ``lvu --help`` instant.
 
 Exit codes: 0 success, 1 a user error (one line on stderr; ``--debug`` adds the traceback), 2 bad usage,
-130 interrupted.
+130 interrupted, 128 + N a graceful stop on signal N (checkpoint saved; e.g. 138 for SIGUSR1, 143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 
-from lvu.errors import LvuError
+from lvu.errors import LvuError, Preempted
 
 # Registered subcommand groups: ``lvu data ...``, ``lvu ckpt ...``. Each adds its commands to the parser it is given.
 CommandGroup = Callable[[argparse._SubParsersAction], None]
@@ -221,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_library_noise()
     try:
         return int(args.func(args) or 0)
+    except Preempted as exc:
+        print(f"lvu: {exc}", file=sys.stderr)
+        return exc.exit_code
     except LvuError as exc:
         if debug:
             traceback.print_exc()

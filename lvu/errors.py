@@ -24,3 +24,19 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or an empty string when nothing is close."""
     match = closest(word, choices)
     return f" (did you mean '{match}'?)" if match else ""
+
+
+class Preempted(LvuError):
+    """A run stopped gracefully on a signal after saving a checkpoint; the CLI exits with 128 + signal number."""
+
+    def __init__(self, signum: int, step: int, checkpoint: str | None, requeued: bool) -> None:
+        import signal
+
+        self.signum, self.step, self.checkpoint, self.requeued = signum, step, checkpoint, requeued
+        where = f"saved {checkpoint}" if checkpoint else "no checkpoint callback, nothing saved"
+        then = "job requeued, it resumes from there" if requeued else "run the same command to resume"
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}: {where}; {then}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -76,6 +76,22 @@ class CheckpointConfig:
 
 
 @dataclass
+class PreemptionConfig:
+    """Graceful stops on signals (Slurm preemption, ``scancel``, Ctrl-C-like SIGTERM from a scheduler).
+
+    A listed signal is only noted when it arrives; at the next optimiser-step boundary every rank agrees to stop,
+    ``last.ckpt`` is written, and the run exits with 128 + the signal number. Under Slurm, ``requeue_signal`` also
+    puts the job back in the queue (``scontrol requeue``); the restarted job resumes from that checkpoint.
+    """
+
+    enabled: bool = True
+    signals: list[str] = field(default_factory=lambda: ["SIGUSR1", "SIGTERM"])
+    # The signal Slurm sends ahead of the time limit (``#SBATCH --signal=SIGUSR1@90``); it requeues the job.
+    requeue_signal: str = "SIGUSR1"
+    requeue: bool = True
+
+
+@dataclass
 class TrainerConfig:
     """Arguments of ``lightning.Trainer`` that recipes may set, plus our loggers, checkpointing and progress bar."""
 
@@ -108,6 +124,7 @@ class TrainerConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     # After fit, evaluate the test split with the best checkpoint (checkpoint.monitor), else the last one.
     test_after_fit: bool = False
+    preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
 
 
 class OptimizerName(str, Enum):
@@ -136,6 +153,9 @@ class SchedulerConfig:
     min_lr_ratio: float = 0.0
     # exponential: factor per epoch.
     gamma: float = 0.9
+    # Decay horizon in optimiser steps; None = the run's length (max_steps, else max_epochs x steps per epoch).
+    # Fix it when a run is trained in pieces with growing max_steps, so every piece follows the same schedule.
+    total_steps: int | None = None
 
 
 @dataclass

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -144,8 +145,10 @@ def semantic_mask(x: torch.Tensor, valid: torch.Tensor, ratio: float) -> torch.T
     return mask_by_score(-similarity, valid, ratio)
 
 
-@dataclass
-class LVMAEOutput:
+class LVMAEOutput(NamedTuple):
+    """A NamedTuple, not a dataclass: DeepSpeed ZeRO-3 hooks the tensors of a module's outputs to gather the
+    module's parameters again for backward, and it only looks inside tuples, lists and dicts."""
+
     loss: torch.Tensor  # mean over all masked, non-pad tokens of the batch
     per_sample: torch.Tensor  # [B] mean over each sample's masked tokens
     pred: torch.Tensor  # [B, L, input_dim]
@@ -266,7 +269,12 @@ class LVMAE(nn.Module):
         return (per_token * weight).sum() / weight.sum().clamp(min=1), per_sample
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor, mask: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> LVMAEOutput:
+                generator: torch.Generator | None = None,
+                features_only: bool = False) -> LVMAEOutput | tuple[torch.Tensor, torch.Tensor]:
+        """Pre-training pass; with ``features_only``, :meth:`features`. Probes call the module itself rather than
+        ``features`` so that module hooks (DeepSpeed ZeRO-3 gathering this module's parameters) run."""
+        if features_only:
+            return self.features(x, valid)
         self._check(x, valid)
         if mask is None:
             mask = self.make_mask(x, valid, generator)
@@ -302,6 +310,10 @@ class RawEmbeddings(nn.Module):
         else:
             self.cls_token = None
             self.register_buffer("pos_embed", torch.zeros(1, max_tokens + 1, input_dim), persistent=False)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, features_only: bool = True) -> tuple[torch.Tensor, ...]:
+        """Same as :meth:`features` (the probes' calling convention, shared with :class:`LVMAE`)."""
+        return self.features(x, valid)
 
     def features(self, x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.shape[1] > self.max_tokens:

@@ -352,9 +352,9 @@ class LVMAEProbe(L.LightningModule):
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         if self._frozen:
             with torch.no_grad():
-                tokens, key_valid = self.backbone.features(x, valid)
+                tokens, key_valid = self.backbone(x, valid, features_only=True)
         else:
-            tokens, key_valid = self.backbone.features(x, valid)
+            tokens, key_valid = self.backbone(x, valid, features_only=True)
         out = self.head(tokens, key_valid)
         return out if self.label.classes is not None else out.squeeze(-1)
 

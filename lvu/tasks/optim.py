@@ -123,6 +123,10 @@ def configure_optimizers(module, cfg: OptimConfig) -> dict:
     trainer = module.trainer
     optimizer = build_optimizer(module, cfg, offloaded=_optimizer_offloaded(trainer))
     total = int(trainer.estimated_stepping_batches)  # also sets up the train loader, so its length is known below
+    if cfg.scheduler.total_steps is not None:
+        if cfg.scheduler.total_steps <= 0:
+            raise ConfigError(f"optim.scheduler.total_steps must be positive, got {cfg.scheduler.total_steps}")
+        total = cfg.scheduler.total_steps
     batches = trainer.num_training_batches
     steps_per_epoch = None if math.isinf(batches) else max(1.0, batches / trainer.accumulate_grad_batches)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.scheduler, total, steps_per_epoch))

@@ -58,6 +58,63 @@ class RunInfo(Callback):
             )
 
 
+RNG_KEY = "lvu_rng"
+
+
+def _portable_rng(states: dict[str, Any]) -> dict[str, Any]:
+    """RNG states as tensors and plain Python values, so ``torch.load(weights_only=True)`` still reads the file."""
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    return {**states, "numpy": [kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached]}
+
+
+def _native_rng(states: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    return {**states, "numpy": (kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached)}
+
+
+class RngStates(Callback):
+    """Saves every rank's RNG states (torch, CUDA, numpy, random) in checkpoints and restores them on resume.
+
+    Lightning checkpoints hold none, so anything random in a training step (dropout, random crops, stochastic
+    depth) would replay differently after a resume. Checkpoints are written by rank 0 (or, under DeepSpeed
+    ZeRO-1/2, its client state only by rank 0), so states are gathered into a list indexed by global rank. Restored
+    when training starts, after the sanity check, i.e. right where the saving run was. With a different world size
+    the streams cannot continue; they then restart from the seed (with a warning).
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[dict[str, Any]] | None = None
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        from lightning.fabric.utilities.seed import _collect_rng_states
+
+        states = _portable_rng(_collect_rng_states(include_cuda=torch.cuda.is_available()))
+        if trainer.world_size > 1:
+            gathered: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, states)
+        else:
+            gathered = [states]
+        checkpoint[RNG_KEY] = gathered
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._pending = checkpoint.get(RNG_KEY)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lightning.fabric.utilities.seed import _set_rng_states
+        from lightning.pytorch.utilities import rank_zero_warn
+
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        if len(pending) != trainer.world_size:
+            rank_zero_warn(f"the checkpoint holds RNG states of {len(pending)} ranks and this run has "
+                           f"{trainer.world_size}: random streams restart from the seed")
+            return
+        _set_rng_states(_native_rng(pending[trainer.global_rank]))
+
+
 class DataHealth(Callback):
     """Logs how many bad training samples the loader skipped, per reason (``data/skipped_<reason>``).
 

@@ -40,17 +40,12 @@ def read_checkpoint_info(path: Path) -> dict[str, Any]:
 
     Files are memory-mapped, so inspecting a multi-GB checkpoint does not read its tensors.
     """
-    import torch
 
     if not path.exists():
         raise LvuError(f"checkpoint {path} not found")
     deepspeed = path.is_dir()
     source = _deepspeed_client_state(path) if deepspeed else path
-    try:
-        # Checkpoints hold pickled Lightning loop state, so weights_only=False: only open checkpoints you trust.
-        ckpt = torch.load(source, map_location="cpu", mmap=True, weights_only=False)
-    except Exception as exc:
-        raise LvuError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    ckpt = _load(source)
     if deepspeed and isinstance(ckpt, dict) and "module" in ckpt:
         ckpt["state_dict"] = ckpt.get("module") or {}  # ZeRO-3 keeps the weights in the per-rank shards
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
@@ -77,6 +72,71 @@ def read_checkpoint_info(path: Path) -> dict[str, Any]:
     }
 
 
+LIGHTNING_WRAPPER_PREFIX = "_forward_module."
+
+
+def _load(source: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        # Checkpoints hold pickled Lightning loop state, so weights_only=False: only open checkpoints you trust.
+        return torch.load(source, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as exc:
+        raise LvuError(f"{source} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def consolidated_state_dict(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(fp32 state dict of the whole model, the checkpoint's other top-level entries) from a Lightning file or a
+    DeepSpeed ZeRO folder (shards gathered with DeepSpeed's zero_to_fp32, Lightning's wrapper prefix removed)."""
+    import torch
+
+    if not path.exists():
+        raise LvuError(f"checkpoint {path} not found")
+    if path.is_dir():
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        client = _load(_deepspeed_client_state(path))
+        tag = (path / "latest").read_text().strip()
+        state = get_fp32_state_dict_from_zero_checkpoint(str(path), tag=tag)
+        state = {k.removeprefix(LIGHTNING_WRAPPER_PREFIX): v for k, v in state.items()}
+    else:
+        client = _load(path)
+        if not isinstance(client, dict) or "state_dict" not in client:
+            raise LvuError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
+        state = client["state_dict"]
+    state = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in state.items()}
+    return state, client
+
+
+def convert_checkpoint(path: Path, out: Path) -> dict[str, Any]:
+    """Write one consolidated fp32 checkpoint: ``state_dict`` plus step, epoch and the lvu record, without
+    optimiser or loop state. ``lvu validate/test/predict --ckpt`` and ``probe.pretrained`` accept it."""
+    import torch
+
+    state, client = consolidated_state_dict(path)
+    payload = {"state_dict": state, "global_step": client.get("global_step"), "epoch": client.get("epoch"),
+               "pytorch-lightning_version": client.get("pytorch-lightning_version")}
+    if client.get(CHECKPOINT_KEY):
+        payload[CHECKPOINT_KEY] = {**client[CHECKPOINT_KEY], "converted_from": str(path)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from lvu.train.checkpointing import AtomicCheckpointIO
+
+    AtomicCheckpointIO().save_checkpoint(payload, out)
+    return {"path": str(out), "tensors": len(state), "parameters": int(sum(t.numel() for t in state.values()
+                                                                          if torch.is_tensor(t))),
+            "global_step": payload["global_step"]}
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise LvuError(f"{out} exists; pass --force to overwrite it")
+    result = convert_checkpoint(Path(args.checkpoint), out)
+    print(f"wrote {result['path']}: {result['tensors']} tensors, {result['parameters']:,} parameters (fp32), "
+          f"step {result['global_step']}")
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     info = read_checkpoint_info(Path(args.checkpoint))
     if args.json:
@@ -99,3 +159,11 @@ def add_ckpt_commands(subparsers: argparse._SubParsersAction) -> None:
     sub.add_argument("checkpoint", help="Lightning checkpoint file or DeepSpeed checkpoint folder")
     sub.add_argument("--json", action="store_true", help="print one JSON object (includes the resolved config)")
     sub.set_defaults(func=cmd_inspect)
+
+    sub = add_command(subparsers, "convert",
+                      "a DeepSpeed ZeRO folder or a Lightning checkpoint to one consolidated fp32 state dict",
+                      "lvu ckpt convert runs/lvmae/pretrain/slurm-1234/checkpoints/last.ckpt --out lvmae.pt")
+    sub.add_argument("checkpoint", help="Lightning checkpoint file or DeepSpeed checkpoint folder")
+    sub.add_argument("--out", required=True, help="file to write (torch.save: state_dict, global_step, epoch, lvu)")
+    sub.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    sub.set_defaults(func=cmd_convert)

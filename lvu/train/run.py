@@ -17,9 +17,12 @@ from omegaconf import OmegaConf
 from lvu.config import Recipe, load_recipe
 from lvu.errors import LvuError
 from lvu.train.callbacks import RunInfo
+from lvu.train.checkpointing import remove_partials
+from lvu.train.preemption import PreemptionHandler
 from lvu.train.rundir import (
     CONFIG_FILE,
     RUN_DIR_ENV,
+    checkpoint_dir,
     find_best_checkpoint,
     find_resume_checkpoint,
     resolve_run_dir,
@@ -178,6 +181,9 @@ def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions
     resumed_from = None
     if stage == "fit" and ckpt_path is None:
         ckpt_path = resumed_from = find_resume_checkpoint(run_dir)
+        if rank_zero_only.rank == 0:
+            for debris in remove_partials(checkpoint_dir(run_dir)):
+                rank_zero_info(f"Removed {debris.name}, left by an interrupted save")
     if ckpt_path is not None:
         rank_zero_info(f"{'Resuming' if stage == 'fit' else 'Loading weights'} from {ckpt_path}")
     elif stage != "fit":
@@ -196,6 +202,9 @@ def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions
         evaluate = {"verbose": verbose} if stage in ("validate", "test") else {}
         outputs = getattr(trainer, stage)(module, datamodule=datamodule, ckpt_path=ckpt_path, **evaluate)
         evaluated = stage
+        for callback in trainer.callbacks:
+            if isinstance(callback, PreemptionHandler):
+                callback.finish(trainer.is_global_zero)  # raises Preempted after a signal
         if stage == "fit" and cfg.trainer.test_after_fit:
             best = find_best_checkpoint(run_dir)
             rank_zero_info(f"Testing the {'best' if best else 'last'} checkpoint")

@@ -82,6 +82,8 @@ def find_best_checkpoint(run_dir: Path) -> Path | None:
 
 
 def find_resume_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint a ``fit`` in an existing run directory continues from, or None for a fresh run."""
-    last = checkpoint_dir(run_dir) / LAST_CHECKPOINT
-    return last if last.exists() else None
+    """The checkpoint a ``fit`` in an existing run directory continues from (the newest complete one: see
+    lvu.train.checkpointing), or None for a fresh run."""
+    from lvu.train.checkpointing import newest_complete
+
+    return newest_complete(checkpoint_dir(run_dir), LAST_CHECKPOINT)

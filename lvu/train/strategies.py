@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from lvu.errors import ConfigError
 from lvu.schema import StrategyConfig, StrategyName
+from lvu.train.checkpointing import save_deepspeed_atomically
 
 
 def deepspeed_config(cfg: StrategyConfig) -> dict[str, Any] | None:
@@ -35,7 +36,20 @@ def deepspeed_config(cfg: StrategyConfig) -> dict[str, Any] | None:
     raise ConfigError("trainer.strategy.config: expected a mapping or a path to a DeepSpeed JSON file")
 
 
-class CPUDeepSpeedStrategy(DeepSpeedStrategy):
+class LvuDeepSpeedStrategy(DeepSpeedStrategy):
+    """Lightning's DeepSpeedStrategy with crash-safe saves.
+
+    Stock Lightning writes every save into the same folder in place (tag ``checkpoint``), so a kill during a save
+    destroys the only copy of ``last.ckpt``. Saves go to a partial folder that is swapped in once every rank has
+    written (lvu.train.checkpointing). Training itself is unchanged.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, filepath: Any, storage_options: Any | None = None) -> None:
+        save_deepspeed_atomically(self, lambda ckpt, path: super(LvuDeepSpeedStrategy, self).save_checkpoint(
+            ckpt, path, storage_options), checkpoint, filepath)
+
+
+class CPUDeepSpeedStrategy(LvuDeepSpeedStrategy):
     """DeepSpeed ZeRO across CPU processes (gloo), for debugging and tests on machines without GPUs.
 
     Lightning's DeepSpeedStrategy refuses any accelerator but CUDA, although DeepSpeed itself runs on CPU
@@ -70,7 +84,7 @@ def build_strategy(cfg: StrategyConfig, accelerator: str = "auto") -> Strategy |
         )
     if cfg.stage not in (1, 2, 3):
         raise ConfigError(f"trainer.strategy.stage: DeepSpeed ZeRO stage must be 1, 2 or 3, got {cfg.stage}")
-    strategy_class = DeepSpeedStrategy
+    strategy_class: type[DeepSpeedStrategy] = LvuDeepSpeedStrategy
     if _runs_on_cpu(accelerator):
         # Must be set before DeepSpeed picks its accelerator (it would otherwise probe for CUDA and warn).
         os.environ.setdefault("DS_ACCELERATOR", "cpu")

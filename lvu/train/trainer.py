@@ -11,7 +11,9 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from lvu.errors import ConfigError
 from lvu.schema import ProgressBar, TrainerConfig
-from lvu.train.callbacks import DataHealth, JsonlPredictionWriter, LvuModelCheckpoint, RunInfo
+from lvu.train.callbacks import DataHealth, JsonlPredictionWriter, LvuModelCheckpoint, RngStates, RunInfo
+from lvu.train.checkpointing import AtomicCheckpointIO
+from lvu.train.preemption import PreemptionHandler
 from lvu.train.rundir import checkpoint_dir
 from lvu.train.strategies import build_strategy
 
@@ -40,7 +42,9 @@ def build_callbacks(cfg: TrainerConfig, run_dir: Path, stage: str, run_info: Run
     elif cfg.progress_bar == ProgressBar.tqdm:
         callbacks.append(TQDMProgressBar())
     if stage == "fit":
-        callbacks.append(DataHealth())
+        callbacks += [DataHealth(), RngStates()]
+        if cfg.preemption.enabled:
+            callbacks.append(PreemptionHandler(cfg.preemption))
         ck = cfg.checkpoint
         callbacks.append(
             LvuModelCheckpoint(
@@ -90,10 +94,22 @@ def trainer_kwargs(cfg: TrainerConfig) -> dict[str, Any]:
     return kwargs
 
 
+def build_plugins(cfg: TrainerConfig) -> list[Any]:
+    """Atomic checkpoint files; under Slurm, Lightning's cluster environment with its own requeue handler off
+    (PreemptionHandler stops at a step boundary instead of saving from inside the signal handler)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    plugins: list[Any] = [] if cfg.strategy.name.value == "deepspeed" else [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return plugins
+
+
 def build_trainer(cfg: TrainerConfig, run_dir: Path, stage: str, run_info: RunInfo,
                   predictions: Path | None = None) -> L.Trainer:
     """The trainer for one stage (``fit``, ``validate``, ``test`` or ``predict``) writing under ``run_dir``."""
     return L.Trainer(
+        plugins=build_plugins(cfg) or None,
         **trainer_kwargs(cfg),
         strategy=build_strategy(cfg.strategy, cfg.accelerator),
         default_root_dir=str(run_dir),

@@ -1,0 +1,154 @@
+"""Crash-safe checkpoint writing, and finding the newest complete checkpoint of a run.
+
+A checkpoint only ever appears under its final name once it is complete, so a process killed while writing
+(SIGKILL from the scheduler, OOM killer, node failure) leaves the previous checkpoint usable:
+
+* files (DDP, one device): written to ``.<name>.partial-<pid>`` in the same folder, fsynced, then renamed over the
+  old one (``os.replace`` is atomic on POSIX file systems);
+* DeepSpeed folders (one shard per rank): every rank writes into ``.<name>.partial/``; after a barrier rank 0 adds a
+  completion record (``lvu_complete.json``) and swaps the folder in (old one moved to ``.<name>.old`` first, deleted
+  last). A kill between the two renames leaves ``.<name>.old`` or a complete ``.<name>.partial``; the resume
+  finder takes whichever complete copy is newest.
+
+Multi-node DeepSpeed needs a checkpoint folder shared by all nodes (DeepSpeed's own requirement for resuming).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+log = logging.getLogger(__name__)
+
+COMPLETE_RECORD = "lvu_complete.json"
+PARTIAL_FILE = ".{name}.partial-{pid}"
+PARTIAL_DIR = ".{name}.partial"
+OLD_DIR = ".{name}.old"
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary file in the target folder, fsync, then an atomic rename.
+
+    Lightning's default writer also renames a finished file into place (through an fsspec transaction), but first
+    serialises the whole checkpoint into memory, doubling host memory for large models, and never fsyncs. This one
+    streams to disk and is durable once the rename returns.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.parent / PARTIAL_FILE.format(name=target.name, pid=os.getpid())
+        try:
+            with partial.open("wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+
+
+def save_deepspeed_atomically(strategy: Any, save: Any, checkpoint: dict[str, Any], filepath: Any) -> None:
+    """Run DeepSpeed's collective ``save(checkpoint, folder)`` into a partial folder, then swap it in.
+
+    ``strategy`` provides ``barrier`` and ``is_global_zero``; all ranks call this together.
+    """
+    target = Path(strategy.broadcast(str(filepath)))
+    partial = target.parent / PARTIAL_DIR.format(name=target.name)
+    old = target.parent / OLD_DIR.format(name=target.name)
+    if strategy.is_global_zero:
+        _heal(target, partial, old)
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+    strategy.barrier("lvu_deepspeed_save_start")
+    save(checkpoint, partial)
+    strategy.barrier("lvu_deepspeed_save_written")
+    if strategy.is_global_zero:
+        record = {"global_step": checkpoint.get("global_step"), "epoch": checkpoint.get("epoch")}
+        (partial / COMPLETE_RECORD).write_text(json.dumps(record) + "\n")
+        _fsync_dir(partial)
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(partial, target)
+        _fsync_dir(target.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    strategy.barrier("lvu_deepspeed_save_done")
+
+
+def _heal(target: Path, partial: Path, old: Path) -> None:
+    """Finish a swap that a kill interrupted, so that starting a new save never deletes the only complete copy."""
+    if target.exists():
+        return
+    for leftover in sorted((p for p in (partial, old) if (p / COMPLETE_RECORD).is_file()), key=checkpoint_step,
+                           reverse=True)[:1]:
+        os.replace(leftover, target)
+        log.warning("restored %s from %s (a previous save was interrupted)", target, leftover)
+
+
+def is_complete(path: Path) -> bool:
+    """A checkpoint file under its final name is complete (see the module docstring); a DeepSpeed folder is when
+    it has our completion record, or, for folders written by stock Lightning, DeepSpeed's ``latest`` tag file."""
+    if path.is_file():
+        return True
+    if path.is_dir():
+        return (path / COMPLETE_RECORD).is_file() or (
+            (path / "latest").is_file() and not path.name.endswith((".partial", ".old"))
+        )
+    return False
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step a checkpoint was saved at (-1 when unreadable)."""
+    if path.is_dir():
+        record = path / COMPLETE_RECORD
+        if record.is_file():
+            return int(json.loads(record.read_text()).get("global_step") or -1)
+    from lvu.train.ckpt_cli import read_checkpoint_info
+
+    try:
+        return int(read_checkpoint_info(path).get("global_step") or -1)
+    except Exception:  # a foreign or damaged file: never the one to resume
+        return -1
+
+
+def newest_complete(checkpoints: Path, last_name: str = "last.ckpt") -> Path | None:
+    """The checkpoint to resume: ``last.ckpt`` when complete, else the newest complete leftover of an interrupted
+    DeepSpeed swap (``.last.ckpt.partial`` with its completion record, or ``.last.ckpt.old``)."""
+    last = checkpoints / last_name
+    if is_complete(last):
+        return last
+    leftovers = [checkpoints / PARTIAL_DIR.format(name=last_name), checkpoints / OLD_DIR.format(name=last_name)]
+    complete = [p for p in leftovers if p.is_dir() and (p / COMPLETE_RECORD).is_file()]
+    if not complete:
+        return None
+    best = max(complete, key=checkpoint_step)
+    log.warning("%s is missing or incomplete (a save was interrupted); resuming from %s", last, best)
+    return best
+
+
+def remove_partials(checkpoints: Path) -> list[Path]:
+    """Delete the debris of interrupted saves (call on rank 0 before training, after choosing the checkpoint)."""
+    removed = []
+    for path in checkpoints.glob(".*.partial-*"):
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed

@@ -1,0 +1,114 @@
+"""Graceful stops on signals: checkpoint at a step boundary on every rank, then exit (and requeue under Slurm).
+
+Why not Lightning's own handling: its Slurm handler saves ``hpc_ckpt_N.ckpt`` from inside the signal handler, i.e.
+at whatever instruction each rank happens to be running, in the middle of a backward pass or an all-reduce. Ranks
+then save different steps, or deadlock in the checkpoint's collectives. Here the handler only notes the signal;
+at the next optimiser-step boundary all ranks agree (one tiny all-reduce) and stop together, so the checkpoint is
+the same one an uninterrupted run would have written at that step, and resuming it is exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from lvu.errors import ConfigError, Preempted
+from lvu.schema import PreemptionConfig
+
+log = logging.getLogger(__name__)
+
+
+def parse_signal(name: str) -> signal.Signals:
+    key = name.upper() if name.upper().startswith("SIG") else f"SIG{name.upper()}"
+    try:
+        return signal.Signals[key]
+    except KeyError:
+        raise ConfigError(f"trainer.preemption: unknown signal {name!r} (e.g. SIGUSR1, SIGTERM)") from None
+
+
+def slurm_job_id() -> str | None:
+    """The id ``scontrol requeue`` takes: ``<array job>_<task>`` for array tasks, else the job id."""
+    array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and array_task:
+        return f"{array_job}_{array_task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+class PreemptionHandler(Callback):
+    """Notes configured signals and turns them into a synchronous, checkpointed stop.
+
+    Signal handlers are installed when training starts (after Lightning installed its own, which they replace
+    for these signals) and Lightning restores the previous ones at teardown.
+    """
+
+    def __init__(self, cfg: PreemptionConfig) -> None:
+        self.cfg = cfg
+        self.signals = [parse_signal(s) for s in cfg.signals]
+        self.requeue_signal = parse_signal(cfg.requeue_signal)
+        self.received: int = 0  # the signal number noted on this rank (0: none)
+        self.stopped: int = 0  # the signal all ranks agreed to stop on
+        self.stop_step: int = -1
+        self.checkpoint: str | None = None
+        self._last_step = -1
+
+    # -- signal side: async-signal-safe, only records -----------------------------------------------------------
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if not self.received:
+            self.received = signum
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_step = trainer.global_step
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("not on the main thread: signal handlers for graceful preemption are not installed")
+            return
+        for signum in self.signals:
+            signal.signal(signum, self._note)
+
+    # -- step side: every rank, at optimiser-step boundaries ----------------------------------------------------
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self._last_step:
+            return  # mid gradient accumulation: no consistent state to save
+        self._last_step = trainer.global_step
+        flag = torch.tensor([self.received], dtype=torch.int64, device=trainer.strategy.root_device)
+        if trainer.world_size > 1:
+            flag = trainer.strategy.reduce(flag, reduce_op="max")
+        signum = int(flag.item())
+        if not signum:
+            return
+        self.stopped, self.stop_step = signum, trainer.global_step
+        checkpoint = trainer.checkpoint_callback
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath:
+            # The same save ModelCheckpoint makes on its own schedule, at the same hook: resumable mid-epoch.
+            self.checkpoint = os.path.join(checkpoint.dirpath, f"{checkpoint.CHECKPOINT_NAME_LAST}"
+                                                               f"{checkpoint.FILE_EXTENSION}")
+            if checkpoint.save_last:
+                checkpoint._save_last_checkpoint(trainer, checkpoint._monitor_candidates(trainer))
+            else:
+                trainer.save_checkpoint(self.checkpoint)
+        trainer.should_stop = True
+        log.warning("received %s: stopping at step %d", signal.Signals(signum).name, trainer.global_step)
+
+    def finish(self, is_global_zero: bool) -> None:
+        """Requeue (rank 0, under Slurm, for the requeue signal), then raise :class:`Preempted`."""
+        if not self.stopped:
+            return
+        requeued = False
+        job = slurm_job_id()
+        if self.cfg.requeue and self.stopped == self.requeue_signal and job:
+            requeued = True
+            if is_global_zero:
+                result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+                requeued = result.returncode == 0
+                if not requeued:
+                    log.error("scontrol requeue %s failed: %s", job, (result.stderr or result.stdout).strip())
+        raise Preempted(self.stopped, self.stop_step, self.checkpoint, requeued)

@@ -1,0 +1,72 @@
+"""``lvu`` as a script, with two test hooks, for multi-process runs (Lightning re-runs this file for every rank).
+
+    python fit_driver.py fit RECIPE k=v ...        same as ``lvu fit RECIPE k=v ...``
+
+* ``LVU_TEST_SIGNAL=SIGUSR1:7``: rank 0 sends itself SIGUSR1 when optimiser step 7 ends, the way a scheduler's
+  signal arrives at an arbitrary moment on one process (graceful stop, exact resume).
+* ``LVU_TEST_KILL_IN_SAVE=3``: the 3rd checkpoint save of the run writes part of its data and then the process
+  SIGKILLs itself (atomic saving). Single-process runs only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import lightning as L
+import torch
+
+import lvu.train.trainer as trainer_assembly
+from lvu.cli import main
+
+
+class SignalAtStep(L.Callback):
+    def __init__(self, signum: int, step: int) -> None:
+        self.signum, self.step = signum, step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and trainer.global_rank == 0:
+            os.kill(os.getpid(), self.signum)
+
+
+def _install_signal_hook(spec: str) -> None:
+    name, step = spec.split(":")
+    build = trainer_assembly.build_callbacks
+
+    def build_with_signal(*args, **kwargs):
+        # Registered first, so the signal is pending when PreemptionHandler looks at this very step boundary.
+        return [SignalAtStep(signal.Signals[name], int(step)), *build(*args, **kwargs)]
+
+    trainer_assembly.build_callbacks = build_with_signal
+
+
+def _install_kill_hook(nth: int) -> None:
+    """Make the nth ``torch.save`` into a checkpoint write half its bytes, then SIGKILL the process."""
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def save(obj, f, *args, **kwargs):
+        if (isinstance(obj, dict) and "global_step" in obj) or (isinstance(obj, dict) and "module" in obj):
+            calls["n"] += 1
+            if calls["n"] == nth:
+                import io
+
+                buffer = io.BytesIO()
+                real_save(obj, buffer, *args, **kwargs)
+                data = buffer.getvalue()
+                handle = open(f, "wb") if isinstance(f, str | os.PathLike) else f  # noqa: SIM115
+                handle.write(data[: len(data) // 2])
+                handle.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real_save(obj, f, *args, **kwargs)
+
+    torch.save = save
+
+
+if __name__ == "__main__":
+    if os.environ.get("LVU_TEST_SIGNAL"):
+        _install_signal_hook(os.environ["LVU_TEST_SIGNAL"])
+    if os.environ.get("LVU_TEST_KILL_IN_SAVE"):
+        _install_kill_hook(int(os.environ["LVU_TEST_KILL_IN_SAVE"]))
+    sys.exit(main(sys.argv[1:]))
