@@ -130,10 +130,12 @@ def command_groups() -> dict[str, tuple[str, CommandGroup]]:
     """``lvu <group> ...`` command groups filled by the subsystems that own them."""
     from lvu.data.cli import add_data_commands
     from lvu.train.ckpt_cli import add_ckpt_commands
+    from lvu.train.slurm import add_slurm_commands
 
     return {
         "data": ("data tools: synth, pack, inspect, concat, embed, index", add_data_commands),
-        "ckpt": ("checkpoint tools", add_ckpt_commands),
+        "ckpt": ("checkpoint tools: inspect, convert", add_ckpt_commands),
+        "slurm": ("Slurm jobs: submit", add_slurm_commands),
     }
 
 
@@ -222,7 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Preempted as exc:
-        print(f"lvu: {exc}", file=sys.stderr)
+        from lvu.train.rundir import global_rank
+
+        if global_rank() == 0:  # every rank stopped the same way; one line says it
+            print(f"lvu: {exc}", file=sys.stderr)
         return exc.exit_code
     except LvuError as exc:
         if debug:

@@ -69,7 +69,7 @@ class Recipe:
         return OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
     def to_yaml(self) -> str:
-        return OmegaConf.to_yaml(self.cfg, resolve=True)
+        return OmegaConf.to_yaml(self.cfg, resolve=False)
 
     def missing_keys(self) -> list[str]:
         return sorted(OmegaConf.missing_keys(self.cfg))
@@ -130,11 +130,30 @@ def load_recipe(ref: str | Path, overrides: Sequence[str] = (), *, allow_missing
     return Recipe(name=cfg.name, path=path, cfg=cfg, task=spec, overrides=tuple(overrides))
 
 
+def _literal_missing(tree: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is the literal ``???`` (no interpolation is resolved on the way)."""
+    if isinstance(tree, dict):
+        return [k for key, value in tree.items() for k in _literal_missing(value, f"{prefix}{key}.")]
+    return [prefix.rstrip(".")] if tree == "???" else []
+
+
+def _interpolated(tree: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is a string holding ``${...}``."""
+    if isinstance(tree, dict):
+        return [k for key, value in tree.items() for k in _interpolated(value, f"{prefix}{key}.")]
+    return [prefix.rstrip(".")] if isinstance(tree, str) and "${" in tree else []
+
+
 def validate(raw: DictConfig, schema: type) -> DictConfig:
     """Merge ``raw`` onto the structured schema, turning OmegaConf's errors into one-line ConfigErrors."""
     _check_sections(raw, schema, prefix="")
     try:
-        return OmegaConf.merge(OmegaConf.structured(schema), raw)  # type: ignore[return-value]
+        cfg = OmegaConf.merge(OmegaConf.structured(schema), raw)
+        # OmegaConf's merge never lets ``???`` replace a value, so a recipe's ``train: ???`` would silently keep the
+        # schema's default (None). A recipe that marks a value required means it.
+        for key in _literal_missing(OmegaConf.to_container(raw, resolve=False)):
+            OmegaConf.update(cfg, key, "???", merge=False)
+        return cfg  # type: ignore[return-value]
     except oc_errors.ConfigKeyError as exc:
         raise _unknown_key_error(exc, schema) from None
     except oc_errors.ValidationError as exc:
@@ -289,8 +308,16 @@ def _check_complete(cfg: DictConfig) -> None:
 def _resolve(cfg: DictConfig, *, allow_missing: bool) -> None:
     """Resolve ``${...}`` in place; with ``allow_missing``, interpolations of ``???`` values stay unresolved."""
     if allow_missing:
-        with _interpolation_errors(), contextlib.suppress(oc_errors.MissingMandatoryValue):
-            OmegaConf.resolve(cfg)
+        # One value at a time: OmegaConf.resolve stops at the first interpolation of a ``???``.
+        for key in _interpolated(OmegaConf.to_container(cfg, resolve=False)):
+            try:
+                value = OmegaConf.select(cfg, key, throw_on_missing=True)
+            except (oc_errors.MissingMandatoryValue, oc_errors.InterpolationResolutionError) as exc:
+                if "issing mandatory value" in str(exc):
+                    continue
+                with _interpolation_errors():
+                    raise
+            OmegaConf.update(cfg, key, value, merge=False)
         return
     with _interpolation_errors():
         OmegaConf.resolve(cfg)

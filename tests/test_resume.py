@@ -32,7 +32,7 @@ def _recipe(shards: Path, run_dir: Path, preset: str, devices: int = 2) -> list[
     return ["fit", "quickstart/lvmae_pretrain", f"data.train={shards}", "data.val=null", "data.batch_size=4",
             "data.num_workers=1", "model.input_dim=8", "model.embed_dim=8", "model.decoder_dim=8",
             "model.num_heads=2", "model.decoder_num_heads=2", "model.depth=1", f"run_dir={run_dir}",
-            f"trainer={preset}", "trainer.accelerator=cpu", f"trainer.devices={devices}", "trainer.max_epochs=null",
+            f"trainer={preset}", "trainer.accelerator=cpu", f"trainer.devices={devices}", "trainer.max_epochs=3",
             "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false",
             f"optim.scheduler.total_steps={TOTAL_STEPS}", "optim.scheduler.warmup_epochs=0",
             "optim.scheduler.warmup_steps=3"]

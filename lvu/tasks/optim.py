@@ -123,6 +123,8 @@ def configure_optimizers(module, cfg: OptimConfig) -> dict:
     trainer = module.trainer
     optimizer = build_optimizer(module, cfg, offloaded=_optimizer_offloaded(trainer))
     total = int(trainer.estimated_stepping_batches)  # also sets up the train loader, so its length is known below
+    if trainer.train_dataloader is None:
+        trainer.fit_loop.setup_data()  # max_epochs unset (-1): Lightning skipped it, epoch-based warm-up needs it
     if cfg.scheduler.total_steps is not None:
         if cfg.scheduler.total_steps <= 0:
             raise ConfigError(f"optim.scheduler.total_steps must be positive, got {cfg.scheduler.total_steps}")

@@ -115,6 +115,24 @@ class RngStates(Callback):
         _set_rng_states(_native_rng(pending[trainer.global_rank]))
 
 
+class RestoreLoaderPosition(Callback):
+    """Makes sure a resumed run's training loader gets its saved position (``state_dict``) before the first batch.
+
+    Lightning hands the saved loader states over only when it creates the loader *after* the checkpoint was read.
+    ``trainer.estimated_stepping_batches`` in ``configure_optimizers`` (which every schedule needs) creates it
+    before, and the states are then silently dropped: the resumed run replays the epoch from its first batch.
+    Uses the fit loop's private fields; ``tests/test_resume.py`` fails if a Lightning release changes them.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loop = trainer.fit_loop
+        pending = getattr(loop, "_combined_loader_states_to_load", None)
+        loader = getattr(loop, "_combined_loader", None)
+        if pending and loader is not None:
+            loader._load_state_dicts(pending)
+            loop._combined_loader_states_to_load = []
+
+
 class DataHealth(Callback):
     """Logs how many bad training samples the loader skipped, per reason (``data/skipped_<reason>``).
 

@@ -34,7 +34,7 @@ def _slurm_version() -> str | None:
     return f"slurm-{array_job}_{array_task}" if array_job and array_task else f"slurm-{job}"
 
 
-def _global_rank() -> int:
+def global_rank() -> int:
     for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
         if os.environ.get(var, "").isdigit():
             return int(os.environ[var])
@@ -57,7 +57,7 @@ def resolve_run_dir(*, run_dir: str | None, runs_root: str, name: str, stage: st
     slurm = _slurm_version()
     if slurm:
         return parent / (slurm if stage == "fit" else f"{slurm}-{stage}")
-    if _global_rank() != 0:
+    if global_rank() != 0:
         raise LvuError(
             "this process is not rank 0 and no run directory was fixed for it; launch through `lvu`, Slurm, "
             "or pass run_dir=... so that every rank writes to the same folder"

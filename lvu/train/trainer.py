@@ -11,7 +11,14 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from lvu.errors import ConfigError
 from lvu.schema import ProgressBar, TrainerConfig
-from lvu.train.callbacks import DataHealth, JsonlPredictionWriter, LvuModelCheckpoint, RngStates, RunInfo
+from lvu.train.callbacks import (
+    DataHealth,
+    JsonlPredictionWriter,
+    LvuModelCheckpoint,
+    RestoreLoaderPosition,
+    RngStates,
+    RunInfo,
+)
 from lvu.train.checkpointing import AtomicCheckpointIO
 from lvu.train.preemption import PreemptionHandler
 from lvu.train.rundir import checkpoint_dir
@@ -42,7 +49,7 @@ def build_callbacks(cfg: TrainerConfig, run_dir: Path, stage: str, run_info: Run
     elif cfg.progress_bar == ProgressBar.tqdm:
         callbacks.append(TQDMProgressBar())
     if stage == "fit":
-        callbacks += [DataHealth(), RngStates()]
+        callbacks += [DataHealth(), RngStates(), RestoreLoaderPosition()]
         if cfg.preemption.enabled:
             callbacks.append(PreemptionHandler(cfg.preemption))
         ck = cfg.checkpoint
@@ -105,12 +112,37 @@ def build_plugins(cfg: TrainerConfig) -> list[Any]:
     return plugins
 
 
+def slurm_shape(cfg: TrainerConfig) -> dict[str, Any]:
+    """Under an ``srun`` launch: ``devices``/``num_nodes`` checked against the job's tasks per node and nodes
+    (``auto`` takes the job's), so a mismatch fails here, in one line, before any process group is set up."""
+    import os
+
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if not SLURMEnvironment.detect():
+        return {}
+    tasks, nodes = os.environ.get("SLURM_NTASKS_PER_NODE"), os.environ.get("SLURM_NNODES")
+    shape: dict[str, Any] = {}
+    if tasks is not None:
+        devices = cfg.devices
+        if devices in ("auto", -1, "-1"):
+            shape["devices"] = int(tasks)
+        elif str(devices) != tasks:
+            raise ConfigError(f"trainer.devices={devices} but this Slurm job runs --ntasks-per-node={tasks}: Slurm "
+                              f"starts one task per device, so set trainer.devices={tasks} (or resubmit with "
+                              f"--ntasks-per-node={devices})")
+    if nodes is not None and int(nodes) != cfg.num_nodes:
+        raise ConfigError(f"trainer.num_nodes={cfg.num_nodes} but this Slurm job has --nodes={nodes}: set "
+                          f"trainer.num_nodes={nodes}")
+    return shape
+
+
 def build_trainer(cfg: TrainerConfig, run_dir: Path, stage: str, run_info: RunInfo,
                   predictions: Path | None = None) -> L.Trainer:
     """The trainer for one stage (``fit``, ``validate``, ``test`` or ``predict``) writing under ``run_dir``."""
     return L.Trainer(
         plugins=build_plugins(cfg) or None,
-        **trainer_kwargs(cfg),
+        **{**trainer_kwargs(cfg), **slurm_shape(cfg)},
         strategy=build_strategy(cfg.strategy, cfg.accelerator),
         default_root_dir=str(run_dir),
         logger=build_loggers(cfg, run_dir) or False,

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# A real one-node Slurm cluster on localhost (Debian's slurmctld, slurmd and munge), for CI and for trying the
+# Slurm recipes on a workstation. Needs root. Idempotent: returns at once when the cluster already answers.
+#
+#   sudo slurm/local-cluster.sh            # install (apt) if needed, configure, start
+#   sinfo                                  # one node, idle
+#
+# Not for production clusters: root is the SlurmUser, no cgroups, no accounting.
+set -euo pipefail
+
+if sinfo -h -o %T 2>/dev/null | grep -qE 'idle|mix|alloc'; then
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "local-cluster.sh: needs root (it writes /etc/slurm and starts daemons)" >&2
+  exit 1
+fi
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null
+fi
+
+host=$(hostname -s)
+cpus=$(nproc)
+mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 512 ))
+mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge /var/lib/munge /var/log/munge
+cat > /etc/slurm/slurm.conf <<EOF
+ClusterName=lvu-local
+SlurmctldHost=${host}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SwitchType=switch/none
+MpiDefault=none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+JobRequeue=1
+# A requeued job may start again at once (the default holds it back for 60-120 s).
+MinJobAge=30
+KillWait=30
+NodeName=${host} CPUs=${cpus} RealMemory=${mem} State=UNKNOWN
+PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+EOF
+
+if [ ! -s /etc/munge/munge.key ]; then
+  mkdir -p /etc/munge
+  dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key status=none
+fi
+chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
+chmod 400 /etc/munge/munge.key
+pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged 2>/dev/null || /usr/sbin/munged --force
+pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
+pgrep -x slurmd >/dev/null || /usr/sbin/slurmd
+
+for _ in $(seq 60); do
+  if sinfo -h -o %T 2>/dev/null | grep -qE 'idle|mix|alloc'; then
+    exit 0
+  fi
+  scontrol update nodename="${host}" state=resume >/dev/null 2>&1 || true
+  sleep 1
+done
+echo "local-cluster.sh: Slurm did not come up; see /var/log/slurm/" >&2
+exit 1
