@@ -90,3 +90,34 @@ def test_validate_test_and_predict_write_results(tmp_path, recipe_path):
                  "--out", str(out)]) == 0
     lines = out.read_text().splitlines()
     assert len(lines) == 64 and '"prediction"' in lines[0]
+
+
+def test_resume_restores_rng_states(tmp_path, recipe_path):
+    # Dropout draws from the global RNG. Stopped at an epoch end (8 batches; this loader cannot resume mid-epoch)
+    # and resumed, the run must continue the same random stream as the uninterrupted run.
+    args = [recipe_path("tiny"), "model.dropout=0.5", "optim.lr=0.05", "data.shuffle=false"]
+    assert main(["fit", *args, f"run_dir={tmp_path / 'whole'}", "trainer.max_steps=16"]) == 0
+    assert main(["fit", *args, f"run_dir={tmp_path / 'pieces'}", "trainer.max_steps=8"]) == 0
+    saved = torch.load(tmp_path / "pieces" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert len(saved["lvu_rng"]) == 1 and set(saved["lvu_rng"][0]) >= {"torch", "numpy", "python"}
+    assert main(["fit", *args, f"run_dir={tmp_path / 'pieces'}", "trainer.max_steps=16"]) == 0
+    whole, pieces = (_params(tmp_path / n / "checkpoints" / "last.ckpt") for n in ("whole", "pieces"))
+    assert all(torch.equal(whole[k], pieces[k]) for k in whole)
+
+
+def test_incompatible_checkpoint_is_refused_with_every_mismatch(tmp_path, recipe_path, capsys):
+    assert main(["fit", recipe_path("tiny"), f"run_dir={tmp_path}", "trainer.max_steps=2"]) == 0
+    last = str(tmp_path / "checkpoints" / "last.ckpt")
+    capsys.readouterr()
+    assert main(["fit", recipe_path("tiny"), f"run_dir={tmp_path / 'wide'}", "model.hidden=32", "--ckpt", last]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not fit this recipe" in err
+    assert "3 tensor(s) of another shape" in err and "net.0.weight (checkpoint [16, 8], model [32, 8])" in err
+    assert "model settings changed (checkpoint->recipe): model.hidden=16->32" in err
+    assert not (tmp_path / "wide" / "checkpoints").exists()  # refused before any training
+
+    assert main(["fit", "quickstart/lvmae_pretrain", "data.train=unused", f"run_dir={tmp_path / 'other'}",
+                 "--ckpt", last]) == 1
+    err = capsys.readouterr().err
+    assert "task: checkpoint 'test.tiny' (recipe tiny), this recipe 'lvmae.pretrain'" in err
+    assert "tensor(s) the model has and the checkpoint lacks" in err

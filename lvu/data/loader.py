@@ -341,6 +341,10 @@ class ShardLoader:
             num_workers=workers,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             pin_memory=self.pin_memory,
+            # Its own generator: DataLoader would otherwise draw a seed from torch's global RNG at every pass, so
+            # a resumed run (which starts a pass mid-epoch) would shift the global stream that dropout etc. use.
+            # All randomness of the data comes from the plan; the worker seeds it gives are not used.
+            generator=torch.Generator().manual_seed(self.seed),
         )
         expected = self.consumed
         try:

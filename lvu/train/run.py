@@ -18,6 +18,7 @@ from lvu.config import Recipe, load_recipe
 from lvu.errors import LvuError
 from lvu.train.callbacks import RunInfo
 from lvu.train.checkpointing import remove_partials
+from lvu.train.compat import check_compatible
 from lvu.train.preemption import PreemptionHandler
 from lvu.train.rundir import (
     CONFIG_FILE,
@@ -196,6 +197,8 @@ def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions
         write_config(recipe, run_dir)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         module = recipe.task.build_module(cfg)
+        if ckpt_path is not None:
+            check_compatible(ckpt_path, recipe.task.name, recipe.to_container(), module)
         datamodule = recipe.task.build_datamodule(cfg)
         run_info = RunInfo(task=recipe.task.name, recipe_name=recipe.name, config=recipe.to_container())
         trainer = build_trainer(cfg.trainer, run_dir, stage, run_info, predictions_path)

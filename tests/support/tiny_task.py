@@ -26,11 +26,14 @@ class TinyData:
     num_workers: int = 0
     # Noise drawn from numpy inside the loader (workers included): reproducible only if workers are seeded.
     noise: float = 0.0
+    shuffle: bool = True
 
 
 @dataclass
 class TinyModel:
     hidden: int = 16
+    # Dropout draws from torch's global RNG: resuming exactly needs the RNG states in the checkpoint.
+    dropout: float = 0.0
 
 
 @dataclass
@@ -43,7 +46,8 @@ class TinyModule(L.LightningModule):
     def __init__(self, cfg: TinyRecipe) -> None:
         super().__init__()
         self.cfg = cfg
-        self.net = nn.Sequential(nn.Linear(cfg.data.dim, cfg.model.hidden), nn.Tanh(), nn.Linear(cfg.model.hidden, 1))
+        self.net = nn.Sequential(nn.Linear(cfg.data.dim, cfg.model.hidden), nn.Tanh(),
+                                 nn.Dropout(cfg.model.dropout), nn.Linear(cfg.model.hidden, 1))
 
     def _loss(self, batch):
         x, y = batch
@@ -93,11 +97,12 @@ class TinyDataModule(L.LightningDataModule):
         self.dataset = _NoisyTargets(TensorDataset(x, x @ w), cfg.data.noise)
 
     def _loader(self, shuffle: bool) -> DataLoader:
+        # A seeded generator keeps loading from drawing on the global RNG (which dropout uses).
         return DataLoader(self.dataset, batch_size=self.cfg.data.batch_size, shuffle=shuffle,
-                          num_workers=self.cfg.data.num_workers)
+                          num_workers=self.cfg.data.num_workers, generator=torch.Generator().manual_seed(7))
 
     def train_dataloader(self):
-        return self._loader(True)
+        return self._loader(self.cfg.data.shuffle)
 
     def val_dataloader(self):
         return self._loader(False)
