@@ -52,7 +52,8 @@ def check_compatible(path: Path, task: str, config: dict[str, Any], module: nn.M
         expected = {name: tuple(getattr(p, "ds_shape", p.shape)) for name, p in module.named_parameters()}
     missing = sorted(set(expected) - set(saved))
     unexpected = sorted(set(saved) - set(expected))
-    resized = [f"{k} (checkpoint {list(saved[k])}, model {list(expected[k])})" for k in sorted(set(saved) & set(expected))
+    shared = sorted(set(saved) & set(expected))
+    resized = [f"{k} (checkpoint {list(saved[k])}, model {list(expected[k])})" for k in shared
                if saved[k] != expected[k] and math.prod(expected[k]) > 0]
     if missing:
         problems.append(_listed(f"{len(missing)} tensor(s) the model has and the checkpoint lacks", missing))
