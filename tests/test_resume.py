@@ -127,3 +127,33 @@ def test_convert_writes_one_fp32_state_dict_that_evaluation_loads(feature_shards
     module.load_state_dict(converted["state_dict"], strict=True)
     assert main(["ckpt", "convert", str(run / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 1
     assert "pass --force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", ["ddp", "deepspeed_zero2", "deepspeed_zero3"])
+def test_resume_on_a_smaller_world_size(preset, feature_shards, tmp_path):
+    _ok(launch([*_recipe(feature_shards, tmp_path, preset), "trainer.max_steps=5"]))
+    resumed = _ok(launch([*_recipe(feature_shards, tmp_path, preset, devices=1), "trainer.max_steps=8"]))
+    out = resumed.stdout + resumed.stderr
+    assert "data position restored approximately" in out and "RNG states of 2 ranks and this run has 1" in out
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert consolidated_state_dict(last)[1]["global_step"] == 8
+    if preset.startswith("deepspeed"):
+        assert "written by 2 ranks and this run has 1: loading it through a DeepSpeed universal checkpoint" in out
+        # The optimiser state came along: Adam has taken 5 + 3 steps, not 3 from a fresh start.
+        (optim,) = (last / "checkpoint").glob("*optim_states.pt")
+        state = torch.load(optim, map_location="cpu", weights_only=False)["optimizer_state_dict"]
+        inner = "optimizer_state_dict" if preset == "deepspeed_zero3" else "base_optimizer_state"
+        adam = state[inner]["state"]
+        assert {float(s["step"]) for s in adam.values()} == {8.0}
+        assert not (tmp_path / "checkpoints" / ".last.ckpt.universal").exists()  # removed once stale
+
+
+def test_ckpt_universal_command(feature_shards, tmp_path, capsys):
+    _ok(launch([*_recipe(feature_shards, tmp_path / "run", "deepspeed_zero2"), "trainer.max_steps=3"]))
+    out = tmp_path / "uni"
+    assert main(["ckpt", "universal", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 0
+    assert "written by 2 ranks" in capsys.readouterr().out
+    assert (out / "latest_universal").read_text() == "checkpoint" and list((out / "checkpoint" / "zero").iterdir())
+    _ok(launch([*_recipe(feature_shards, tmp_path / "more", "deepspeed_zero2", devices=1), "trainer.max_steps=5",
+                "--ckpt", str(out)]))
+    assert consolidated_state_dict(tmp_path / "more" / "checkpoints" / "last.ckpt")[1]["global_step"] == 5

@@ -91,6 +91,8 @@ def save_deepspeed_atomically(strategy: Any, save: Any, checkpoint: dict[str, An
         os.replace(partial, target)
         _fsync_dir(target.parent)
         shutil.rmtree(old, ignore_errors=True)
+        # A universal copy made to resume the previous checkpoint on another world size is stale now.
+        shutil.rmtree(target.parent / f".{target.name}.universal", ignore_errors=True)
     strategy.barrier("lvu_deepspeed_save_done")
 
 

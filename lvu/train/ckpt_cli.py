@@ -137,6 +137,19 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_universal(args: argparse.Namespace) -> int:
+    from lvu.train.universal import convert_to_universal, deepspeed_world_size
+
+    path = Path(args.checkpoint)
+    if not path.is_dir():
+        raise LvuError(f"{path} is not a DeepSpeed checkpoint folder; files from DDP or one device load on any "
+                       f"world size as they are")
+    out = convert_to_universal(path, Path(args.out), quiet=False)
+    print(f"wrote {out}: universal checkpoint of {path} (written by {deepspeed_world_size(path)} ranks); resume it "
+          f"on any number of ranks with `lvu fit RECIPE --ckpt {out}`")
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     info = read_checkpoint_info(Path(args.checkpoint))
     if args.json:
@@ -167,3 +180,10 @@ def add_ckpt_commands(subparsers: argparse._SubParsersAction) -> None:
     sub.add_argument("--out", required=True, help="file to write (torch.save: state_dict, global_step, epoch, lvu)")
     sub.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     sub.set_defaults(func=cmd_convert)
+
+    sub = add_command(subparsers, "universal",
+                      "a DeepSpeed ZeRO folder to a universal checkpoint that resumes on any number of ranks",
+                      "lvu ckpt universal runs/x/slurm-1234/checkpoints/last.ckpt --out last.universal")
+    sub.add_argument("checkpoint", help="DeepSpeed checkpoint folder")
+    sub.add_argument("--out", required=True, help="folder to write")
+    sub.set_defaults(func=cmd_universal)

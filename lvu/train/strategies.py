@@ -10,11 +10,13 @@ from typing import Any
 import torch
 from lightning.fabric.utilities.seed import reset_seed
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, Strategy
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import OmegaConf
 
 from lvu.errors import ConfigError
 from lvu.schema import StrategyConfig, StrategyName
 from lvu.train.checkpointing import save_deepspeed_atomically
+from lvu.train.universal import convert_to_universal, deepspeed_world_size, universal_path
 
 
 def deepspeed_config(cfg: StrategyConfig) -> dict[str, Any] | None:
@@ -47,6 +49,37 @@ class LvuDeepSpeedStrategy(DeepSpeedStrategy):
     def save_checkpoint(self, checkpoint: dict, filepath: Any, storage_options: Any | None = None) -> None:
         save_deepspeed_atomically(self, lambda ckpt, path: super(LvuDeepSpeedStrategy, self).save_checkpoint(
             ckpt, path, storage_options), checkpoint, filepath)
+
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        """Resume on another world size through a DeepSpeed universal checkpoint (converted once, kept beside the
+        original), since ZeRO's optimiser shards are partitioned for the world size that wrote them."""
+        path = Path(checkpoint_path)
+        saved = deepspeed_world_size(path) if path.is_dir() else None
+        if (path / "latest_universal").is_file():  # made by `lvu ckpt universal`
+            self.deepspeed_engine._config.load_universal_checkpoint = True
+        elif saved is not None and saved != self.world_size:
+            rank_zero_info(f"{path} was written by {saved} ranks and this run has {self.world_size}: loading it "
+                           f"through a DeepSpeed universal checkpoint")
+            universal = universal_path(path)
+            if self.is_global_zero:
+                convert_to_universal(path, universal)
+            self.barrier("lvu_universal_checkpoint")
+            self.deepspeed_engine._config.load_universal_checkpoint = True
+            path = universal
+        client_state = super().load_checkpoint(path, weights_only)
+        if self.deepspeed_engine._config.load_universal_checkpoint:
+            _unshare_adam_steps(self.deepspeed_engine.optimizer)
+        return client_state
+
+
+def _unshare_adam_steps(zero_optimizer: Any) -> None:
+    """DeepSpeed 0.19's ZeRO-3 universal loading gives every parameter group the *same* ``step`` tensor; each
+    group's Adam update then advances it, so with two groups (decay, no decay) Adam's bias correction runs at twice
+    the real step count. Give each group its own copy."""
+    inner = getattr(zero_optimizer, "optimizer", None)
+    for state in getattr(inner, "state", {}).values():
+        if torch.is_tensor(state.get("step")):
+            state["step"] = state["step"].clone()
 
 
 class CPUDeepSpeedStrategy(LvuDeepSpeedStrategy):
