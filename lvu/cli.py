@@ -134,7 +134,7 @@ def command_groups() -> dict[str, tuple[str, CommandGroup]]:
 
     return {
         "data": ("data tools: synth, pack, inspect, concat, embed, index", add_data_commands),
-        "ckpt": ("checkpoint tools: inspect, convert", add_ckpt_commands),
+        "ckpt": ("checkpoint tools: inspect, convert, universal", add_ckpt_commands),
         "slurm": ("Slurm jobs: submit", add_slurm_commands),
     }
 

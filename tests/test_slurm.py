@@ -205,3 +205,12 @@ def test_render_fills_fields_and_drops_lines_without_a_value():
     assert render("a {{x}}\n#SBATCH --p={{p}}\nb", {"x": "1", "p": None}) == "a 1\nb\n"
     with pytest.raises(LvuError, match=r"unknown field\(s\) \{\{y\}\}"):
         render("{{y}}", {})
+
+
+def test_lvu_probe_sweep_renders_nine_array_tasks(capsys):
+    assert main(["slurm", "submit", "lvmae/lvu_attentive", "data.train=/data/lvu_feats", "probe.pretrained=pre.ckpt",
+                 "--nodes", "1", "--gpus-per-node", "1", "--array", str(REPO / "slurm" / "lvu_tasks.txt"),
+                 "--dry-run"]) == 0
+    script = capsys.readouterr().out
+    assert "#SBATCH --array=0-8" in script
+    assert "0) set -- probe.task=relationship ;;" in script and "8) set -- probe.task=view_count ;;" in script

@@ -326,6 +326,12 @@ class LVMAEProbe(L.LightningModule):
             self.backbone.eval()
         return self
 
+    @property
+    def checkpoint_excludes(self) -> tuple[str, ...]:
+        """Tensors this module leaves out of its checkpoints and restores itself (the frozen pre-trained encoder,
+        from probe.pretrained): the compatibility check before resuming does not ask for them."""
+        return ("backbone.",) if self._frozen else ()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._frozen:
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()

@@ -50,7 +50,9 @@ def check_compatible(path: Path, task: str, config: dict[str, Any], module: nn.M
     expected = {name: tuple(t.shape) for name, t in named}
     if parameters_only:  # under ZeRO-3 the module holds empty placeholders; DeepSpeed keeps the real shape
         expected = {name: tuple(getattr(p, "ds_shape", p.shape)) for name, p in module.named_parameters()}
-    missing = sorted(set(expected) - set(saved))
+    # Modules may restore some tensors themselves (e.g. a frozen encoder from its own file) and not save them.
+    excluded = tuple(getattr(module, "checkpoint_excludes", ()))
+    missing = sorted(k for k in set(expected) - set(saved) if not (excluded and k.startswith(excluded)))
     unexpected = sorted(set(saved) - set(expected))
     shared = sorted(set(saved) & set(expected))
     resized = [f"{k} (checkpoint {list(saved[k])}, model {list(expected[k])})" for k in shared
