@@ -1,0 +1,109 @@
+"""The interface every image-LLM host implements, so video methods (LinVT, FiLA-Video, SEAL) plug into any of them.
+
+A host wraps a transformers vision-language model (or a vision encoder + LLM pair) loaded with
+``from_pretrained(path)`` and exposes exactly what a video tokenizer needs:
+
+* :meth:`encode_frames`: per-frame visual tokens already in the LLM's embedding space, computed by the host's own
+  vision encoder at its own intermediate layer and projector (weights untouched);
+* :meth:`embed_text`: the LLM's token embeddings;
+* :meth:`build_inputs_embeds`: text embeddings with visual tokens written at the placeholder positions;
+* :meth:`forward`: the LLM on ``inputs_embeds`` (loss when ``labels`` are given);
+* :meth:`generate`: greedy or sampled decoding from ``inputs_embeds`` (returns only the new tokens).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from lvu.errors import LvuError
+
+
+class Host(nn.Module):
+    """Base class: subclasses set ``model``, ``tokenizer``, ``placeholder`` and implement :meth:`encode_frames`."""
+
+    family: str = ""
+    model: nn.Module
+    tokenizer: Any
+    placeholder: str  # the token that marks where visual tokens go in a prompt
+
+    # -- what subclasses provide -------------------------------------------------------------------------------------
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames [N, 3, H, W]`` (normalised as the host's processor would) -> visual tokens ``[N, T, D]``."""
+        raise NotImplementedError
+
+    @property
+    def language_model(self) -> nn.Module:
+        """The decoder LLM (what LoRA adapts)."""
+        raise NotImplementedError
+
+    @property
+    def vision_modules(self) -> list[nn.Module]:
+        """Vision encoder and projector (frozen by video methods)."""
+        raise NotImplementedError
+
+    def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """Position ids the LLM needs for ``input_ids`` (None: its default 1-D positions)."""
+        return None
+
+    # -- shared ----------------------------------------------------------------------------------------------------
+
+    @property
+    def hidden_size(self) -> int:
+        return self.embed_layer.embedding_dim
+
+    @property
+    def embed_layer(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    @property
+    def placeholder_id(self) -> int:
+        token_id = self.tokenizer.convert_tokens_to_ids(self.placeholder)
+        if token_id is None or token_id == self.tokenizer.unk_token_id:
+            raise LvuError(f"{self.family} host: the tokenizer has no '{self.placeholder}' token")
+        return int(token_id)
+
+    def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_layer(input_ids)
+
+    def build_inputs_embeds(self, input_ids: torch.Tensor, visual: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """Text embeddings of ``input_ids [B, L]`` with the rows of ``visual`` written, in order, at the
+        placeholder positions: ``visual`` is ``[B, K, D]`` (K placeholders per sample) or a list of ``[K_b, D]``.
+        Samples without visual input (text-only) have no placeholders and an empty ``[0, D]`` entry."""
+        embeds = self.embed_text(input_ids)
+        slots = input_ids == self.placeholder_id
+        rows = visual if isinstance(visual, torch.Tensor) else None
+        per_sample = [int(n) for n in slots.sum(1)]
+        given = [int(v.shape[0]) for v in visual] if rows is None else [rows.shape[1]] * rows.shape[0]
+        if per_sample != given:
+            missing = [i for i, (n, g) in enumerate(zip(per_sample, given, strict=True)) if n == 0 and g > 0]
+            if missing:
+                raise LvuError(f"sample(s) {missing} have visual input but no '{self.placeholder}' placeholder in "
+                               f"the prompt")
+            raise LvuError(f"placeholders per sample {per_sample} do not match the visual tokens given {given}")
+        flat = rows.reshape(-1, rows.shape[-1]) if rows is not None else torch.cat(list(visual), 0)
+        return embeds.masked_scatter(slots[..., None].expand_as(embeds), flat.to(embeds.dtype))
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> Any:
+        return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels,
+                          position_ids=position_ids, use_cache=False)
+
+    @torch.no_grad()
+    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int = 32,
+                 position_ids: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+        """New token ids ``[B, <= max_new_tokens]`` (greedy unless sampling arguments are given)."""
+        config = self.model.generation_config
+        config.pad_token_id = self.tokenizer.pad_token_id
+        config.eos_token_id = self.tokenizer.eos_token_id
+        extra = {"position_ids": position_ids} if position_ids is not None else {}
+        return self.model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                   max_new_tokens=max_new_tokens, do_sample=kwargs.pop("do_sample", False),
+                                   **extra, **kwargs)
+
+    def freeze_vision(self) -> None:
+        for module in self.vision_modules:
+            module.requires_grad_(False)

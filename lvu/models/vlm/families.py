@@ -1,0 +1,212 @@
+"""Hosts for transformers' vision-language families, and a host composed from a vision encoder and an LLM.
+
+Each family gets per-frame visual tokens from its own vision tower, intermediate layer and projector, exactly as
+its image path computes them, so a video method that passes those tokens through unchanged reproduces the host's
+image behaviour (tested against the family's own ``get_image_features``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lvu.errors import LvuError
+from lvu.models.vlm.base import Host
+
+
+def _select_layer(hidden_states: tuple[torch.Tensor, ...], layer: int | list[int]) -> torch.Tensor:
+    if isinstance(layer, int):
+        return hidden_states[layer]
+    return torch.cat([hidden_states[i] for i in layer], dim=-1)
+
+
+class LlavaOnevisionHost(Host):
+    """LLaVA-OneVision: SigLIP tower -> ``vision_feature_layer`` -> 2-layer MLP projector -> Qwen2.
+
+    Per frame: the (H/patch)^2 projected patch tokens of the base resolution, without AnyRes tiling (a video frame
+    in LLaVA-OneVision is never tiled) and without the image-newline token.
+    """
+
+    family = "llava_onevision"
+
+    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
+        super().__init__()
+        self.model, self.tokenizer = model, tokenizer
+        self.placeholder = tokenizer.convert_ids_to_tokens(model.config.image_token_index)
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        inner = self.model.model
+        hidden = inner.vision_tower(frames, output_hidden_states=True).hidden_states
+        features = _select_layer(hidden, self.model.config.vision_feature_layer)
+        if self.model.config.vision_feature_select_strategy == "default":
+            features = features[:, 1:]  # drop [CLS] (towers that have one)
+        return inner.multi_modal_projector(features)
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.model.model.language_model
+
+    @property
+    def vision_modules(self) -> list[nn.Module]:
+        return [self.model.model.vision_tower, self.model.model.multi_modal_projector]
+
+    def freeze_vision(self) -> None:
+        super().freeze_vision()
+        self.model.model.image_newline.requires_grad_(False)
+
+
+class QwenVLHost(Host):
+    """Qwen2-VL and Qwen2.5-VL: ViT with 2x2 patch merger (the projector) and M-RoPE positions in the LLM.
+
+    A frame is a single-image "video" of temporal length 1: its patches are repeated over the temporal patch, as
+    Qwen's image processor does. Frames need sides divisible by ``patch_size * spatial_merge_size``.
+    """
+
+    family = "qwen_vl"
+
+    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
+        super().__init__()
+        self.model, self.tokenizer = model, tokenizer
+        self.placeholder = tokenizer.convert_ids_to_tokens(model.config.image_token_id)
+
+    def patchify(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[N, 3, H, W]`` -> (pixel rows ``[N * gh * gw, 3 * t * p * p]``, ``image_grid_thw [N, 3]``)."""
+        vc = self.model.config.vision_config
+        p, m, t = vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size
+        n, c, h, w = frames.shape
+        if h % (p * m) or w % (p * m):
+            raise LvuError(f"{self.family} host: frames of {h}x{w} px; sides must be multiples of {p * m} "
+                           f"(patch {p} x merge {m})")
+        gh, gw = h // p, w // p
+        x = frames.reshape(n, c, gh // m, m, p, gw // m, m, p).permute(0, 2, 5, 3, 6, 1, 4, 7)
+        x = x.unsqueeze(6).expand(-1, -1, -1, -1, -1, -1, t, -1, -1)
+        grid = torch.tensor([[1, gh, gw]] * n, dtype=torch.long, device=frames.device)
+        return x.reshape(n * gh * gw, c * t * p * p), grid
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        pixels, grid = self.patchify(frames)
+        pixels = pixels.to(self.model.model.visual.dtype if hasattr(self.model.model.visual, "dtype") else
+                           frames.dtype)
+        return torch.stack(list(self.model.model.get_image_features(pixels, grid).pooler_output))
+
+    def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     image_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
+        """M-RoPE positions ``[3, B, L]``. With ``image_grid_thw`` the placeholders are frame grids (each wrapped in
+        vision start/end tokens, as Qwen's template does); without, every token (video-method tokens included) is
+        placed like text, one position after another."""
+        if image_grid_thw is not None:
+            mm = (input_ids == self.placeholder_id).int()
+            positions, _ = self.model.model.get_rope_index(input_ids, mm_token_type_ids=mm,
+                                                          image_grid_thw=image_grid_thw,
+                                                          attention_mask=attention_mask)
+            return positions
+        linear = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return linear[None].expand(3, -1, -1)
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> Any:
+        self.model.model.rope_deltas = None  # a value left by an earlier generate() would shift these positions
+        return super().forward(inputs_embeds, attention_mask, labels, position_ids)
+
+    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int = 32,
+                 position_ids: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+        self.model.model.rope_deltas = None
+        return super().generate(inputs_embeds, attention_mask, max_new_tokens, position_ids, **kwargs)
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.model.model.language_model
+
+    @property
+    def vision_modules(self) -> list[nn.Module]:
+        return [self.model.model.visual]
+
+
+class InternVLHost(Host):
+    """InternVL (transformers' native port): InternViT -> pixel shuffle (downsample) -> MLP projector -> LLM."""
+
+    family = "internvl"
+
+    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
+        super().__init__()
+        self.model, self.tokenizer = model, tokenizer
+        self.placeholder = tokenizer.convert_ids_to_tokens(model.config.image_token_id)
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        out = self.model.model.get_image_features(pixel_values=frames)
+        return out.pooler_output if hasattr(out, "pooler_output") else out
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.model.model.language_model
+
+    @property
+    def vision_modules(self) -> list[nn.Module]:
+        return [self.model.model.vision_tower, self.model.model.multi_modal_projector]
+
+
+class ComposedHost(Host):
+    """A LLaVA-style model from parts: a named vision encoder, a named LLM, and a new 2-layer GELU MLP projector
+    (the LLaVA-1.5 / FiLA-Video stage-1 recipe). The placeholder token is added to the tokenizer if missing."""
+
+    family = "composed"
+
+    def __init__(self, vision_path: str | Path, llm_path: str | Path, *, vision_layer: int = -2,
+                 placeholder: str = "<image>", drop_cls: bool = False) -> None:
+        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+        super().__init__()
+        vision = AutoModel.from_pretrained(str(vision_path))
+        self.vision = getattr(vision, "vision_model", vision)  # dual encoders (CLIP, SigLIP): their image side
+        self.model = AutoModelForCausalLM.from_pretrained(str(llm_path))
+        self.tokenizer = AutoTokenizer.from_pretrained(str(llm_path))
+        self.placeholder, self.vision_layer, self.drop_cls = placeholder, vision_layer, drop_cls
+        if placeholder not in self.tokenizer.get_vocab():
+            self.tokenizer.add_special_tokens({"additional_special_tokens": [placeholder]})
+            self.model.resize_token_embeddings(len(self.tokenizer))
+        width = self.model.get_input_embeddings().embedding_dim
+        self.projector = nn.Sequential(nn.Linear(self.vision.config.hidden_size, width), nn.GELU(),
+                                       nn.Linear(width, width))
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        hidden = self.vision(pixel_values=frames, output_hidden_states=True).hidden_states[self.vision_layer]
+        return self.projector(hidden[:, 1:] if self.drop_cls else hidden)
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.model
+
+    @property
+    def vision_modules(self) -> list[nn.Module]:
+        return [self.vision]  # the projector is new and trains
+
+
+FAMILIES: dict[str, tuple[str, type[Host]]] = {
+    "llava_onevision": ("LlavaOnevisionForConditionalGeneration", LlavaOnevisionHost),
+    "qwen2_vl": ("Qwen2VLForConditionalGeneration", QwenVLHost),
+    "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", QwenVLHost),
+    "internvl": ("InternVLForConditionalGeneration", InternVLHost),
+}
+
+
+def load_host(path: str | Path, **from_pretrained: Any) -> Host:
+    """The host for the checkpoint at ``path`` (a ``save_pretrained`` folder with its tokenizer), picked by the
+    ``model_type`` in its config.json."""
+    import transformers
+
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise LvuError(f"host checkpoint {path}: no config.json (expected a save_pretrained folder)")
+    model_type = json.loads(config_file.read_text()).get("model_type")
+    if model_type not in FAMILIES:
+        raise LvuError(f"host checkpoint {path}: model type '{model_type}' is not a supported host family "
+                       f"(supported: {', '.join(FAMILIES)}; or compose one from a vision encoder and an LLM)")
+    class_name, host_class = FAMILIES[model_type]
+    model = getattr(transformers, class_name).from_pretrained(str(path), **from_pretrained)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+    return host_class(model, tokenizer)
