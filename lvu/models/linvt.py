@@ -1,0 +1,313 @@
+"""LinVT: a linear video tokenizer between an image-LLM's visual tokens and its LLM (Gao et al., Sec. 3.2).
+
+Frames' visual tokens (from the host's own encoder and projector, already in the LLM's embedding space) become a
+fixed number of video tokens, each a *convex combination* of input tokens, so the LLM keeps reading tokens from the
+space its projector was trained to produce:
+
+* SVR (Sec. 3.2.1): L spatio-temporal layers (attention within each frame, then across frames at each position)
+  score every token; the top-k tokens are kept (raw values, in temporal order; the scorer learns through a
+  straight-through gate) and pooled at several temporal scales by averaging windows (multi-scale token pooling).
+* TTA (Sec. 3.2.2): per scale, learnable queries go through L layers of self-attention, cross-attention to that
+  scale's tokens and cross-attention to the text; the linear aggregation ``softmax(Wq Q (Wk T)^T) T`` (no value
+  transform, no residual) turns them into output tokens.
+
+Choices the paper leaves open are marked OPEN below. All inputs are batch-first with masks; no Python loop runs over
+samples or frames, and attention goes through ``scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Variant(str, Enum):
+    """The paper's ablations (Tables 2 and 4). All but ``avg`` output ``sum(queries)`` tokens."""
+
+    multi_c = "multi_c"  # default: MTP, then one TTA per scale with its own queries (Table 4)
+    multi_b = "multi_b"  # MTP, then one TTA over all scales' tokens together
+    multi_a = "multi_a"  # one TTA over the top-k tokens, then MTP over its outputs
+    single_a = "single_a"  # one TTA over the top-k tokens, no MTP
+    svr_only = "svr_only"  # SVR + top-k, then window averages down to sum(queries) tokens (no TTA)
+    tta_only = "tta_only"  # no scoring or top-k: every token, MTP, per-scale TTA
+    avg = "avg"  # one token per frame: the mean of its tokens (Table 2 baseline)
+
+
+@dataclass
+class LinVTConfig:
+    """Defaults: supplement Sec. 6 (L = 4 layers, 8 heads, queries 64/32/16, three scales) and Table 12 (k = 2048)."""
+
+    dim: int = 896  # the LLM's hidden size (tokens stay in its embedding space)
+    layers: int = 4
+    heads: int = 8
+    top_k: int = 2048
+    queries: list[int] = field(default_factory=lambda: [64, 32, 16])  # one set per scale, finest first
+    variant: Variant = Variant.multi_c
+    text_conditioning: bool = True  # TTA's cross-attention to the text (Table 5)
+    mlp_ratio: float = 4.0  # OPEN: the paper gives no MLP width; 4x as in ViT/LLaMA-style blocks
+
+    @property
+    def num_output_tokens(self) -> int:
+        return sum(self.queries)
+
+
+@dataclass
+class LinVTOutput:
+    tokens: torch.Tensor  # [B, M, D]
+    mask: torch.Tensor  # [B, M] valid output tokens (all True except for the avg baseline's padded frames)
+    scores: torch.Tensor | None  # [B, T*N] SVR significance scores (None without SVR)
+    weights: torch.Tensor | None  # [B, M, T*N] tokens = weights @ inputs (only with return_weights)
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
+            heads: int) -> torch.Tensor:
+    """Multi-head attention over [..., L, D] with a boolean key mask [..., S] (True = attend)."""
+    *lead, lq, d = q.shape
+    split = lambda x: x.reshape(*x.shape[:-1], heads, d // heads).transpose(-2, -3)  # noqa: E731
+    mask = None if key_mask is None else key_mask[..., None, None, :]
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
+    return out.transpose(-2, -3).reshape(*lead, lq, d)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"LinVT: dim {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.q, self.k, self.v, self.out = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.out(_attend(self.q(x), self.k(context), self.v(context), key_mask, self.heads))
+
+
+class MLP(nn.Sequential):
+    def __init__(self, dim: int, ratio: float) -> None:
+        hidden = int(dim * ratio)
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+
+class SpatioTemporalLayer(nn.Module):
+    """Self-attention within each frame, then across frames at each spatial position, then an MLP (pre-norm,
+    residual: OPEN in the paper)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm_s, self.norm_t, self.norm_m = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.spatial, self.temporal = Attention(dim, heads), Attention(dim, heads)
+        self.mlp = MLP(dim, mlp_ratio)
+
+    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        # x [B, T, N, D]; frame_mask [B, T]
+        h = self.norm_s(x)
+        x = x + self.spatial(h, h, None)
+        h = self.norm_t(x).transpose(1, 2)  # [B, N, T, D]: each position attends over the valid frames
+        x = x + self.temporal(h, h, frame_mask[:, None, :].expand(-1, x.shape[2], -1)).transpose(1, 2)
+        return x + self.mlp(self.norm_m(x))
+
+
+class SVR(nn.Module):
+    """Spatio-temporal significance scoring and top-k selection (Sec. 3.2.1)."""
+
+    def __init__(self, cfg: LinVTConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(SpatioTemporalLayer(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.score = nn.Linear(cfg.dim, 1)  # OPEN: the paper does not say how a token's score is read out
+
+    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B, T*N]`` (-inf on padded frames)."""
+        h = x
+        for layer in self.layers:
+            h = layer(h, frame_mask)
+        scores = self.score(self.norm(h)).squeeze(-1).flatten(1)
+        valid = frame_mask[:, :, None].expand(-1, -1, x.shape[2]).flatten(1)
+        return scores.masked_fill(~valid, float("-inf"))
+
+
+def select_top_k(tokens: torch.Tensor, scores: torch.Tensor, k: int,
+                 basis: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Keep each sample's k best tokens in temporal order: (values [B, K, D], valid [B, K], basis rows).
+
+    Values are the raw inputs times a straight-through gate (1 forward, d/d score backward) so the scorer trains
+    while the forward pass stays a selection.
+    """
+    k = int(min(k, int(torch.isfinite(scores).sum(1).max())))
+    top = torch.topk(scores, k, dim=1).indices
+    order = torch.sort(top, dim=1).indices  # flattened index = frame * N + position: ascending is temporal order
+    index = torch.gather(top, 1, order)
+    valid = torch.isfinite(torch.gather(scores, 1, index))  # samples with fewer than k tokens picked some padding
+    picked = torch.gather(tokens, 1, index[..., None].expand(-1, -1, tokens.shape[-1]))
+    gate = torch.sigmoid(torch.gather(scores, 1, index).masked_fill(~valid, 0.0))
+    picked = picked + picked * (gate - gate.detach())[..., None]  # exactly the raw values forward
+    picked = picked.masked_fill(~valid[..., None], 0.0)
+    rows = None
+    if basis is not None:
+        rows = torch.gather(basis, 1, index[..., None].expand(-1, -1, basis.shape[-1]))
+        rows = rows.masked_fill(~valid[..., None], 0.0)
+    return picked, valid, rows
+
+
+def window_average(x: torch.Tensor, valid: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average consecutive windows of ``window`` valid tokens (padding excluded): ``[B, ceil(K/w), D]``, valid."""
+    if window == 1:
+        return x, valid
+    b, k, d = x.shape
+    pad = (-k) % window
+    x = F.pad(x * valid[..., None], (0, 0, 0, pad)).reshape(b, -1, window, d)
+    count = F.pad(valid.to(x.dtype), (0, pad)).reshape(b, -1, window).sum(-1)
+    return x.sum(2) / count.clamp(min=1)[..., None], count > 0
+
+
+def adaptive_average(x: torch.Tensor, valid: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``m`` averages over consecutive bins of the valid tokens (bins as in adaptive average pooling)."""
+    k = x.shape[1]
+    start = torch.arange(m, device=x.device) * k // m
+    end = (torch.arange(m, device=x.device) + 1) * k // m
+    end = torch.maximum(end, start + 1).clamp(max=k)
+    position = torch.arange(k, device=x.device)
+    bins = ((position[None] >= start[:, None]) & (position[None] < end[:, None])).to(x.dtype)  # [m, K]
+    weights = bins[None] * valid[:, None, :].to(x.dtype)  # [B, m, K]
+    count = weights.sum(-1)
+    return weights @ x / count.clamp(min=1)[..., None], count > 0
+
+
+def multiscale_pool(x: torch.Tensor, valid: torch.Tensor, scales: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Multi-scale token pooling: windows of 1, 2, 4, ... tokens along the temporally ordered sequence.
+
+    OPEN: the paper says "average pooling in a shifted-window manner" without sizes; windows double per scale and
+    do not overlap, so each pooled token stays an average (convex) of selected tokens.
+    """
+    return [window_average(x, valid, 2 ** s) for s in range(scales)]
+
+
+class TTALayer(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, text: bool) -> None:
+        super().__init__()
+        self.norm_q, self.norm_v, self.norm_m = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.self_attn, self.visual = Attention(dim, heads), Attention(dim, heads)
+        self.norm_t = nn.LayerNorm(dim) if text else None
+        self.text = Attention(dim, heads) if text else None
+        self.mlp = MLP(dim, mlp_ratio)
+
+    def forward(self, q, visual, visual_mask, text, text_mask):
+        h = self.norm_q(q)
+        q = q + self.self_attn(h, h, None)
+        q = q + self.visual(self.norm_v(q), visual, visual_mask)
+        if self.text is not None and text is not None:
+            q = q + self.text(self.norm_t(q), text, text_mask)
+        return q + self.mlp(self.norm_m(q))
+
+
+class TTA(nn.Module):
+    """Text-conditioned token aggregation for one query set: layers, then the linear aggregation layer."""
+
+    def __init__(self, cfg: LinVTConfig, num_queries: int) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(num_queries, cfg.dim) * 0.02)
+        self.layers = nn.ModuleList(TTALayer(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.text_conditioning)
+                                    for _ in range(cfg.layers))
+        self.wq, self.wk = nn.Linear(cfg.dim, cfg.dim, bias=False), nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, visual, visual_mask, text, text_mask, basis=None):
+        q = self.queries.expand(visual.shape[0], -1, -1)
+        for layer in self.layers:
+            q = layer(q, visual, visual_mask, text, text_mask)
+        # Linear aggregation: softmax over the visual tokens, applied to the tokens themselves (no value map).
+        logits = self.wq(q) @ self.wk(visual).transpose(1, 2) / math.sqrt(q.shape[-1])
+        attn = logits.masked_fill(~visual_mask[:, None, :], float("-inf")).softmax(-1)
+        return attn @ visual, (attn @ basis if basis is not None else None)
+
+
+class LinVT(nn.Module):
+    """Frames' visual tokens ``[B, T, N, D]`` (+ frame mask, text embeddings and mask) -> video tokens ``[B, M, D]``.
+
+    Args of forward:
+        tokens: per-frame visual tokens in the LLM embedding space; padded frames are ignored via ``frame_mask``.
+        frame_mask: ``[B, T]`` True for real frames.
+        text, text_mask: the instruction's token embeddings ``[B, S, D]`` and mask (TTA's text condition).
+        return_weights: also return the matrix W with ``tokens_out = W @ tokens_in`` (tests, analysis; memory
+            grows with T*N).
+    """
+
+    def __init__(self, cfg: LinVTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        v = cfg.variant
+        self.svr = SVR(cfg) if v not in (Variant.tta_only, Variant.avg) else None
+        if v in (Variant.multi_c, Variant.tta_only):
+            self.tta = nn.ModuleList(TTA(cfg, n) for n in cfg.queries)
+        elif v in (Variant.multi_b, Variant.single_a):
+            self.tta = nn.ModuleList([TTA(cfg, cfg.num_output_tokens)])
+        elif v == Variant.multi_a:
+            self.tta = nn.ModuleList([TTA(cfg, cfg.queries[0])])
+        else:
+            self.tta = nn.ModuleList()
+
+    def forward(self, tokens: torch.Tensor, frame_mask: torch.Tensor, text: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None, return_weights: bool = False) -> LinVTOutput:
+        b, t, n, d = tokens.shape
+        if d != self.cfg.dim:
+            raise ValueError(f"LinVT: tokens are {d} wide, the module was built for dim={self.cfg.dim}")
+        if not bool(frame_mask.any(1).all()):
+            raise ValueError("LinVT: every sample needs at least one frame")
+        if self.cfg.text_conditioning and self.cfg.variant != Variant.avg and text is None:
+            raise ValueError("LinVT: text conditioning is on but no text was given (or build it with "
+                             "text_conditioning=False)")
+        if text is not None and text_mask is None:
+            text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
+        flat = tokens.flatten(1, 2)  # [B, T*N, D], frame-major: temporal order
+        basis = None
+        if return_weights:
+            basis = torch.eye(t * n, device=tokens.device, dtype=tokens.dtype).expand(b, -1, -1)
+        v = self.cfg.variant
+
+        token_mask = frame_mask[:, :, None].expand(-1, -1, n).flatten(1)
+        if v == Variant.avg:
+            x, valid = window_average(flat, token_mask, n)
+            return LinVTOutput(x, valid, None, window_average(basis, token_mask, n)[0] if return_weights else None)
+
+        scores = None
+        if self.svr is not None:
+            scores = self.svr(tokens, frame_mask)
+            x, valid, rows = select_top_k(flat, scores, self.cfg.top_k, basis)
+        else:
+            x, valid, rows = flat, token_mask, basis
+
+        if v == Variant.svr_only:
+            out, out_valid = adaptive_average(x, valid, self.cfg.num_output_tokens)
+            out_rows = adaptive_average(rows, valid, self.cfg.num_output_tokens)[0] if rows is not None else None
+            return LinVTOutput(out, out_valid, scores, out_rows)
+        if v in (Variant.single_a, Variant.multi_a):
+            out, out_rows = self.tta[0](x, valid, text, text_mask, rows)
+            if v == Variant.single_a:
+                return self._output(out, scores, out_rows)
+            full = torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
+            pooled = multiscale_pool(out, full, len(self.cfg.queries))
+            out = torch.cat([p for p, _ in pooled], 1)
+            if out_rows is not None:
+                out_rows = torch.cat([p for p, _ in multiscale_pool(out_rows, full, len(self.cfg.queries))], 1)
+            return self._output(out, scores, out_rows)
+
+        scales = multiscale_pool(x, valid, len(self.cfg.queries))
+        scale_rows = multiscale_pool(rows, valid, len(self.cfg.queries)) if rows is not None else None
+        if v == Variant.multi_b:
+            xs, vs = torch.cat([p for p, _ in scales], 1), torch.cat([m for _, m in scales], 1)
+            rs = torch.cat([r for r, _ in scale_rows], 1) if scale_rows is not None else None
+            out, out_rows = self.tta[0](xs, vs, text, text_mask, rs)
+            return self._output(out, scores, out_rows)
+        outs, out_rows = [], []
+        for s, (tta, (xs, vs)) in enumerate(zip(self.tta, scales, strict=True)):
+            o, r = tta(xs, vs, text, text_mask, scale_rows[s][0] if scale_rows is not None else None)
+            outs.append(o)
+            out_rows.append(r)
+        return self._output(torch.cat(outs, 1), scores, torch.cat(out_rows, 1) if return_weights else None)
+
+    @staticmethod
+    def _output(out: torch.Tensor, scores: torch.Tensor | None, rows: torch.Tensor | None) -> LinVTOutput:
+        return LinVTOutput(out, torch.ones(out.shape[:2], dtype=torch.bool, device=out.device), scores, rows)
