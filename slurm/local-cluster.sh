@@ -15,9 +15,10 @@ if [ "$(id -u)" != 0 ]; then
   echo "local-cluster.sh: needs root (it writes /etc/slurm and starts daemons)" >&2
   exit 1
 fi
-if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
+    || ! command -v pgrep >/dev/null; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge procps >/dev/null
 fi
 
 host=$(hostname -s)
@@ -45,7 +46,7 @@ SlurmdPidFile=/run/slurmd.pid
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
 JobRequeue=1
-# A requeued job may start again at once (the default holds it back for 60-120 s).
+# Finished jobs stay visible to `scontrol show job` for 30 s (tests read their final state).
 MinJobAge=30
 KillWait=30
 NodeName=${host} CPUs=${cpus} RealMemory=${mem} State=UNKNOWN
@@ -58,7 +59,9 @@ if [ ! -s /etc/munge/munge.key ]; then
 fi
 chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
 chmod 400 /etc/munge/munge.key
+# The packages' install scripts may have started munged already.
 pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged 2>/dev/null || /usr/sbin/munged --force
+for _ in $(seq 20); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.5; done
 pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
 pgrep -x slurmd >/dev/null || /usr/sbin/slurmd
 

@@ -6,6 +6,7 @@ rank 1). The model is a tiny LV-MAE on hand-made clip-embedding shards.
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -85,12 +86,15 @@ def test_stopped_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(pres
 
 def test_sigterm_stops_gracefully_and_resumes_exactly(feature_shards, tmp_path):
     reference = tmp_path / "reference"
-    args = [f"trainer.max_steps={TOTAL_STEPS}"]
+    args = [f"trainer.max_steps={TOTAL_STEPS}", f"data.val={feature_shards}"]  # validation at epoch ends
     _ok(launch([*_recipe(feature_shards, reference, "ddp"), *args]))
     run = tmp_path / "run"
     stopped = _ok(launch([*_recipe(feature_shards, run, "ddp"), *args], env={"LVU_TEST_SIGNAL": "SIGTERM:6"}),
                   128 + signal.SIGTERM)
     assert "stopped by SIGTERM at step 6" in stopped.stderr and "run the same command to resume" in stopped.stderr
+    # No validation pass after the signal (Lightning runs one when a run stops mid-epoch): time is short.
+    with (run / "logs" / "csv" / "version_0" / "metrics.csv").open() as f:
+        assert not [row for row in csv.DictReader(f) if row.get("val/loss")]
     _ok(launch([*_recipe(feature_shards, run, "ddp"), *args]))
     _assert_identical(_final_state(reference), _final_state(run))
 
@@ -157,3 +161,46 @@ def test_ckpt_universal_command(feature_shards, tmp_path, capsys):
     _ok(launch([*_recipe(feature_shards, tmp_path / "more", "deepspeed_zero2", devices=1), "trainer.max_steps=5",
                 "--ckpt", str(out)]))
     assert consolidated_state_dict(tmp_path / "more" / "checkpoints" / "last.ckpt")[1]["global_step"] == 5
+
+
+def test_every_rank_gets_its_own_rng_state_back(tmp_path, recipe_path):
+    # Dropout on two ranks that draw from different global RNG streams: restoring rank 0's state on rank 1 (or
+    # none) would change rank 1's masks after the resume and, through the averaged gradients, the parameters.
+    args = ["fit", recipe_path("tiny"), "model.dropout=0.5", "model.rank_seeds=true", "data.shuffle=false",
+            "optim.lr=0.05", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    _ok(launch([*args, f"run_dir={tmp_path / 'whole'}", "trainer.max_steps=8"]))
+    _ok(launch([*args, f"run_dir={tmp_path / 'pieces'}", "trainer.max_steps=4"]))  # an epoch end: 64 / (8 x 2)
+    saved = torch.load(tmp_path / "pieces" / "checkpoints" / "last.ckpt", weights_only=True)["lvu_rng"]
+    assert len(saved) == 2 and not torch.equal(saved[0]["torch"], saved[1]["torch"])
+    _ok(launch([*args, f"run_dir={tmp_path / 'pieces'}", "trainer.max_steps=8"]))
+    whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    pieces = torch.load(tmp_path / "pieces" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    _assert_identical(whole, pieces)
+
+
+def test_world_size_is_read_from_shard_names_bf16_included(tmp_path):
+    from lvu.train.universal import deepspeed_world_size
+
+    for name, files in {"fp32": ["zero_pp_rank_{r}_mp_rank_00_optim_states.pt"],
+                        "bf16": ["bf16_zero_pp_rank_{r}_mp_rank_00_optim_states.pt"],
+                        "zero3": ["zero_pp_rank_{r}_mp_rank_00_model_states.pt",
+                                  "zero_pp_rank_{r}_mp_rank_00_optim_states.pt"]}.items():
+        tag = tmp_path / name / "checkpoint"
+        tag.mkdir(parents=True)
+        (tmp_path / name / "latest").write_text("checkpoint")
+        for rank in range(4):
+            for pattern in files:
+                (tag / pattern.format(r=rank)).touch()
+        assert deepspeed_world_size(tmp_path / name) == 4, name
+
+
+def test_ckpt_universal_refuses_to_replace_a_foreign_folder(tmp_path, capsys):
+    source = tmp_path / "last.ckpt" / "checkpoint"
+    source.mkdir(parents=True)
+    (source / "zero_pp_rank_0_mp_rank_00_optim_states.pt").touch()
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert main(["ckpt", "universal", str(tmp_path / "last.ckpt"), "--out", str(out)]) == 1
+    assert "is not a universal checkpoint made by lvu; pass --force" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "keep me"

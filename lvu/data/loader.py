@@ -234,6 +234,14 @@ class _PlannedBatches(IterableDataset):
         return {"index": j, "batch": self.collate(samples), "keys": [s["__key__"] for s in samples], "skips": skips}
 
 
+def _ignore_preemption_signal(worker_id: int) -> None:
+    """Slurm's early-warning SIGUSR1 can reach loader workers too; the training process handles it (a checkpoint
+    at the next step), a worker must not die of it (its default action) and take the run down."""
+    import signal
+
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
 def _worker_message(message: str) -> str:
     """PyTorch re-raises a worker's error with the worker traceback in the message; keep the user's one line."""
     if not message.startswith("Caught "):
@@ -345,6 +353,7 @@ class ShardLoader:
             # a resumed run (which starts a pass mid-epoch) would shift the global stream that dropout etc. use.
             # All randomness of the data comes from the plan; the worker seeds it gives are not used.
             generator=torch.Generator().manual_seed(self.seed),
+            worker_init_fn=_ignore_preemption_signal if workers > 0 else None,
         )
         expected = self.consumed
         try:

@@ -33,6 +33,14 @@ PARTIAL_DIR = ".{name}.partial"
 OLD_DIR = ".{name}.old"
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -82,8 +90,12 @@ def save_deepspeed_atomically(strategy: Any, save: Any, checkpoint: dict[str, An
     save(checkpoint, partial)
     strategy.barrier("lvu_deepspeed_save_written")
     if strategy.is_global_zero:
+        for written in partial.rglob("*"):  # DeepSpeed does not fsync its shards
+            if written.is_file():
+                _fsync_file(written)
         record = {"global_step": checkpoint.get("global_step"), "epoch": checkpoint.get("epoch")}
         (partial / COMPLETE_RECORD).write_text(json.dumps(record) + "\n")
+        _fsync_file(partial / COMPLETE_RECORD)
         _fsync_dir(partial)
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():

@@ -144,7 +144,7 @@ def cmd_universal(args: argparse.Namespace) -> int:
     if not path.is_dir():
         raise LvuError(f"{path} is not a DeepSpeed checkpoint folder; files from DDP or one device load on any "
                        f"world size as they are")
-    out = convert_to_universal(path, Path(args.out), quiet=False)
+    out = convert_to_universal(path, Path(args.out), quiet=False, force=args.force)
     print(f"wrote {out}: universal checkpoint of {path} (written by {deepspeed_world_size(path)} ranks); resume it "
           f"on any number of ranks with `lvu fit RECIPE --ckpt {out}`")
     return 0
@@ -186,4 +186,5 @@ def add_ckpt_commands(subparsers: argparse._SubParsersAction) -> None:
                       "lvu ckpt universal runs/x/slurm-1234/checkpoints/last.ckpt --out last.universal")
     sub.add_argument("checkpoint", help="DeepSpeed checkpoint folder")
     sub.add_argument("--out", required=True, help="folder to write")
+    sub.add_argument("--force", action="store_true", help="replace --out even if it holds something else")
     sub.set_defaults(func=cmd_universal)

@@ -42,6 +42,13 @@ def slurm_job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
+def _training_ends_here(trainer: L.Trainer) -> bool:
+    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
+        return True
+    last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch >= trainer.max_epochs - 1
+    return bool(last_epoch and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
 class PreemptionHandler(Callback):
     """Notes configured signals and turns them into a synchronous, checkpointed stop.
 
@@ -58,6 +65,17 @@ class PreemptionHandler(Callback):
         self.stop_step: int = -1
         self.checkpoint: str | None = None
         self._last_step = -1
+        # Installed at once (the trainer is built on the main thread), so a signal that arrives while the model,
+        # DeepSpeed or the checkpoint are still loading is noted too (SIGUSR1's default action would end the
+        # process with nothing saved) and acted on at the first step boundary.
+        self._install()
+
+    def _install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("not on the main thread: signal handlers for graceful preemption are not installed")
+            return
+        for signum in self.signals:
+            signal.signal(signum, self._note)
 
     # -- signal side: async-signal-safe, only records -----------------------------------------------------------
 
@@ -67,11 +85,7 @@ class PreemptionHandler(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step
-        if threading.current_thread() is not threading.main_thread():
-            log.warning("not on the main thread: signal handlers for graceful preemption are not installed")
-            return
-        for signum in self.signals:
-            signal.signal(signum, self._note)
+        self._install()  # again: Lightning installed its own SIGTERM handler in between
 
     # -- step side: every rank, at optimiser-step boundaries ----------------------------------------------------
 
@@ -83,8 +97,8 @@ class PreemptionHandler(Callback):
         if trainer.world_size > 1:
             flag = trainer.strategy.reduce(flag, reduce_op="max")
         signum = int(flag.item())
-        if not signum:
-            return
+        if not signum or _training_ends_here(trainer):
+            return  # nothing to do, or the run is complete anyway: no requeue of a finished job
         self.stopped, self.stop_step = signum, trainer.global_step
         checkpoint = trainer.checkpoint_callback
         if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath:
@@ -96,6 +110,8 @@ class PreemptionHandler(Callback):
             else:
                 trainer.save_checkpoint(self.checkpoint)
         trainer.should_stop = True
+        # Lightning validates when a run stops mid-epoch; a preempted job has seconds, not a validation pass, left.
+        trainer.limit_val_batches = 0
         log.warning("received %s: stopping at step %d", signal.Signals(signum).name, trainer.global_step)
 
     def finish(self, is_global_zero: bool) -> None:

@@ -156,8 +156,10 @@ def script_fields(job: CheckedJob, shape: JobShape, *, log_dir: Path, workdir: P
     on_cpu = job.accelerator == "cpu"
     cpus = shape.cpus_per_task or (job.num_workers + 1 if job.num_workers is not None else None)
     array = f"0-{len(job.array_sets) - 1}" if job.array_sets else None
+    if any(c.isspace() for c in str(log_dir)):
+        raise LvuError(f"--log-dir {log_dir}: Slurm's #SBATCH --output cannot take a path with spaces")
     return {
-        "job_name": shape.job_name or job.recipe_name.replace("/", "-"),
+        "job_name": re.sub(r"[^A-Za-z0-9_.-]", "-", shape.job_name or job.recipe_name),
         "nodes": str(shape.nodes),
         "tasks_per_node": str(shape.gpus_per_node),
         "gres": None if on_cpu else f"gpu:{shape.gpus_per_node}",

@@ -13,7 +13,7 @@ from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, Strateg
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import OmegaConf
 
-from lvu.errors import ConfigError
+from lvu.errors import ConfigError, LvuError
 from lvu.schema import StrategyConfig, StrategyName
 from lvu.train.checkpointing import save_deepspeed_atomically
 from lvu.train.universal import convert_to_universal, deepspeed_world_size, universal_path
@@ -61,9 +61,15 @@ class LvuDeepSpeedStrategy(DeepSpeedStrategy):
             rank_zero_info(f"{path} was written by {saved} ranks and this run has {self.world_size}: loading it "
                            f"through a DeepSpeed universal checkpoint")
             universal = universal_path(path)
+            error = None
             if self.is_global_zero:
-                convert_to_universal(path, universal)
-            self.barrier("lvu_universal_checkpoint")
+                try:
+                    convert_to_universal(path, universal)
+                except Exception as exc:  # every rank must learn of it, or the others wait forever
+                    error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, LvuError) else str(exc)
+            error = self.broadcast(error)
+            if error:
+                raise LvuError(error)
             self.deepspeed_engine._config.load_universal_checkpoint = True
             path = universal
         client_state = super().load_checkpoint(path, weights_only)

@@ -108,7 +108,7 @@ def build_plugins(cfg: TrainerConfig) -> list[Any]:
 
     plugins: list[Any] = [] if cfg.strategy.name.value == "deepspeed" else [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():
-        plugins.append(SLURMEnvironment(auto_requeue=False))
+        plugins.append(SLURMEnvironment(auto_requeue=not cfg.preemption.enabled))
     return plugins
 
 

@@ -13,12 +13,16 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 
 import lightning as L
 import torch
 
 import lvu.train.trainer as trainer_assembly
 from lvu.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, wherever this is started from (srun too)
+import support.tiny_task  # noqa: F401  (registers the test-only task test.tiny)
 
 
 class SignalAtStep(L.Callback):

@@ -34,6 +34,8 @@ class TinyModel:
     hidden: int = 16
     # Dropout draws from torch's global RNG: resuming exactly needs the RNG states in the checkpoint.
     dropout: float = 0.0
+    # Give every rank its own global RNG stream when training starts (as data augmentation per rank would).
+    rank_seeds: bool = False
 
 
 @dataclass
@@ -48,6 +50,10 @@ class TinyModule(L.LightningModule):
         self.cfg = cfg
         self.net = nn.Sequential(nn.Linear(cfg.data.dim, cfg.model.hidden), nn.Tanh(),
                                  nn.Dropout(cfg.model.dropout), nn.Linear(cfg.model.hidden, 1))
+
+    def on_fit_start(self) -> None:
+        if self.cfg.model.rank_seeds:
+            torch.manual_seed(1000 + self.global_rank)
 
     def _loss(self, batch):
         x, y = batch
