@@ -108,3 +108,13 @@ def test_table_12_knobs_and_wrong_widths():
     assert len(model.svr.layers) == 2 and len(model.tta) == 2 and len(model.tta[0].layers) == 2
     with pytest.raises(ValueError, match="tokens are 8 wide, the module was built for dim=16"):
         model(torch.zeros(1, 2, 3, 8), torch.ones(1, 2, dtype=torch.bool))
+
+
+def test_a_narrower_inner_width_keeps_tokens_in_the_host_space():
+    torch.manual_seed(0)
+    wide, narrow = LinVT(_cfg(dim=DIM)), LinVT(_cfg(dim=DIM, width=8))
+    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in wide.parameters())
+    tokens, frame_mask, text, text_mask = _inputs()
+    out = narrow(tokens, frame_mask, text, text_mask, return_weights=True)
+    assert out.tokens.shape == (2, 14, DIM) and (out.weights >= 0).all()
+    torch.testing.assert_close(out.tokens, out.weights @ tokens.flatten(1, 2), rtol=1e-4, atol=1e-5)

@@ -50,6 +50,14 @@ class LinVTConfig:
     variant: Variant = Variant.multi_c
     text_conditioning: bool = True  # TTA's cross-attention to the text (Table 5)
     mlp_ratio: float = 4.0  # OPEN: the paper gives no MLP width; 4x as in ViT/LLaMA-style blocks
+    # Width the attention layers work at (None: dim). Scores, queries and attention maps live at this width; the
+    # selected, pooled and aggregated tokens stay the host's own (dim-wide), so linearity is unaffected. The paper's
+    # 267M parameters match dim ~900 at full width; 7B-class hosts (dim 3584+) need a smaller width to stay near it.
+    width: int | None = None
+
+    @property
+    def inner(self) -> int:
+        return self.width or self.dim
 
     @property
     def num_output_tokens(self) -> int:
@@ -116,13 +124,15 @@ class SVR(nn.Module):
 
     def __init__(self, cfg: LinVTConfig) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(SpatioTemporalLayer(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
-        self.norm = nn.LayerNorm(cfg.dim)
-        self.score = nn.Linear(cfg.dim, 1)  # OPEN: the paper does not say how a token's score is read out
+        self.proj = nn.Linear(cfg.dim, cfg.inner) if cfg.inner != cfg.dim else nn.Identity()
+        self.layers = nn.ModuleList(SpatioTemporalLayer(cfg.inner, cfg.heads, cfg.mlp_ratio)
+                                    for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(cfg.inner)
+        self.score = nn.Linear(cfg.inner, 1)  # OPEN: the paper does not say how a token's score is read out
 
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         """Scores ``[B, T*N]`` (-inf on padded frames)."""
-        h = x
+        h = self.proj(x)
         for layer in self.layers:
             h = layer(h, frame_mask)
         scores = self.score(self.norm(h)).squeeze(-1).flatten(1)
@@ -209,17 +219,22 @@ class TTA(nn.Module):
 
     def __init__(self, cfg: LinVTConfig, num_queries: int) -> None:
         super().__init__()
-        self.queries = nn.Parameter(torch.randn(num_queries, cfg.dim) * 0.02)
-        self.layers = nn.ModuleList(TTALayer(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.text_conditioning)
+        w = cfg.inner
+        self.queries = nn.Parameter(torch.randn(num_queries, w) * 0.02)
+        self.visual_proj = nn.Linear(cfg.dim, w) if w != cfg.dim else nn.Identity()
+        self.text_proj = nn.Linear(cfg.dim, w) if w != cfg.dim and cfg.text_conditioning else nn.Identity()
+        self.layers = nn.ModuleList(TTALayer(w, cfg.heads, cfg.mlp_ratio, cfg.text_conditioning)
                                     for _ in range(cfg.layers))
-        self.wq, self.wk = nn.Linear(cfg.dim, cfg.dim, bias=False), nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.wq, self.wk = nn.Linear(w, w, bias=False), nn.Linear(w, w, bias=False)
 
     def forward(self, visual, visual_mask, text, text_mask, basis=None):
         q = self.queries.expand(visual.shape[0], -1, -1)
+        context = self.visual_proj(visual)
+        text = self.text_proj(text) if text is not None else None
         for layer in self.layers:
-            q = layer(q, visual, visual_mask, text, text_mask)
+            q = layer(q, context, visual_mask, text, text_mask)
         # Linear aggregation: softmax over the visual tokens, applied to the tokens themselves (no value map).
-        logits = self.wq(q) @ self.wk(visual).transpose(1, 2) / math.sqrt(q.shape[-1])
+        logits = self.wq(q) @ self.wk(context).transpose(1, 2) / math.sqrt(q.shape[-1])
         attn = logits.masked_fill(~visual_mask[:, None, :], float("-inf")).softmax(-1)
         return attn @ visual, (attn @ basis if basis is not None else None)
 
