@@ -16,6 +16,7 @@ import torch
 
 from lvu.data.sampling import SamplerConfig, sample_frames
 from lvu.data.shards import BadSample, parse_json
+from lvu.data.shots import ShotConfig, detect_shots, shot_ids
 from lvu.data.video import CompositeVideo, VideoFile
 from lvu.errors import LvuError
 
@@ -64,8 +65,9 @@ class VideoDecoder:
     """
 
     def __init__(self, sampler: SamplerConfig, size: tuple[int, int] | None = None, threads: int = 1,
-                 allow_images: bool = True) -> None:
+                 allow_images: bool = True, shots: ShotConfig | None = None) -> None:
         self.sampler, self.size, self.threads, self.allow_images = sampler, size, threads, allow_images
+        self.shots = shots if shots is not None and shots.enabled else None
 
     def __call__(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         annotation = parse_json(raw)
@@ -77,12 +79,13 @@ class VideoDecoder:
 
                 image = np.asarray(Image.fromarray(image).resize(self.size, Image.BICUBIC))
             return {"frames": torch.from_numpy(image[None].copy()), "timestamps": np.zeros(1), "groups": None,
-                    "segments": None, "duration_s": 0.0, "annotation": annotation, "is_image": True}
+                    "segments": None, "duration_s": 0.0, "annotation": annotation, "is_image": True,
+                    **({"shots": np.zeros(1, dtype=np.int64), "shot_starts_s": np.zeros(0)} if self.shots else {})}
         video = open_video(raw, self.threads)
         info = video.info
         picked = sample_frames(self.sampler, info, rng)
         frames = video.read(picked.indices, size=self.size)
-        return {
+        sample = {
             "frames": torch.from_numpy(frames),
             "timestamps": picked.timestamps,
             "groups": picked.groups,
@@ -91,6 +94,10 @@ class VideoDecoder:
             "annotation": annotation,
             "is_image": False,
         }
+        if self.shots is not None:  # shot starts (s) and each sampled frame's shot number
+            starts = detect_shots(video, self.shots)
+            sample.update(shot_starts_s=starts, shots=shot_ids(picked.timestamps, starts))
+        return sample
 
 
 class FeatureDecoder:
