@@ -90,11 +90,12 @@ def test_loss_and_gradients_with_ragged_frame_counts(host):
     assert generated.dtype == torch.long and generated.shape[0] == 2 and 1 <= generated.shape[1] <= 4
 
 
-def test_inputs_embeds_route_gives_the_hosts_own_logits_for_images(host):
+# LLaVA-OneVision's native single-image path tiles (AnyRes), which video frames never do; its frame tokens are
+# compared with its own image features in test_frames_become_tokens_in_the_llm_embedding_space.
+@pytest.mark.parametrize("family", ["qwen2_vl", "internvl"])
+def test_inputs_embeds_route_gives_the_hosts_own_logits_for_images(family, tmp_path):
     """Passing the host's frame tokens through build_inputs_embeds reproduces the family's native image forward."""
-    if host.family == "llava_onevision":
-        pytest.skip("LLaVA-OneVision's native single-image path tiles (AnyRes); frames are compared in "
-                    "test_frames_become_tokens_in_the_llm_embedding_space")
+    host = load_host(save_host(family, tmp_path)).eval()
     per_frame = TOKENS_PER_FRAME[{"qwen_vl": "qwen2_vl"}.get(host.family, host.family)]
     ids, mask, _ = _batch(host, [1, 1], per_frame, ["a", "b"])
     frames = torch.randn(2, 3, FRAME, FRAME)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 # Task-name prefix -> the module that registers those tasks when imported.
 _BUILTIN_TASK_MODULES: dict[str, str] = {
     "lvmae": "lvu.tasks.lvmae",
+    "linvt": "lvu.tasks.linvt",
 }
 
 _REGISTRY: dict[str, TaskSpec] = {}

@@ -20,6 +20,11 @@ from torch import nn
 
 from lvu.errors import LvuError
 
+# Pixel normalisation of each family's image processor, used when a checkpoint has no preprocessor_config.json.
+SIGLIP_NORM = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+CLIP_NORM = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
 
 class Host(nn.Module):
     """Base class: subclasses set ``model``, ``tokenizer``, ``placeholder`` and implement :meth:`encode_frames`."""
@@ -28,6 +33,14 @@ class Host(nn.Module):
     model: nn.Module
     tokenizer: Any
     placeholder: str  # the token that marks where visual tokens go in a prompt
+    image_norm: tuple[tuple[float, ...], tuple[float, ...]] = SIGLIP_NORM  # (mean, std) of RGB in [0, 1]
+
+    def normalize(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[N, H, W, 3]`` frames -> the float ``[N, 3, H, W]`` the vision encoder expects."""
+        mean, std = (torch.tensor(v, dtype=torch.float32, device=frames.device)[:, None, None]
+                     for v in self.image_norm)
+        x = frames.permute(0, 3, 1, 2).float() / 255.0
+        return ((x - mean) / std).to(self.embed_layer.weight.dtype)
 
     # -- what subclasses provide -------------------------------------------------------------------------------------
 

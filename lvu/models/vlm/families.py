@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lvu.errors import LvuError
-from lvu.models.vlm.base import Host
+from lvu.models.vlm.base import CLIP_NORM, IMAGENET_NORM, SIGLIP_NORM, Host
 
 
 def _select_layer(hidden_states: tuple[torch.Tensor, ...], layer: int | list[int]) -> torch.Tensor:
@@ -32,6 +32,7 @@ class LlavaOnevisionHost(Host):
     """
 
     family = "llava_onevision"
+    image_norm = SIGLIP_NORM
 
     def __init__(self, model: nn.Module, tokenizer: Any) -> None:
         super().__init__()
@@ -67,6 +68,7 @@ class QwenVLHost(Host):
     """
 
     family = "qwen_vl"
+    image_norm = CLIP_NORM
 
     def __init__(self, model: nn.Module, tokenizer: Any) -> None:
         super().__init__()
@@ -130,6 +132,7 @@ class InternVLHost(Host):
     """InternVL (transformers' native port): InternViT -> pixel shuffle (downsample) -> MLP projector -> LLM."""
 
     family = "internvl"
+    image_norm = IMAGENET_NORM
 
     def __init__(self, model: nn.Module, tokenizer: Any) -> None:
         super().__init__()
@@ -209,4 +212,10 @@ def load_host(path: str | Path, **from_pretrained: Any) -> Host:
     class_name, host_class = FAMILIES[model_type]
     model = getattr(transformers, class_name).from_pretrained(str(path), **from_pretrained)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
-    return host_class(model, tokenizer)
+    host = host_class(model, tokenizer)
+    processor = path / "preprocessor_config.json"
+    if processor.is_file():  # the checkpoint's own processor settings win over the family's usual ones
+        settings = json.loads(processor.read_text())
+        if "image_mean" in settings and "image_std" in settings:
+            host.image_norm = (tuple(settings["image_mean"]), tuple(settings["image_std"]))
+    return host

@@ -1,0 +1,222 @@
+"""LinVT training stages (Gao et al., Sec. 3.3). Stage 1, ``linvt.align``: the host (vision encoder, projector, LLM)
+is frozen and only LinVT trains, on video-caption pairs, with the caption's next-token loss plus a contrastive loss
+between pooled video tokens and caption text embeddings (negatives gathered across ranks).
+
+The paper gives neither the contrastive loss's pooling nor its temperature (OPEN): video tokens and caption token
+embeddings are mean-pooled and compared with a symmetric InfoNCE whose temperature is learnt from 0.07 (CLIP).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import MISSING
+from torch import nn
+
+from lvu.data.datamodule import ShardDataConfig, ShardDataModule
+from lvu.data.decoders import VideoDecoder
+from lvu.data.sampling import SamplerConfig, SamplerName
+from lvu.errors import LvuError
+from lvu.models.linvt import LinVT, LinVTConfig, Variant
+from lvu.models.vlm import load_host
+from lvu.schema import RecipeConfig
+from lvu.tasks.optim import configure_optimizers
+from lvu.tasks.registry import TaskSpec, register_task
+
+ALIGN_INSTRUCTION = "Describe the video."
+
+
+@dataclass
+class LinVTDataConfig(ShardDataConfig):
+    """Video shards with captions. Training samples a random frame count (paper: OPEN; the official code uses
+    40-120 frames), evaluation a fixed one."""
+
+    frame_size: int = 384  # frames are resized to this square size (the host encoder's input size)
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(
+        name=SamplerName.random_interval, min_frames=40, max_frames=120))
+    eval_frames: int = 64
+    max_caption_tokens: int = 256
+
+
+@dataclass
+class HostSection:
+    path: str = MISSING  # a save_pretrained folder of a supported host (lvu.models.vlm.FAMILIES)
+
+
+@dataclass
+class LinVTModelConfig:
+    """LinVT's hyper-parameters (lvu.models.linvt.LinVTConfig; dim comes from the host)."""
+
+    layers: int = 4
+    heads: int = 8
+    top_k: int = 2048
+    queries: list[int] = field(default_factory=lambda: [64, 32, 16])
+    variant: Variant = Variant.multi_c
+    text_conditioning: bool = True
+    mlp_ratio: float = 4.0
+    width: int | None = None
+
+
+@dataclass
+class LossConfig:
+    contrastive_weight: float = 1.0
+    temperature: float = 0.07  # initial value; learnt
+
+
+@dataclass
+class LinVTAlignRecipe(RecipeConfig):
+    data: LinVTDataConfig = field(default_factory=LinVTDataConfig)
+    host: HostSection = field(default_factory=HostSection)
+    model: LinVTModelConfig = field(default_factory=LinVTModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+def collate_videos(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pad frames to the longest video of the batch: ``frames [B, T, H, W, 3]`` uint8 and ``frame_mask [B, T]``."""
+    longest = max(len(s["frames"]) for s in samples)
+    first = samples[0]["frames"]
+    frames = torch.zeros((len(samples), longest, *first.shape[1:]), dtype=first.dtype)
+    mask = torch.zeros((len(samples), longest), dtype=torch.bool)
+    for i, s in enumerate(samples):
+        frames[i, :len(s["frames"])] = s["frames"]
+        mask[i, :len(s["frames"])] = True
+    return {"frames": frames, "frame_mask": mask, "keys": [s["__key__"] for s in samples],
+            "captions": [_caption(s) for s in samples],
+            "pad": torch.tensor([bool(s.get("__pad__", False)) for s in samples])}
+
+
+def _caption(sample: dict[str, Any]) -> str:
+    caption = sample["annotation"].get("caption")
+    if not caption:
+        raise LvuError(f"sample {sample['__key__']}: no caption in its json (the alignment stage needs one)")
+    return caption
+
+
+class LinVTAlign(L.LightningModule):
+    def __init__(self, cfg: LinVTAlignRecipe) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.host = load_host(cfg.host.path)
+        self.host.requires_grad_(False)
+        m = cfg.model
+        self.linvt = LinVT(LinVTConfig(dim=self.host.hidden_size, layers=m.layers, heads=m.heads, top_k=m.top_k,
+                                       queries=list(m.queries), variant=m.variant,
+                                       text_conditioning=m.text_conditioning, mlp_ratio=m.mlp_ratio, width=m.width))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1 / cfg.loss.temperature)))
+
+    # The host is frozen and stays in eval mode (no dropout), also while LinVT trains.
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.host.eval()
+        return self
+
+    @property
+    def checkpoint_excludes(self) -> tuple[str, ...]:
+        return ("host.",)  # restored from host.path, never saved
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("host.")}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"].update({f"host.{k}": v for k, v in self.host.state_dict().items()})
+
+    # -- model pieces -----------------------------------------------------------------------------------------------
+
+    def _tokenize(self, texts: list[str], max_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        tok = self.host.tokenizer
+        enc = tok(texts, add_special_tokens=False, padding=True, truncation=max_tokens is not None,
+                  max_length=max_tokens, return_tensors="pt")
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device).bool()
+
+    def video_tokens(self, frames: torch.Tensor, frame_mask: torch.Tensor, instruction: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            per_frame = self.host.encode_frames(self.host.normalize(frames[frame_mask]))
+            grid = per_frame.new_zeros(*frame_mask.shape, *per_frame.shape[1:])
+            grid[frame_mask] = per_frame
+            ids, mask = self._tokenize(instruction)
+            text = self.host.embed_text(ids)
+        return self.linvt(grid, frame_mask, text, mask).tokens
+
+    def _prompts(self, video: torch.Tensor, instruction: str, answers: list[str] | None):
+        """Chat-template prompts with the video tokens' placeholders; labels on the answers only (left padding)."""
+        tok = self.host.tokenizer
+        marks = self.host.placeholder * video.shape[1]
+        prompt = tok.apply_chat_template([{"role": "user", "content": f"{marks}\n{instruction}"}], tokenize=False,
+                                         add_generation_prompt=True)
+        prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        rows, labels = [], []
+        for answer in answers or [""] * len(video):
+            a = tok(answer + (tok.eos_token or ""), add_special_tokens=False, truncation=True,
+                    max_length=self.cfg.data.max_caption_tokens)["input_ids"] if answers else []
+            rows.append(prompt_ids + a)
+            labels.append([-100] * len(prompt_ids) + a)
+        length = max(map(len, rows))
+        pad = tok.pad_token_id
+        ids = torch.tensor([[pad] * (length - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (length - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        lab = torch.tensor([[-100] * (length - len(r)) + r for r in labels], device=self.device)
+        return ids, mask, lab
+
+    def _losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        frames, frame_mask, captions = batch["frames"], batch["frame_mask"], batch["captions"]
+        video = self.video_tokens(frames, frame_mask, [ALIGN_INSTRUCTION] * len(captions))
+        ids, mask, labels = self._prompts(video, ALIGN_INSTRUCTION, captions)
+        embeds = self.host.build_inputs_embeds(ids, video)
+        lm = self.host(embeds, mask, labels, self.host.position_ids(ids, mask)).loss
+        contrastive = self._contrastive(video, captions)
+        return lm + self.cfg.loss.contrastive_weight * contrastive, lm, contrastive
+
+    def _contrastive(self, video: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        ids, mask = self._tokenize(captions, self.cfg.data.max_caption_tokens)
+        with torch.no_grad():
+            words = self.host.embed_text(ids)
+        text = (words * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        v, t = F.normalize(video.mean(1), dim=-1), F.normalize(text.to(video.dtype), dim=-1)
+        all_v, all_t = self._gather(v), self._gather(t)
+        offset = self.global_rank * v.shape[0] if self.trainer.world_size > 1 else 0
+        targets = torch.arange(v.shape[0], device=v.device) + offset
+        scale = self.log_scale.exp().clamp(max=100)
+        return 0.5 * (F.cross_entropy(scale * v @ all_t.T, targets) + F.cross_entropy(scale * t @ all_v.T, targets))
+
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        if self.trainer.world_size == 1:
+            return x
+        return self.all_gather(x, sync_grads=True).flatten(0, 1)  # negatives from every rank
+
+    # -- steps --------------------------------------------------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, lm, contrastive = self._losses(batch)
+        n = len(batch["keys"])
+        self.log_dict({"train/loss": loss, "train/caption_loss": lm, "train/contrastive_loss": contrastive},
+                      prog_bar=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        loss, lm, _ = self._losses(batch)
+        self.log_dict({"val/loss": loss, "val/caption_loss": lm}, sync_dist=True, batch_size=len(batch["keys"]))
+
+    def configure_optimizers(self):
+        return configure_optimizers(self, self.cfg.optim)
+
+
+def _align_data(cfg: LinVTAlignRecipe) -> ShardDataModule:
+    size = (cfg.data.frame_size, cfg.data.frame_size)
+
+    def decode(split: str) -> VideoDecoder:
+        sampler = cfg.data.sampler if split == "train" else SamplerConfig(num_frames=cfg.data.eval_frames,
+                                                                            allow_repeats=True)
+        return VideoDecoder(sampler, size=size, allow_images=False)
+
+    return ShardDataModule(cfg.data, cfg.seed, decode=decode, collate=lambda split: collate_videos)
+
+
+register_task(TaskSpec("linvt.align", LinVTAlignRecipe, LinVTAlign, _align_data,
+                       "LinVT stage 1: align a new LinVT to a frozen image-LLM host on video captions"))
+
+__all__ = ["LinVTAlign", "LinVTAlignRecipe", "collate_videos"]

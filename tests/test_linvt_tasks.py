@@ -1,0 +1,72 @@
+"""linvt.align on tiny random hosts of each family and synthetic captioned videos."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from support.hosts import FRAME, save_host
+
+from lvu.cli import main
+
+
+@pytest.fixture(scope="module", params=["llava_onevision", "qwen2_vl", "internvl"])
+def host_path(request, tmp_path_factory):
+    return save_host(request.param, tmp_path_factory.mktemp(request.param))
+
+
+def _args(host_path, shards, run_dir, *extra):
+    return ["fit", "linvt/align", f"host.path={host_path}", f"data.train={shards}", f"run_dir={run_dir}",
+            "trainer=cpu", "trainer.precision=32-true", f"data.frame_size={FRAME}", "data.batch_size=2",
+            "data.num_workers=0", "data.sampler.min_frames=2", "data.sampler.max_frames=4", "model.layers=1",
+            "model.heads=2", "model.top_k=32", "model.queries=[4,2,1]", "trainer.progress_bar=none",
+            "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false", "optim.lr=3e-3",
+            "optim.scheduler.warmup_steps=0", "trainer.max_epochs=null", *extra]
+
+
+@pytest.fixture(scope="module")
+def two_videos(tmp_path_factory):
+    from conftest import SMALL_VIDEOS
+
+    from lvu.data.synth import synthesize
+
+    out = tmp_path_factory.mktemp("two") / "train"
+    synthesize(out, 2, seed=3, cfg=SMALL_VIDEOS, quiet=True)
+    return out
+
+
+def _losses(run_dir, name="train/loss"):
+    with (run_dir / "logs" / "csv" / "version_0" / "metrics.csv").open() as f:
+        return [float(r[name]) for r in csv.DictReader(f) if r.get(name)]
+
+
+def test_align_trains_only_linvt_and_lowers_the_loss(host_path, two_videos, tmp_path):
+    run_dir = tmp_path / "run"
+    fixed = ["data.sampler.name=uniform", "data.sampler.num_frames=3"]  # one batch, the same frames: fit it
+    assert main(_args(host_path, two_videos, run_dir, "trainer.max_steps=12", *fixed)) == 0
+    losses = _losses(run_dir)
+    assert len(losses) == 12 and all(torch.isfinite(torch.tensor(losses)))
+    # The same batch again and again: with the host frozen, LinVT alone must lower the caption loss.
+    caption = _losses(run_dir, "train/caption_loss")
+    assert sum(caption[-3:]) / 3 < sum(caption[:3]) / 3
+    assert all(c >= 0 for c in _losses(run_dir, "train/contrastive_loss"))
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert state and all(k.startswith(("linvt.", "log_scale")) for k in state)  # the frozen host is not saved
+    # Resuming restores LinVT and continues.
+    assert main(_args(host_path, two_videos, run_dir, "trainer.max_steps=14", *fixed)) == 0
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 14
+
+
+def test_contrastive_negatives_come_from_every_rank(two_videos, tmp_path_factory, tmp_path):
+    """Two DDP processes, one video each: every caption is scored against both videos. A rank that only saw its
+    own video would have a single candidate and a loss of exactly 0."""
+    from test_resume import _ok, launch
+
+    host = save_host("qwen2_vl", tmp_path_factory.mktemp("ddp_host"))
+    args = _args(host, two_videos, tmp_path / "run", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                 "data.batch_size=1", "trainer.max_steps=2", "data.sampler.name=uniform",
+                 "data.sampler.num_frames=3")
+    _ok(launch(args))
+    first = _losses(tmp_path / "run", "train/contrastive_loss")[0]
+    assert first > 0.05, first
