@@ -70,3 +70,41 @@ def test_contrastive_negatives_come_from_every_rank(two_videos, tmp_path_factory
     _ok(launch(args))
     first = _losses(tmp_path / "run", "train/contrastive_loss")[0]
     assert first > 0.05, first
+
+
+def test_instruct_trains_lora_and_linvt_from_the_alignment_checkpoint(host_path, two_videos, tmp_path):
+    fixed = ["data.sampler.name=uniform", "data.sampler.num_frames=3"]
+    align = tmp_path / "align"
+    assert main(_args(host_path, two_videos, align, "trainer.max_steps=2", *fixed)) == 0
+    aligned = torch.load(align / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    args = _args(host_path, two_videos, tmp_path / "instruct", "trainer.max_steps=4", *fixed,
+                 "init.align=" + str(align / "checkpoints" / "last.ckpt"))
+    args[1] = "linvt/instruct"
+    assert main(args) == 0
+    state = torch.load(tmp_path / "instruct" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    lora = {k: v for k, v in state.items() if "lora_" in k}
+    assert lora and all(k.startswith("host.") for k in lora)
+    assert not [k for k in state if k.startswith("host.") and "lora_" not in k]  # base weights are not saved
+    assert any(v.abs().sum() > 0 for k, v in lora.items() if "lora_B" in k)  # B starts at zero: it trained
+    # LinVT started from stage 1 and moved on.
+    key = next(k for k in aligned if k.startswith("linvt."))
+    assert not torch.equal(state[key], aligned[key])
+    losses = _losses(tmp_path / "instruct")
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_instruct_input_errors(host_path, two_videos, tmp_path, capsys):
+    from lvu.errors import LvuError
+    from lvu.tasks.linvt import first_exchange
+
+    args = _args(host_path, two_videos, tmp_path / "x", "trainer.max_steps=1", "lora.targets=[nope_proj]",
+                 "init.align=null")
+    args[1] = "linvt/instruct"
+    assert main(args) == 1
+    assert "lora.targets ['nope_proj'] match no module of the host LLM" in capsys.readouterr().err
+    sample = {"__key__": "k", "annotation": {"conversations": [{"from": "human", "value": "what happens?"},
+                                                               {"from": "gpt", "value": "nothing"}]}}
+    with pytest.raises(LvuError, match="the question has no '<video>' placeholder"):
+        first_exchange(sample)
+    sample["annotation"]["conversations"][0]["value"] = "<video>\nwhat happens?"
+    assert first_exchange(sample) == ("what happens?", "nothing")

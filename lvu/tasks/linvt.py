@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -77,17 +78,9 @@ class LinVTAlignRecipe(RecipeConfig):
 
 
 def collate_videos(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Pad frames to the longest video of the batch: ``frames [B, T, H, W, 3]`` uint8 and ``frame_mask [B, T]``."""
-    longest = max(len(s["frames"]) for s in samples)
-    first = samples[0]["frames"]
-    frames = torch.zeros((len(samples), longest, *first.shape[1:]), dtype=first.dtype)
-    mask = torch.zeros((len(samples), longest), dtype=torch.bool)
-    for i, s in enumerate(samples):
-        frames[i, :len(s["frames"])] = s["frames"]
-        mask[i, :len(s["frames"])] = True
-    return {"frames": frames, "frame_mask": mask, "keys": [s["__key__"] for s in samples],
-            "captions": [_caption(s) for s in samples],
-            "pad": torch.tensor([bool(s.get("__pad__", False)) for s in samples])}
+    """Pad frames to the longest video of the batch: ``frames [B, T, H, W, 3]`` uint8 and ``frame_mask [B, T]``,
+    with the captions."""
+    return {**_frames_only(samples), "captions": [_caption(s) for s in samples]}
 
 
 def _caption(sample: dict[str, Any]) -> str:
@@ -205,6 +198,150 @@ class LinVTAlign(L.LightningModule):
         return configure_optimizers(self, self.cfg.optim)
 
 
+@dataclass
+class LoraSection:
+    """LoRA on the host LLM (stage 2; the official code's settings: r 16, alpha 32, dropout 0.05)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                          "up_proj", "down_proj"])
+
+
+@dataclass
+class InitSection:
+    align: str | None = None  # the linvt.align checkpoint LinVT starts from (None: random, for tests only)
+
+
+@dataclass
+class LinVTInstructRecipe(LinVTAlignRecipe):
+    lora: LoraSection = field(default_factory=LoraSection)
+    init: InitSection = field(default_factory=InitSection)
+
+
+VIDEO_MARK = "<video>"
+
+
+def first_exchange(sample: dict[str, Any]) -> tuple[str, str]:
+    """(question without the video mark, answer) of a sample's first human/gpt turn pair (LLaVA format)."""
+    turns = sample["annotation"].get("conversations") or []
+    human = next((t["value"] for t in turns if t.get("from") == "human"), None)
+    answer = next((t["value"] for t in turns if t.get("from") == "gpt"), None)
+    if human is None or answer is None:
+        raise LvuError(f"sample {sample['__key__']}: no human/gpt conversation in its json")
+    if VIDEO_MARK not in human:
+        raise LvuError(f"sample {sample['__key__']}: the question has no '{VIDEO_MARK}' placeholder: "
+                       f"{human[:60]!r}")
+    return human.replace(VIDEO_MARK, "").strip(), answer
+
+
+def collate_conversations(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    batch = _frames_only(samples)
+    pairs = [first_exchange(s) for s in samples]
+    batch["questions"], batch["answers"] = [q for q, _ in pairs], [a for _, a in pairs]
+    return batch
+
+
+def _frames_only(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    longest = max(len(s["frames"]) for s in samples)
+    first = samples[0]["frames"]
+    frames = torch.zeros((len(samples), longest, *first.shape[1:]), dtype=first.dtype)
+    mask = torch.zeros((len(samples), longest), dtype=torch.bool)
+    for i, s in enumerate(samples):
+        frames[i, :len(s["frames"])] = s["frames"]
+        mask[i, :len(s["frames"])] = True
+    return {"frames": frames, "frame_mask": mask, "keys": [s["__key__"] for s in samples],
+            "pad": torch.tensor([bool(s.get("__pad__", False)) for s in samples])}
+
+
+class LinVTInstruct(LinVTAlign):
+    """Stage 2: LoRA on the host LLM and LinVT train; vision encoder, projector and the LLM's weights stay frozen.
+    The loss is next-token cross-entropy on the answer only, in the host's chat template."""
+
+    def __init__(self, cfg: LinVTInstructRecipe) -> None:
+        super().__init__(cfg)
+        self.log_scale = None  # stage 2 has no contrastive loss (an unused parameter would stall DDP)
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                          target_modules=list(cfg.lora.targets))
+        try:
+            inject_adapter_in_model(lora, self.host.language_model)
+        except ValueError as exc:
+            raise LvuError(f"lora.targets {list(cfg.lora.targets)} match no module of the host LLM "
+                           f"({str(exc).splitlines()[0]})") from None
+        if cfg.init.align:
+            self._load_align(cfg.init.align)
+
+    def _load_align(self, path: str) -> None:
+        from lvu.train.ckpt_cli import consolidated_state_dict
+
+        state, client = consolidated_state_dict(Path(path))
+        task = (client.get("lvu") or {}).get("task")
+        if task not in (None, "linvt.align"):
+            raise LvuError(f"init.align: {path} was written by task '{task}', not linvt.align")
+        linvt = {k.removeprefix("linvt."): v for k, v in state.items() if k.startswith("linvt.")}
+        missing, unexpected = self.linvt.load_state_dict(linvt, strict=False)
+        if missing or unexpected:
+            raise LvuError(f"init.align: {path} does not fit this LinVT (missing {missing[:3]}, unexpected "
+                           f"{unexpected[:3]}); use the same model settings as stage 1")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                    if not k.startswith("host.") or "lora_" in k}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        own = {f"host.{k}": v for k, v in self.host.state_dict().items() if "lora_" not in k}
+        checkpoint["state_dict"] = {**own, **checkpoint["state_dict"]}
+
+    def _losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        video = self.video_tokens(batch["frames"], batch["frame_mask"], batch["questions"])
+        ids, mask, labels = self._qa_prompts(video, batch["questions"], batch["answers"])
+        embeds = self.host.build_inputs_embeds(ids, video)
+        lm = self.host(embeds, mask, labels, self.host.position_ids(ids, mask)).loss
+        return lm, lm, torch.zeros((), device=lm.device)
+
+    def _qa_prompts(self, video: torch.Tensor, questions: list[str], answers: list[str]):
+        tok = self.host.tokenizer
+        marks = self.host.placeholder * video.shape[1]
+        rows, labels = [], []
+        for question, answer in zip(questions, answers, strict=True):
+            prompt = tok.apply_chat_template([{"role": "user", "content": f"{marks}\n{question}"}], tokenize=False,
+                                             add_generation_prompt=True)
+            p = tok(prompt, add_special_tokens=False)["input_ids"]
+            a = tok(answer + (tok.eos_token or ""), add_special_tokens=False, truncation=True,
+                    max_length=self.cfg.data.max_caption_tokens)["input_ids"]
+            rows.append(p + a)
+            labels.append([-100] * len(p) + a)  # the loss sees the answer only
+        length = max(map(len, rows))
+        pad = tok.pad_token_id
+        ids = torch.tensor([[pad] * (length - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (length - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        lab = torch.tensor([[-100] * (length - len(r)) + r for r in labels], device=self.device)
+        return ids, mask, lab
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self._losses(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["keys"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        loss, _, _ = self._losses(batch)
+        self.log("val/loss", loss, sync_dist=True, batch_size=len(batch["keys"]))
+
+
+def _instruct_data(cfg: LinVTInstructRecipe) -> ShardDataModule:
+    size = (cfg.data.frame_size, cfg.data.frame_size)
+
+    def decode(split: str) -> VideoDecoder:
+        sampler = cfg.data.sampler if split == "train" else SamplerConfig(num_frames=cfg.data.eval_frames,
+                                                                            allow_repeats=True)
+        return VideoDecoder(sampler, size=size, allow_images=False)
+
+    return ShardDataModule(cfg.data, cfg.seed, decode=decode, collate=lambda split: collate_conversations)
+
+
 def _align_data(cfg: LinVTAlignRecipe) -> ShardDataModule:
     size = (cfg.data.frame_size, cfg.data.frame_size)
 
@@ -218,5 +355,7 @@ def _align_data(cfg: LinVTAlignRecipe) -> ShardDataModule:
 
 register_task(TaskSpec("linvt.align", LinVTAlignRecipe, LinVTAlign, _align_data,
                        "LinVT stage 1: align a new LinVT to a frozen image-LLM host on video captions"))
+register_task(TaskSpec("linvt.instruct", LinVTInstructRecipe, LinVTInstruct, _instruct_data,
+                       "LinVT stage 2: instruction tuning with LoRA on the host LLM (answers only)"))
 
-__all__ = ["LinVTAlign", "LinVTAlignRecipe", "collate_videos"]
+__all__ = ["LinVTAlign", "LinVTAlignRecipe", "LinVTInstruct", "LinVTInstructRecipe", "collate_videos"]
