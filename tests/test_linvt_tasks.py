@@ -108,3 +108,29 @@ def test_instruct_input_errors(host_path, two_videos, tmp_path, capsys):
         first_exchange(sample)
     sample["annotation"]["conversations"][0]["value"] = "<video>\nwhat happens?"
     assert first_exchange(sample) == ("what happens?", "nothing")
+
+
+@pytest.mark.parametrize("preset", ["ddp", "deepspeed_zero2", "deepspeed_zero3"])
+def test_align_resumes_bit_identically_with_two_processes(preset, synth_shards, tmp_path_factory, tmp_path):
+    """Stopped by max_steps, resumed, stopped by SIGUSR1, resumed: the same LinVT as an uninterrupted run."""
+    import signal
+
+    from test_resume import _assert_identical, _ok, launch
+
+    from lvu.train.ckpt_cli import consolidated_state_dict
+
+    host = save_host("qwen2_vl", tmp_path_factory.mktemp(f"resume_host_{preset}"))
+
+    def args(run_dir, steps):
+        return _args(host, synth_shards, run_dir, f"trainer={preset}", "trainer.accelerator=cpu",
+                     "trainer.devices=2", "data.batch_size=1", f"trainer.max_steps={steps}",
+                     "optim.scheduler.total_steps=7")  # 10 videos / 2 ranks: 5 steps per epoch
+
+    _ok(launch(args(tmp_path / "reference", 7)))
+    run = tmp_path / "run"
+    _ok(launch(args(run, 3)))
+    _ok(launch(args(run, 7), env={"LVU_TEST_SIGNAL": "SIGUSR1:6"}), 128 + signal.SIGUSR1)
+    _ok(launch(args(run, 7)))
+    final = [consolidated_state_dict(r / "checkpoints" / "last.ckpt") for r in (tmp_path / "reference", run)]
+    assert final[0][1]["global_step"] == final[1][1]["global_step"] == 7
+    _assert_identical(final[0][0], final[1][0])

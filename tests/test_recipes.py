@@ -9,7 +9,8 @@ from lvu.config import load_recipe, recipes_dir, validate
 from lvu.schema import PRESET_GROUPS
 
 ALL_YAML = sorted(recipes_dir().rglob("*.yaml"))
-USER_INPUT = ("data.train", "data.val", "data.test", "data.predict", "probe.task", "probe.pretrained", "host.path", "init.align")
+USER_INPUT = ("data.train", "data.val", "data.test", "data.predict", "probe.task", "probe.pretrained", "host.path",
+              "init.align")
 
 
 def test_recipes_folder_is_not_empty():

@@ -100,7 +100,8 @@ class LinVTAlign(L.LightningModule):
         self.linvt = LinVT(LinVTConfig(dim=self.host.hidden_size, layers=m.layers, heads=m.heads, top_k=m.top_k,
                                        queries=list(m.queries), variant=m.variant,
                                        text_conditioning=m.text_conditioning, mlp_ratio=m.mlp_ratio, width=m.width))
-        self.log_scale = nn.Parameter(torch.tensor(math.log(1 / cfg.loss.temperature)))
+        # Shape [1], not a scalar: DeepSpeed cannot broadcast 0-dim parameters.
+        self.log_scale = nn.Parameter(torch.tensor([math.log(1 / cfg.loss.temperature)]))
 
     # The host is frozen and stays in eval mode (no dropout), also while LinVT trains.
     def train(self, mode: bool = True):
@@ -116,7 +117,8 @@ class LinVTAlign(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("host.")}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"].update({f"host.{k}": v for k, v in self.host.state_dict().items()})
+        if "state_dict" in checkpoint:  # DeepSpeed restores the module itself and passes no state_dict
+            checkpoint["state_dict"].update({f"host.{k}": v for k, v in self.host.state_dict().items()})
 
     # -- model pieces -----------------------------------------------------------------------------------------------
 
@@ -292,8 +294,9 @@ class LinVTInstruct(LinVTAlign):
                                     if not k.startswith("host.") or "lora_" in k}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        own = {f"host.{k}": v for k, v in self.host.state_dict().items() if "lora_" not in k}
-        checkpoint["state_dict"] = {**own, **checkpoint["state_dict"]}
+        if "state_dict" in checkpoint:  # DeepSpeed restores the module itself and passes no state_dict
+            own = {f"host.{k}": v for k, v in self.host.state_dict().items() if "lora_" not in k}
+            checkpoint["state_dict"] = {**own, **checkpoint["state_dict"]}
 
     def _losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         video = self.video_tokens(batch["frames"], batch["frame_mask"], batch["questions"])

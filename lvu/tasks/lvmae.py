@@ -338,7 +338,7 @@ class LVMAEProbe(L.LightningModule):
                                         if not k.startswith("backbone.")}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._frozen:
+        if self._frozen and "state_dict" in checkpoint:  # DeepSpeed restores the module itself
             checkpoint["state_dict"].update({f"backbone.{k}": v for k, v in self.backbone.state_dict().items()})
 
     def targets(self, batch: dict[str, Any]) -> torch.Tensor:
