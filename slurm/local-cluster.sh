@@ -8,9 +8,6 @@
 # Not for production clusters: root is the SlurmUser, no cgroups, no accounting.
 set -euo pipefail
 
-if sinfo -h -o %T 2>/dev/null | grep -qE 'idle|mix|alloc'; then
-  exit 0
-fi
 if [ "$(id -u)" != 0 ]; then
   echo "local-cluster.sh: needs root (it writes /etc/slurm and starts daemons)" >&2
   exit 1
@@ -25,12 +22,15 @@ host=$(hostname -s)
 cpus=$(nproc)
 mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 512 ))
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge /var/lib/munge /var/log/munge
-cat > /etc/slurm/slurm.conf <<EOF
+conf=$(mktemp)
+cat > "$conf" <<EOF
 ClusterName=lvu-local
 SlurmctldHost=${host}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# A requeued job waits cred_expire + 1 s before it may start again (the default, 120 s, makes tests crawl).
+AuthInfo=cred_expire=15
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SwitchType=switch/none
@@ -52,6 +52,16 @@ KillWait=30
 NodeName=${host} CPUs=${cpus} RealMemory=${mem} State=UNKNOWN
 PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 EOF
+if cmp -s "$conf" /etc/slurm/slurm.conf && sinfo -h -o %T 2>/dev/null | grep -qE 'idle|mix|alloc'; then
+  rm -f "$conf"
+  exit 0  # already running with this configuration
+fi
+mv "$conf" /etc/slurm/slurm.conf
+chmod 644 /etc/slurm/slurm.conf
+# (Re)start the daemons so that they read it.
+pkill -x slurmd 2>/dev/null || true
+pkill -x slurmctld 2>/dev/null || true
+sleep 1
 
 if [ ! -s /etc/munge/munge.key ]; then
   mkdir -p /etc/munge
