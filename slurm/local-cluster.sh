@@ -46,22 +46,25 @@ SlurmdPidFile=/run/slurmd.pid
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
 JobRequeue=1
-# Finished jobs stay visible to `scontrol show job` for 30 s (tests read their final state).
+# Finished jobs stay visible to scontrol show job for 30 s (tests read their final state).
 MinJobAge=30
 KillWait=30
 NodeName=${host} CPUs=${cpus} RealMemory=${mem} State=UNKNOWN
 PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 EOF
-if cmp -s "$conf" /etc/slurm/slurm.conf && sinfo -h -o %T 2>/dev/null | grep -qE 'idle|mix|alloc'; then
-  rm -f "$conf"
-  exit 0  # already running with this configuration
+if cmp -s "$conf" /etc/slurm/slurm.conf; then
+  rm -f "$conf"  # same configuration: leave running daemons alone
+else
+  mv "$conf" /etc/slurm/slurm.conf
+  chmod 644 /etc/slurm/slurm.conf
+  # Restart the daemons so that they read it, waiting until the old ones are gone.
+  pkill -x slurmd 2>/dev/null || true
+  pkill -x slurmctld 2>/dev/null || true
+  for _ in $(seq 40); do
+    pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break
+    sleep 0.5
+  done
 fi
-mv "$conf" /etc/slurm/slurm.conf
-chmod 644 /etc/slurm/slurm.conf
-# (Re)start the daemons so that they read it.
-pkill -x slurmd 2>/dev/null || true
-pkill -x slurmctld 2>/dev/null || true
-sleep 1
 
 if [ ! -s /etc/munge/munge.key ]; then
   mkdir -p /etc/munge
@@ -79,7 +82,7 @@ for _ in $(seq 60); do
   if sinfo -h -o %T 2>/dev/null | grep -qE 'idle|mix|alloc'; then
     exit 0
   fi
-  scontrol update nodename="${host}" state=resume >/dev/null 2>&1 || true
+  timeout 5 scontrol update nodename="${host}" state=resume >/dev/null 2>&1 || true
   sleep 1
 done
 echo "local-cluster.sh: Slurm did not come up; see /var/log/slurm/" >&2
