@@ -34,6 +34,14 @@ class Host(nn.Module):
     tokenizer: Any
     placeholder: str  # the token that marks where visual tokens go in a prompt
     image_norm: tuple[tuple[float, ...], tuple[float, ...]] = SIGLIP_NORM  # (mean, std) of RGB in [0, 1]
+    placeholder_config = "image_token_id"  # the model config field holding the placeholder's id
+
+    def __init__(self, model: nn.Module | None = None, tokenizer: Any = None) -> None:
+        """Wrap a loaded family model and its tokenizer (hosts built from parts pass neither)."""
+        super().__init__()
+        if model is not None:
+            self.model, self.tokenizer = model, tokenizer
+            self.placeholder = tokenizer.convert_ids_to_tokens(getattr(model.config, self.placeholder_config))
 
     def normalize(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 ``[N, H, W, 3]`` frames -> the float ``[N, 3, H, W]`` the vision encoder expects."""

@@ -34,10 +34,7 @@ class LlavaOnevisionHost(Host):
     family = "llava_onevision"
     image_norm = SIGLIP_NORM
 
-    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
-        super().__init__()
-        self.model, self.tokenizer = model, tokenizer
-        self.placeholder = tokenizer.convert_ids_to_tokens(model.config.image_token_index)
+    placeholder_config = "image_token_index"
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         inner = self.model.model
@@ -69,11 +66,6 @@ class QwenVLHost(Host):
 
     family = "qwen_vl"
     image_norm = CLIP_NORM
-
-    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
-        super().__init__()
-        self.model, self.tokenizer = model, tokenizer
-        self.placeholder = tokenizer.convert_ids_to_tokens(model.config.image_token_id)
 
     def patchify(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[N, 3, H, W]`` -> (pixel rows ``[N * gh * gw, 3 * t * p * p]``, ``image_grid_thw [N, 3]``)."""
@@ -133,11 +125,6 @@ class InternVLHost(Host):
 
     family = "internvl"
     image_norm = IMAGENET_NORM
-
-    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
-        super().__init__()
-        self.model, self.tokenizer = model, tokenizer
-        self.placeholder = tokenizer.convert_ids_to_tokens(model.config.image_token_id)
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         out = self.model.model.get_image_features(pixel_values=frames)
