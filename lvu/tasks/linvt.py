@@ -113,12 +113,15 @@ class LinVTAlign(L.LightningModule):
     def checkpoint_excludes(self) -> tuple[str, ...]:
         return ("host.",)  # restored from host.path, never saved
 
+    # Saved: LinVT (and stage 2's LoRA adapters on the host); the frozen host weights come from host.path.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("host.")}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                    if not k.startswith("host.") or "lora_" in k}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "state_dict" in checkpoint:  # DeepSpeed restores the module itself and passes no state_dict
-            checkpoint["state_dict"].update({f"host.{k}": v for k, v in self.host.state_dict().items()})
+            own = {f"host.{k}": v for k, v in self.host.state_dict().items() if "lora_" not in k}
+            checkpoint["state_dict"] = {**own, **checkpoint["state_dict"]}
 
     # -- model pieces -----------------------------------------------------------------------------------------------
 
@@ -137,19 +140,20 @@ class LinVTAlign(L.LightningModule):
             text = self.host.embed_text(ids)
         return self.linvt(grid, frame_mask, text, mask).tokens
 
-    def _prompts(self, video: torch.Tensor, instruction: str, answers: list[str] | None):
-        """Chat-template prompts with the video tokens' placeholders; labels on the answers only (left padding)."""
+    def _prompts(self, video: torch.Tensor, questions: list[str], answers: list[str]):
+        """Chat-template prompts (video placeholders, then the question) with the answers appended, left-padded;
+        labels cover the answers only."""
         tok = self.host.tokenizer
         marks = self.host.placeholder * video.shape[1]
-        prompt = tok.apply_chat_template([{"role": "user", "content": f"{marks}\n{instruction}"}], tokenize=False,
-                                         add_generation_prompt=True)
-        prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
         rows, labels = [], []
-        for answer in answers or [""] * len(video):
+        for question, answer in zip(questions, answers, strict=True):
+            prompt = tok.apply_chat_template([{"role": "user", "content": f"{marks}\n{question}"}], tokenize=False,
+                                             add_generation_prompt=True)
+            p = tok(prompt, add_special_tokens=False)["input_ids"]
             a = tok(answer + (tok.eos_token or ""), add_special_tokens=False, truncation=True,
-                    max_length=self.cfg.data.max_caption_tokens)["input_ids"] if answers else []
-            rows.append(prompt_ids + a)
-            labels.append([-100] * len(prompt_ids) + a)
+                    max_length=self.cfg.data.max_caption_tokens)["input_ids"]
+            rows.append(p + a)
+            labels.append([-100] * len(p) + a)
         length = max(map(len, rows))
         pad = tok.pad_token_id
         ids = torch.tensor([[pad] * (length - len(r)) + r for r in rows], device=self.device)
@@ -157,14 +161,20 @@ class LinVTAlign(L.LightningModule):
         lab = torch.tensor([[-100] * (length - len(r)) + r for r in labels], device=self.device)
         return ids, mask, lab
 
-    def _losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        frames, frame_mask, captions = batch["frames"], batch["frame_mask"], batch["captions"]
-        video = self.video_tokens(frames, frame_mask, [ALIGN_INSTRUCTION] * len(captions))
-        ids, mask, labels = self._prompts(video, ALIGN_INSTRUCTION, captions)
+    def _answer_loss(self, batch: dict[str, Any], questions: list[str], answers: list[str]):
+        """(video tokens, next-token loss on the answers)."""
+        video = self.video_tokens(batch["frames"], batch["frame_mask"], questions)
+        ids, mask, labels = self._prompts(video, questions, answers)
         embeds = self.host.build_inputs_embeds(ids, video)
-        lm = self.host(embeds, mask, labels, self.host.position_ids(ids, mask)).loss
+        return video, self.host(embeds, mask, labels, self.host.position_ids(ids, mask)).loss
+
+    def _losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(training loss, its parts to log)."""
+        captions = batch["captions"]
+        video, caption = self._answer_loss(batch, [ALIGN_INSTRUCTION] * len(captions), captions)
         contrastive = self._contrastive(video, captions)
-        return lm + self.cfg.loss.contrastive_weight * contrastive, lm, contrastive
+        loss = caption + self.cfg.loss.contrastive_weight * contrastive
+        return loss, {"caption_loss": caption, "contrastive_loss": contrastive}
 
     def _contrastive(self, video: torch.Tensor, captions: list[str]) -> torch.Tensor:
         ids, mask = self._tokenize(captions, self.cfg.data.max_caption_tokens)
@@ -186,15 +196,15 @@ class LinVTAlign(L.LightningModule):
     # -- steps --------------------------------------------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, lm, contrastive = self._losses(batch)
-        n = len(batch["keys"])
-        self.log_dict({"train/loss": loss, "train/caption_loss": lm, "train/contrastive_loss": contrastive},
-                      prog_bar=True, batch_size=n)
+        loss, parts = self._losses(batch)
+        self.log_dict({f"train/{k}": v for k, v in {"loss": loss, **parts}.items()}, prog_bar=True,
+                      batch_size=len(batch["keys"]))
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        loss, lm, _ = self._losses(batch)
-        self.log_dict({"val/loss": loss, "val/caption_loss": lm}, sync_dist=True, batch_size=len(batch["keys"]))
+        loss, parts = self._losses(batch)
+        self.log_dict({f"val/{k}": v for k, v in {"loss": loss, **parts}.items()}, sync_dist=True,
+                      batch_size=len(batch["keys"]))
 
     def configure_optimizers(self):
         return configure_optimizers(self, self.cfg.optim)
@@ -289,52 +299,11 @@ class LinVTInstruct(LinVTAlign):
             raise LvuError(f"init.align: {path} does not fit this LinVT (missing {missing[:3]}, unexpected "
                            f"{unexpected[:3]}); use the same model settings as stage 1")
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
-                                    if not k.startswith("host.") or "lora_" in k}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "state_dict" in checkpoint:  # DeepSpeed restores the module itself and passes no state_dict
-            own = {f"host.{k}": v for k, v in self.host.state_dict().items() if "lora_" not in k}
-            checkpoint["state_dict"] = {**own, **checkpoint["state_dict"]}
-
-    def _losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        video = self.video_tokens(batch["frames"], batch["frame_mask"], batch["questions"])
-        ids, mask, labels = self._qa_prompts(video, batch["questions"], batch["answers"])
-        embeds = self.host.build_inputs_embeds(ids, video)
-        lm = self.host(embeds, mask, labels, self.host.position_ids(ids, mask)).loss
-        return lm, lm, torch.zeros((), device=lm.device)
-
-    def _qa_prompts(self, video: torch.Tensor, questions: list[str], answers: list[str]):
-        tok = self.host.tokenizer
-        marks = self.host.placeholder * video.shape[1]
-        rows, labels = [], []
-        for question, answer in zip(questions, answers, strict=True):
-            prompt = tok.apply_chat_template([{"role": "user", "content": f"{marks}\n{question}"}], tokenize=False,
-                                             add_generation_prompt=True)
-            p = tok(prompt, add_special_tokens=False)["input_ids"]
-            a = tok(answer + (tok.eos_token or ""), add_special_tokens=False, truncation=True,
-                    max_length=self.cfg.data.max_caption_tokens)["input_ids"]
-            rows.append(p + a)
-            labels.append([-100] * len(p) + a)  # the loss sees the answer only
-        length = max(map(len, rows))
-        pad = tok.pad_token_id
-        ids = torch.tensor([[pad] * (length - len(r)) + r for r in rows], device=self.device)
-        mask = torch.tensor([[0] * (length - len(r)) + [1] * len(r) for r in rows], device=self.device)
-        lab = torch.tensor([[-100] * (length - len(r)) + r for r in labels], device=self.device)
-        return ids, mask, lab
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, _, _ = self._losses(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["keys"]))
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        loss, _, _ = self._losses(batch)
-        self.log("val/loss", loss, sync_dist=True, batch_size=len(batch["keys"]))
+    def _losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self._answer_loss(batch, batch["questions"], batch["answers"])[1], {}
 
 
-def _instruct_data(cfg: LinVTInstructRecipe) -> ShardDataModule:
+def _video_data(cfg: LinVTAlignRecipe, collate: Any) -> ShardDataModule:
     size = (cfg.data.frame_size, cfg.data.frame_size)
 
     def decode(split: str) -> VideoDecoder:
@@ -342,18 +311,15 @@ def _instruct_data(cfg: LinVTInstructRecipe) -> ShardDataModule:
                                                                             allow_repeats=True)
         return VideoDecoder(sampler, size=size, allow_images=False)
 
-    return ShardDataModule(cfg.data, cfg.seed, decode=decode, collate=lambda split: collate_conversations)
+    return ShardDataModule(cfg.data, cfg.seed, decode=decode, collate=lambda split: collate)
 
 
 def _align_data(cfg: LinVTAlignRecipe) -> ShardDataModule:
-    size = (cfg.data.frame_size, cfg.data.frame_size)
+    return _video_data(cfg, collate_videos)
 
-    def decode(split: str) -> VideoDecoder:
-        sampler = cfg.data.sampler if split == "train" else SamplerConfig(num_frames=cfg.data.eval_frames,
-                                                                            allow_repeats=True)
-        return VideoDecoder(sampler, size=size, allow_images=False)
 
-    return ShardDataModule(cfg.data, cfg.seed, decode=decode, collate=lambda split: collate_videos)
+def _instruct_data(cfg: LinVTInstructRecipe) -> ShardDataModule:
+    return _video_data(cfg, collate_conversations)
 
 
 register_task(TaskSpec("linvt.align", LinVTAlignRecipe, LinVTAlign, _align_data,
