@@ -33,16 +33,9 @@ PARTIAL_DIR = ".{name}.partial"
 OLD_DIR = ".{name}.old"
 
 
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries (renames), to disk."""
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -71,7 +64,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
-        _fsync_dir(target.parent)
+        _fsync(target.parent)
 
 
 def save_deepspeed_atomically(strategy: Any, save: Any, checkpoint: dict[str, Any], filepath: Any) -> None:
@@ -92,16 +85,16 @@ def save_deepspeed_atomically(strategy: Any, save: Any, checkpoint: dict[str, An
     if strategy.is_global_zero:
         for written in partial.rglob("*"):  # DeepSpeed does not fsync its shards
             if written.is_file():
-                _fsync_file(written)
+                _fsync(written)
         record = {"global_step": checkpoint.get("global_step"), "epoch": checkpoint.get("epoch")}
         (partial / COMPLETE_RECORD).write_text(json.dumps(record) + "\n")
-        _fsync_file(partial / COMPLETE_RECORD)
-        _fsync_dir(partial)
+        _fsync(partial / COMPLETE_RECORD)
+        _fsync(partial)
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():
             os.replace(target, old)
         os.replace(partial, target)
-        _fsync_dir(target.parent)
+        _fsync(target.parent)
         shutil.rmtree(old, ignore_errors=True)
         # A universal copy made to resume the previous checkpoint on another world size is stale now.
         shutil.rmtree(target.parent / f".{target.name}.universal", ignore_errors=True)

@@ -46,10 +46,9 @@ def check_compatible(path: Path, task: str, config: dict[str, Any], module: nn.M
     problems = []
     if record.get("task") and record["task"] != task:
         problems.append(f"task: checkpoint '{record['task']}' (recipe {record.get('recipe')}), this recipe '{task}'")
-    named = module.named_parameters() if parameters_only else module.state_dict().items()
-    expected = {name: tuple(t.shape) for name, t in named}
-    if parameters_only:  # under ZeRO-3 the module holds empty placeholders; DeepSpeed keeps the real shape
-        expected = {name: tuple(getattr(p, "ds_shape", p.shape)) for name, p in module.named_parameters()}
+    # DeepSpeed lists parameters only; under ZeRO-3 they are empty placeholders whose real shape is ds_shape.
+    tensors = module.named_parameters() if parameters_only else module.state_dict().items()
+    expected = {name: tuple(getattr(t, "ds_shape", t.shape)) for name, t in tensors}
     # Modules may restore some tensors themselves (e.g. a frozen encoder from its own file) and not save them.
     excluded = tuple(getattr(module, "checkpoint_excludes", ()))
     missing = sorted(k for k in set(expected) - set(saved) if not (excluded and k.startswith(excluded)))

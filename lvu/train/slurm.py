@@ -102,7 +102,7 @@ def check_job(recipe_ref: str, overrides: list[str], shape: JobShape,
             variants.append((load_recipe(recipe_ref, [*overrides, *extra]), extra))
         except LvuError as exc:
             raise LvuError(f"--array set '{' '.join(extra)}': {exc}") from None
-    for variant, extra in variants if array_sets else variants[:1]:
+    for variant, extra in variants:
         missing = variant.missing_keys()
         if missing:
             where = f" (array set '{' '.join(extra)}')" if extra else ""

@@ -51,7 +51,7 @@ def _install_kill_hook(nth: int) -> None:
     calls = {"n": 0}
 
     def save(obj, f, *args, **kwargs):
-        if (isinstance(obj, dict) and "global_step" in obj) or (isinstance(obj, dict) and "module" in obj):
+        if isinstance(obj, dict) and ("global_step" in obj or "module" in obj):  # Lightning's or DeepSpeed's
             calls["n"] += 1
             if calls["n"] == nth:
                 import io
