@@ -19,7 +19,7 @@ import dataclasses
 import os
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -130,18 +130,15 @@ def load_recipe(ref: str | Path, overrides: Sequence[str] = (), *, allow_missing
     return Recipe(name=cfg.name, path=path, cfg=cfg, task=spec, overrides=tuple(overrides))
 
 
-def _literal_missing(tree: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose value is the literal ``???`` (no interpolation is resolved on the way)."""
-    if isinstance(tree, dict):
-        return [k for key, value in tree.items() for k in _literal_missing(value, f"{prefix}{key}.")]
-    return [prefix.rstrip(".")] if tree == "???" else []
+def _leaf_keys(config: DictConfig, wanted: Callable[[Any], bool]) -> list[str]:
+    """Dotted keys of the unresolved leaf values for which ``wanted(value)`` holds (nothing is interpolated)."""
 
+    def walk(tree: Any, prefix: str) -> list[str]:
+        if isinstance(tree, dict):
+            return [k for key, value in tree.items() for k in walk(value, f"{prefix}{key}.")]
+        return [prefix.rstrip(".")] if wanted(tree) else []
 
-def _interpolated(tree: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose value is a string holding ``${...}``."""
-    if isinstance(tree, dict):
-        return [k for key, value in tree.items() for k in _interpolated(value, f"{prefix}{key}.")]
-    return [prefix.rstrip(".")] if isinstance(tree, str) and "${" in tree else []
+    return walk(OmegaConf.to_container(config, resolve=False), "")
 
 
 def validate(raw: DictConfig, schema: type) -> DictConfig:
@@ -151,7 +148,7 @@ def validate(raw: DictConfig, schema: type) -> DictConfig:
         cfg = OmegaConf.merge(OmegaConf.structured(schema), raw)
         # OmegaConf's merge never lets ``???`` replace a value, so a recipe's ``train: ???`` would silently keep the
         # schema's default (None). A recipe that marks a value required means it.
-        for key in _literal_missing(OmegaConf.to_container(raw, resolve=False)):
+        for key in _leaf_keys(raw, lambda value: value == "???"):
             OmegaConf.update(cfg, key, "???", merge=False)
         return cfg  # type: ignore[return-value]
     except oc_errors.ConfigKeyError as exc:
@@ -309,7 +306,7 @@ def _resolve(cfg: DictConfig, *, allow_missing: bool) -> None:
     """Resolve ``${...}`` in place; with ``allow_missing``, interpolations of ``???`` values stay unresolved."""
     if allow_missing:
         # One value at a time: OmegaConf.resolve stops at the first interpolation of a ``???``.
-        for key in _interpolated(OmegaConf.to_container(cfg, resolve=False)):
+        for key in _leaf_keys(cfg, lambda value: isinstance(value, str) and "${" in value):
             try:
                 value = OmegaConf.select(cfg, key, throw_on_missing=True)
             except (oc_errors.MissingMandatoryValue, oc_errors.InterpolationResolutionError) as exc:

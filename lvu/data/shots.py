@@ -38,10 +38,9 @@ def colour_histograms(frames: np.ndarray, bins: int = 8) -> np.ndarray:
     """``[F, H, W, 3]`` uint8 -> normalised joint RGB histograms ``[F, bins**3]``."""
     q = (frames.astype(np.int64) * bins) // 256
     codes = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
-    flat = codes.reshape(len(frames), -1)
-    hist = np.zeros((len(frames), bins ** 3), dtype=np.float64)
-    np.add.at(hist, (np.repeat(np.arange(len(frames)), flat.shape[1]), flat.ravel()), 1.0)
-    return hist / flat.shape[1]
+    flat = codes.reshape(len(frames), -1) + np.arange(len(frames))[:, None] * bins ** 3  # one range per frame
+    hist = np.bincount(flat.ravel(), minlength=len(frames) * bins ** 3).reshape(len(frames), bins ** 3)
+    return hist / codes[0].size
 
 
 def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:

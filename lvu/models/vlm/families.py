@@ -83,8 +83,6 @@ class QwenVLHost(Host):
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         pixels, grid = self.patchify(frames)
-        pixels = pixels.to(self.model.model.visual.dtype if hasattr(self.model.model.visual, "dtype") else
-                           frames.dtype)
         return torch.stack(list(self.model.model.get_image_features(pixels, grid).pooler_output))
 
     def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
