@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lvu.errors import ConfigError, Preempted
 from lvu.schema import PreemptionConfig
+from lvu.train.rundir import slurm_job_id
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,6 @@ def parse_signal(name: str) -> signal.Signals:
         raise ConfigError(f"trainer.preemption: unknown signal {name!r} (e.g. SIGUSR1, SIGTERM)") from None
 
 
-def slurm_job_id() -> str | None:
-    """The id ``scontrol requeue`` takes: ``<array job>_<task>`` for array tasks, else the job id."""
-    array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array_job and array_task:
-        return f"{array_job}_{array_task}"
-    return os.environ.get("SLURM_JOB_ID")
-
-
 def _training_ends_here(trainer: L.Trainer) -> bool:
     if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
         return True
@@ -52,8 +45,8 @@ def _training_ends_here(trainer: L.Trainer) -> bool:
 class PreemptionHandler(Callback):
     """Notes configured signals and turns them into a synchronous, checkpointed stop.
 
-    Signal handlers are installed when training starts (after Lightning installed its own, which they replace
-    for these signals) and Lightning restores the previous ones at teardown.
+    Handlers are installed when the callback is built and again when training starts (Lightning installs its own
+    SIGTERM handler in between); Lightning restores the earlier handlers at teardown.
     """
 
     def __init__(self, cfg: PreemptionConfig) -> None:

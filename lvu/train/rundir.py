@@ -25,13 +25,19 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 
 
-def _slurm_version() -> str | None:
-    job = os.environ.get("SLURM_JOB_ID")
-    # Interactive allocations (salloc/srun --pty) run many unrelated commands under one id: not a run identity.
-    if not job or os.environ.get("SLURM_JOB_NAME") in {"bash", "interactive", "zsh", "sh"}:
-        return None
+def slurm_job_id() -> str | None:
+    """This Slurm job's id as ``scontrol`` takes it: ``<array job>_<task>`` for array tasks, else the job id."""
     array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    return f"slurm-{array_job}_{array_task}" if array_job and array_task else f"slurm-{job}"
+    if array_job and array_task:
+        return f"{array_job}_{array_task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def _slurm_version() -> str | None:
+    # Interactive allocations (salloc/srun --pty) run many unrelated commands under one id: not a run identity.
+    if not os.environ.get("SLURM_JOB_ID") or os.environ.get("SLURM_JOB_NAME") in {"bash", "interactive", "zsh", "sh"}:
+        return None
+    return f"slurm-{slurm_job_id()}"
 
 
 def global_rank() -> int:
