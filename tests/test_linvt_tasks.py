@@ -6,7 +6,7 @@ import csv
 
 import pytest
 import torch
-from support.hosts import FRAME, save_host
+from support.hosts import FRAME, native_image_logits, save_host
 
 from lvu.cli import main
 
@@ -104,7 +104,7 @@ def test_instruct_input_errors(host_path, two_videos, tmp_path, capsys):
     assert "lora.targets ['nope_proj'] match no module of the host LLM" in capsys.readouterr().err
     sample = {"__key__": "k", "annotation": {"conversations": [{"from": "human", "value": "what happens?"},
                                                                {"from": "gpt", "value": "nothing"}]}}
-    with pytest.raises(LvuError, match="the question has no '<video>' placeholder"):
+    with pytest.raises(LvuError, match=r"the question has no '<video>' or '<image>' placeholder"):
         first_exchange(sample)
     sample["annotation"]["conversations"][0]["value"] = "<video>\nwhat happens?"
     assert first_exchange(sample) == ("what happens?", "nothing")
@@ -134,3 +134,56 @@ def test_align_resumes_bit_identically_with_two_processes(preset, synth_shards, 
     final = [consolidated_state_dict(r / "checkpoints" / "last.ckpt") for r in (tmp_path / "reference", run)]
     assert final[0][1]["global_step"] == final[1][1]["global_step"] == 7
     _assert_identical(final[0][0], final[1][0])
+
+
+def _write_kinds(tmp_path, kinds, synth_shards):
+    from support.mixed import write_mixed
+
+    return write_mixed(tmp_path / "mixed", kinds, synth_shards)
+
+
+def test_one_batch_mixes_video_image_and_text(host_path, synth_shards, tmp_path):
+    shards = _write_kinds(tmp_path, [["video", "image", "text"]], synth_shards)
+    args = _args(host_path, shards, tmp_path / "run", "trainer.max_steps=2", "data.batch_size=3", "init.align=null")
+    args[1] = "linvt/instruct"
+    assert main(args) == 0
+    losses = _losses(tmp_path / "run")
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_an_image_through_the_linvt_model_gives_the_hosts_own_logits(host_path, tmp_path):
+    """Images skip LinVT: the wrapped host (LoRA injected, B = 0 at the start) reproduces the family's native
+    image forward on the same prompt."""
+    from lvu.config import load_recipe
+    from lvu.tasks.linvt import LinVTInstruct
+
+    cfg = load_recipe("linvt/instruct", [f"host.path={host_path}", "data.train=unused", "init.align=null",
+                                         f"data.frame_size={FRAME}", "model.layers=1", "model.heads=2",
+                                         "model.top_k=8", "model.queries=[2,1]"]).to_object()
+    model = LinVTInstruct(cfg).eval()
+    image = torch.randint(0, 256, (1, 1, FRAME, FRAME, 3), dtype=torch.uint8)
+    batch = {"frames": image, "frame_mask": torch.ones(1, 1, dtype=torch.bool), "kinds": ["image"]}
+    with torch.no_grad():
+        visual, out = model.answer(batch, ["what is it?"], ["a"])
+        host = model.host
+        ids, mask, _, _ = model._prompts(batch, visual.per_sample, ["what is it?"], ["a"])
+        native = native_image_logits(host, ids, mask, host.normalize(image[:, 0]))
+    assert (ids == host.placeholder_id).sum() == len(visual.per_sample[0]) > 0
+    torch.testing.assert_close(out.logits, native)
+
+
+def test_ranks_with_different_sample_kinds_stay_in_step_under_zero3(synth_shards, tmp_path_factory, tmp_path):
+    """One rank's batches hold no video (text-only, then an image) while the other's are videos: every rank still
+    runs the frame encoder, the image encoder and LinVT, and backward visits the same modules (ZeRO-3 gathers
+    weights collectively there too), for both stages (stage 1's contrastive gather included)."""
+    from test_resume import _ok, launch
+
+    host = save_host("qwen2_vl", tmp_path_factory.mktemp("zero3_mixed_host"))
+    for stage, kinds in (("instruct", [["text", "image"], ["video", "video"]]),
+                         ("align", [["image", "image"], ["video", "video"]])):
+        shards = _write_kinds(tmp_path / stage, kinds, synth_shards)
+        args = _args(host, shards, tmp_path / stage / "run", "trainer=deepspeed_zero3", "trainer.accelerator=cpu",
+                     "trainer.devices=2", "data.batch_size=1", "trainer.max_steps=2")
+        args[1] = f"linvt/{stage}"
+        _ok(launch(args + (["init.align=null"] if stage == "instruct" else []), timeout=240))
+        assert len(_losses(tmp_path / stage / "run")) == 2

@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from support.hosts import FRAME, WIDTH, save_host, save_parts
+from support.hosts import FRAME, WIDTH, native_image_logits, save_host, save_parts
 
 from lvu.errors import LvuError
 from lvu.models.vlm import ComposedHost, load_host
@@ -24,10 +24,7 @@ def host(request, tmp_path_factory):
 
 
 def _frame_block(host, tokens: int) -> str:
-    marks = host.placeholder * tokens
-    if host.family == "qwen_vl":  # Qwen's template wraps each image; its M-RoPE groups placeholders by it
-        return f"<|vision_start|>{marks}<|vision_end|>"
-    return marks
+    return host.visual_prompt(tokens)  # Qwen's template wraps each image; its M-RoPE groups placeholders by it
 
 
 def _batch(host, frames_per_sample: list[int], tokens_per_frame: int, answers: list[str]):
@@ -77,38 +74,30 @@ def test_loss_and_gradients_with_ragged_frame_counts(host):
     tokens = host.encode_frames(frames)
     visual = [tokens[:2].flatten(0, 1), tokens[2:].flatten(0, 1)]  # ragged: 2 and 3 frames
     embeds = host.build_inputs_embeds(ids, visual)
-    grid = host.patchify(frames)[1] if host.family == "qwen_vl" else None
-    positions = host.position_ids(ids, mask, grid) if host.family == "qwen_vl" else None
+    sizes = [[(FRAME, FRAME)] * 2, [(FRAME, FRAME)] * 3]  # every frame's tokens placed as the host places an image
+    positions = host.position_ids(ids, mask, sizes)
     out = host(embeds, mask, labels, positions)
     assert torch.isfinite(out.loss) and out.logits.shape[:2] == ids.shape
     host.zero_grad()
     out.loss.backward()
     assert host.embed_layer.weight.grad is not None and host.embed_layer.weight.grad.abs().sum() > 0
     generated = host.generate(host.build_inputs_embeds(ids[:, :-4], visual), mask[:, :-4], max_new_tokens=4,
-                              position_ids=host.position_ids(ids[:, :-4], mask[:, :-4], grid)
-                              if host.family == "qwen_vl" else None)
+                              position_ids=host.position_ids(ids[:, :-4], mask[:, :-4], sizes))
     assert generated.dtype == torch.long and generated.shape[0] == 2 and 1 <= generated.shape[1] <= 4
 
 
-# LLaVA-OneVision's native single-image path tiles (AnyRes), which video frames never do; its frame tokens are
-# compared with its own image features in test_frames_become_tokens_in_the_llm_embedding_space.
-@pytest.mark.parametrize("family", ["qwen2_vl", "internvl"])
-def test_inputs_embeds_route_gives_the_hosts_own_logits_for_images(family, tmp_path):
-    """Passing the host's frame tokens through build_inputs_embeds reproduces the family's native image forward."""
-    host = load_host(save_host(family, tmp_path)).eval()
-    per_frame = TOKENS_PER_FRAME[{"qwen_vl": "qwen2_vl"}.get(host.family, host.family)]
-    ids, mask, _ = _batch(host, [1, 1], per_frame, ["a", "b"])
+def test_inputs_embeds_route_gives_the_hosts_own_logits_for_images(host):
+    """The host's image tokens (encode_images) through build_inputs_embeds reproduce the family's native image
+    forward: LLaVA-OneVision's AnyRes base view + tile with image newlines, Qwen's 2-D image positions, InternVL's
+    single tile."""
     frames = torch.randn(2, 3, FRAME, FRAME)
     with torch.no_grad():
-        if host.family == "qwen_vl":
-            pixels, grid = host.patchify(frames)
-            native = host.model(input_ids=ids, attention_mask=mask, pixel_values=pixels, image_grid_thw=grid,
-                                mm_token_type_ids=(ids == host.placeholder_id).int()).logits
-            positions = host.position_ids(ids, mask, grid)
-        else:
-            native = host.model(input_ids=ids, attention_mask=mask, pixel_values=frames).logits
-            positions = None
-        ours = host(host.build_inputs_embeds(ids, host.encode_frames(frames)), mask, None, positions).logits
+        tokens = host.encode_images(frames)
+    ids, mask, _ = _batch(host, [1, 1], len(tokens[0]), ["a", "b"])
+    with torch.no_grad():
+        native = native_image_logits(host, ids, mask, frames)
+        positions = host.position_ids(ids, mask, [[(FRAME, FRAME)]] * 2)
+        ours = host(host.build_inputs_embeds(ids, tokens), mask, None, positions).logits
     torch.testing.assert_close(ours[mask.bool()], native[mask.bool()])
 
 

@@ -37,6 +37,12 @@ def open_video(raw: dict[str, Any], threads: int = 1) -> VideoFile | CompositeVi
                     key=raw.get("__key__", ""))
 
 
+def has_media(raw: dict[str, Any]) -> bool:
+    """Whether a raw sample holds a video (file or parts) or an image."""
+    return any(ext in raw for ext in (*VIDEO_EXTS, *IMAGE_EXTS)) or any(
+        isinstance(name, str) and _PART.match(name) for name in raw)
+
+
 def image_ext(raw: dict[str, Any]) -> str | None:
     return next((ext for ext in IMAGE_EXTS if ext in raw), None)
 
@@ -62,15 +68,22 @@ class VideoDecoder:
         size: ``(width, height)`` to resize frames to while decoding; None keeps the original size.
         threads: decoder threads per worker.
         allow_images: accept image samples (LinVT / FiLA mix image and video data).
+        allow_text: accept samples with no image or video (text-only instruction data): zero frames, ``is_text``.
     """
 
     def __init__(self, sampler: SamplerConfig, size: tuple[int, int] | None = None, threads: int = 1,
-                 allow_images: bool = True, shots: ShotConfig | None = None) -> None:
+                 allow_images: bool = True, shots: ShotConfig | None = None, allow_text: bool = False) -> None:
         self.sampler, self.size, self.threads, self.allow_images = sampler, size, threads, allow_images
+        self.allow_text = allow_text
         self.shots = shots if shots is not None and shots.enabled else None
 
     def __call__(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         annotation = parse_json(raw)
+        if self.allow_text and not has_media(raw):
+            width, height = self.size or (0, 0)
+            return {"frames": torch.zeros((0, height, width, 3), dtype=torch.uint8), "timestamps": np.zeros(0),
+                    "groups": None, "segments": None, "duration_s": 0.0, "annotation": annotation,
+                    "is_image": False, "is_text": True}
         ext = image_ext(raw) if self.allow_images else None
         if ext is not None and not any(e in raw for e in VIDEO_EXTS):
             image = decode_image(raw[ext])

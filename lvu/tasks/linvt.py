@@ -90,6 +90,14 @@ def _caption(sample: dict[str, Any]) -> str:
     return caption
 
 
+@dataclass
+class VisualTokens:
+    per_sample: list[torch.Tensor]  # [K_b, D] per sample, in batch order
+    videos: torch.Tensor  # [V, M, D] LinVT tokens of the batch's videos
+    is_video: torch.Tensor  # [B] bool
+    anchor: torch.Tensor  # a zero that ties LinVT into the graph when the batch has no video
+
+
 class LinVTAlign(L.LightningModule):
     def __init__(self, cfg: LinVTAlignRecipe) -> None:
         super().__init__()
@@ -131,27 +139,56 @@ class LinVTAlign(L.LightningModule):
                   max_length=max_tokens, return_tensors="pt")
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device).bool()
 
-    def video_tokens(self, frames: torch.Tensor, frame_mask: torch.Tensor, instruction: list[str]) -> torch.Tensor:
-        with torch.no_grad():
-            per_frame = self.host.encode_frames(self.host.normalize(frames[frame_mask]))
-            grid = per_frame.new_zeros(*frame_mask.shape, *per_frame.shape[1:])
-            grid[frame_mask] = per_frame
-            ids, mask = self._tokenize(instruction)
-            text = self.host.embed_text(ids)
-        return self.linvt(grid, frame_mask, text, mask).tokens
+    def visual_tokens(self, batch: dict[str, Any], instructions: list[str]) -> VisualTokens:
+        """Each sample's visual tokens for its prompt: a video's LinVT tokens, an image's tokens exactly as the host
+        encodes images (LinVT is for videos; the host's image ability is kept), nothing for a text-only sample.
 
-    def _prompts(self, video: torch.Tensor, questions: list[str], answers: list[str]):
-        """Chat-template prompts (video placeholders, then the question) with the answers appended, left-padded;
-        labels cover the answers only."""
+        Every step runs the same modules on every rank, whatever the mix of the local batch (ZeRO-3 gathers each
+        module's weights collectively and hangs if one rank skips a module): the frame encoder, the image encoder
+        and LinVT each see a blank stand-in when the batch has nothing for them, and LinVT's stand-in output joins
+        the loss times zero so its backward runs too.
+        """
+        frames, frame_mask, kinds = batch["frames"], batch["frame_mask"], batch["kinds"]
+        is_video = torch.tensor([k == "video" for k in kinds], device=frames.device)
+        is_image = torch.tensor([k == "image" for k in kinds], device=frames.device)
+        video_mask = frame_mask & is_video[:, None]
+        blank = frames.new_zeros(1, *frames.shape[2:])
+        with torch.no_grad():
+            video_frames = frames[video_mask] if bool(video_mask.any()) else blank
+            per_frame = self.host.encode_frames(self.host.normalize(video_frames))
+            images = frames[is_image, 0] if bool(is_image.any()) else blank
+            image_tokens = self.host.encode_images(self.host.normalize(images))
+            ids, mask = self._tokenize(instructions)
+            text = self.host.embed_text(ids)
+        if bool(is_video.any()):
+            grid = per_frame.new_zeros(*video_mask.shape, *per_frame.shape[1:])
+            grid[video_mask] = per_frame
+            rows = is_video.nonzero().squeeze(1)
+            out = self.linvt(grid[rows], frame_mask[rows], text[rows], mask[rows]).tokens
+            anchor = out.new_zeros(())
+        else:
+            out = self.linvt(per_frame[:1, None], frame_mask.new_ones(1, 1), text[:1], mask[:1]).tokens
+            anchor, out = out.sum() * 0.0, out[:0]
+        per_sample, videos, images_left = [], iter(out), iter(image_tokens)
+        empty = out.new_zeros(0, out.shape[-1])
+        for kind in kinds:
+            per_sample.append(next(videos) if kind == "video" else next(images_left) if kind == "image" else empty)
+        return VisualTokens(per_sample, out, is_video, anchor)
+
+    def _prompts(self, batch: dict[str, Any], visual: list[torch.Tensor], questions: list[str],
+                 answers: list[str]):
+        """Chat-template prompts (a sample's visual tokens, then its question) with the answers appended,
+        left-padded; labels cover the answers only. Also each sample's image sizes (for 2-D image positions)."""
         tok = self.host.tokenizer
-        marks = self.host.placeholder * video.shape[1]
         rows, labels = [], []
-        for question, answer in zip(questions, answers, strict=True):
-            prompt = tok.apply_chat_template([{"role": "user", "content": f"{marks}\n{question}"}], tokenize=False,
+        for tokens, question, answer in zip(visual, questions, answers, strict=True):
+            marks = self.host.visual_prompt(len(tokens))
+            content = f"{marks}\n{question}" if marks else question
+            prompt = tok.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                              add_generation_prompt=True)
             p = tok(prompt, add_special_tokens=False)["input_ids"]
             a = tok(answer + (tok.eos_token or ""), add_special_tokens=False, truncation=True,
-                    max_length=self.cfg.data.max_caption_tokens)["input_ids"]
+                    max_length=self.cfg.data.max_caption_tokens)["input_ids"] if answer is not None else []
             rows.append(p + a)
             labels.append([-100] * len(p) + a)
         length = max(map(len, rows))
@@ -159,34 +196,54 @@ class LinVTAlign(L.LightningModule):
         ids = torch.tensor([[pad] * (length - len(r)) + r for r in rows], device=self.device)
         mask = torch.tensor([[0] * (length - len(r)) + [1] * len(r) for r in rows], device=self.device)
         lab = torch.tensor([[-100] * (length - len(r)) + r for r in labels], device=self.device)
-        return ids, mask, lab
+        size = tuple(batch["frames"].shape[2:4])
+        image_sizes = [[size] if kind == "image" else [] for kind in batch["kinds"]]
+        return ids, mask, lab, image_sizes
+
+    def answer(self, batch: dict[str, Any], questions: list[str], answers: list[str]) -> tuple[VisualTokens, Any]:
+        """(visual tokens, the host LLM's output with the next-token loss on the answers)."""
+        visual = self.visual_tokens(batch, questions)
+        ids, mask, labels, image_sizes = self._prompts(batch, visual.per_sample, questions, answers)
+        # The anchor (zero) makes the LLM's input need a gradient on every rank, as LinVT tokens make it on a rank
+        # with videos: backward then visits the same modules everywhere (ZeRO-3 gathers frozen ones there too).
+        embeds = self.host.build_inputs_embeds(ids, visual.per_sample) + visual.anchor
+        return visual, self.host(embeds, mask, labels, self.host.position_ids(ids, mask, image_sizes))
 
     def _answer_loss(self, batch: dict[str, Any], questions: list[str], answers: list[str]):
-        """(video tokens, next-token loss on the answers)."""
-        video = self.video_tokens(batch["frames"], batch["frame_mask"], questions)
-        ids, mask, labels = self._prompts(video, questions, answers)
-        embeds = self.host.build_inputs_embeds(ids, video)
-        return video, self.host(embeds, mask, labels, self.host.position_ids(ids, mask)).loss
+        """(visual tokens, next-token loss on the answers)."""
+        visual, out = self.answer(batch, questions, answers)
+        return visual, out.loss
 
     def _losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(training loss, its parts to log)."""
         captions = batch["captions"]
-        video, caption = self._answer_loss(batch, [ALIGN_INSTRUCTION] * len(captions), captions)
-        contrastive = self._contrastive(video, captions)
+        visual, caption = self._answer_loss(batch, [ALIGN_INSTRUCTION] * len(captions), captions)
+        contrastive = self._contrastive(visual, captions)
         loss = caption + self.cfg.loss.contrastive_weight * contrastive
         return loss, {"caption_loss": caption, "contrastive_loss": contrastive}
 
-    def _contrastive(self, video: torch.Tensor, captions: list[str]) -> torch.Tensor:
+    def _contrastive(self, visual: VisualTokens, captions: list[str]) -> torch.Tensor:
+        """Symmetric InfoNCE between each video's pooled tokens and its caption, against every video and caption
+        of the global batch. Rows of every rank are padded to the local batch size (equal on all ranks) so the
+        gather never sees ragged shapes; images and text-only samples are masked out."""
         ids, mask = self._tokenize(captions, self.cfg.data.max_caption_tokens)
         with torch.no_grad():
             words = self.host.embed_text(ids)
         text = (words * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        v, t = F.normalize(video.mean(1), dim=-1), F.normalize(text.to(video.dtype), dim=-1)
+        v = visual.videos.new_zeros(len(captions), visual.videos.shape[-1])
+        v = v.index_put((visual.is_video.nonzero().squeeze(1),), visual.videos.mean(1))
+        v, t = F.normalize(v, dim=-1), F.normalize(text.to(v.dtype), dim=-1)
         all_v, all_t = self._gather(v), self._gather(t)
+        ok = self._gather(visual.is_video.to(v.dtype)) > 0.5
         offset = self.global_rank * v.shape[0] if self.trainer.world_size > 1 else 0
-        targets = torch.arange(v.shape[0], device=v.device) + offset
+        rows = visual.is_video.nonzero().squeeze(1)
         scale = self.log_scale.exp().clamp(max=100)
-        return 0.5 * (F.cross_entropy(scale * v @ all_t.T, targets) + F.cross_entropy(scale * t @ all_v.T, targets))
+        if rows.numel() == 0:  # no video here: still a (zero) loss through the gathers, whose backward is collective
+            return (all_v.sum() + scale.sum()) * 0.0
+        blocked = ~ok[None]
+        v_to_t = (scale * v[rows] @ all_t.T).masked_fill(blocked, float("-inf"))
+        t_to_v = (scale * t[rows] @ all_v.T).masked_fill(blocked, float("-inf"))
+        return 0.5 * (F.cross_entropy(v_to_t, rows + offset) + F.cross_entropy(t_to_v, rows + offset))
 
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
         if self.trainer.world_size == 1:
@@ -232,30 +289,53 @@ class LinVTInstructRecipe(LinVTAlignRecipe):
     init: InitSection = field(default_factory=InitSection)
 
 
-VIDEO_MARK = "<video>"
+MEDIA_MARKS = ("<video>", "<image>")  # where LLaVA-format questions put the visual input
 
 
-def first_exchange(sample: dict[str, Any]) -> tuple[str, str]:
-    """(question without the video mark, answer) of a sample's first human/gpt turn pair (LLaVA format)."""
+def first_exchange(sample: dict[str, Any]) -> tuple[str, str | None]:
+    """(question without its media mark, answer or None) of a sample's first human/gpt turn pair (LLaVA format).
+    A sample with a video or image must mark it in the question; a text-only sample must not."""
     turns = sample["annotation"].get("conversations") or []
     human = next((t["value"] for t in turns if t.get("from") == "human"), None)
     answer = next((t["value"] for t in turns if t.get("from") == "gpt"), None)
-    if human is None or answer is None:
-        raise LvuError(f"sample {sample['__key__']}: no human/gpt conversation in its json")
-    if VIDEO_MARK not in human:
-        raise LvuError(f"sample {sample['__key__']}: the question has no '{VIDEO_MARK}' placeholder: "
+    if human is None:
+        raise LvuError(f"sample {sample['__key__']}: no human turn in its conversations")
+    marked = any(mark in human for mark in MEDIA_MARKS)
+    if not sample.get("is_text") and not marked:
+        raise LvuError(f"sample {sample['__key__']}: the question has no '<video>' or '<image>' placeholder: "
                        f"{human[:60]!r}")
-    return human.replace(VIDEO_MARK, "").strip(), answer
+    if sample.get("is_text") and marked:
+        raise LvuError(f"sample {sample['__key__']}: the question marks a video or image but the sample has none")
+    for mark in MEDIA_MARKS:
+        human = human.replace(mark, "")
+    return human.strip(), answer
 
 
 def collate_conversations(samples: list[dict[str, Any]]) -> dict[str, Any]:
     batch = _frames_only(samples)
     pairs = [first_exchange(s) for s in samples]
+    missing = [s["__key__"] for s, (_, a) in zip(samples, pairs, strict=True) if a is None]
+    if missing:
+        raise LvuError(f"sample(s) {missing[:3]}: no gpt answer in the conversations (training needs one)")
     batch["questions"], batch["answers"] = [q for q, _ in pairs], [a for _, a in pairs]
     return batch
 
 
+def collate_questions(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Prediction: questions only (answers, when present, are kept as references)."""
+    batch = _frames_only(samples)
+    pairs = [first_exchange(s) for s in samples]
+    batch["questions"], batch["references"] = [q for q, _ in pairs], [a for _, a in pairs]
+    return batch
+
+
+def _kind(sample: dict[str, Any]) -> str:
+    return "text" if sample.get("is_text") else "image" if sample.get("is_image") else "video"
+
+
 def _frames_only(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Frames padded to the batch's longest video (``frames [B, T, H, W, 3]`` uint8, ``frame_mask [B, T]``; an
+    image is one frame, a text-only sample none) and each sample's ``kinds`` entry: video, image or text."""
     longest = max(len(s["frames"]) for s in samples)
     first = samples[0]["frames"]
     frames = torch.zeros((len(samples), longest, *first.shape[1:]), dtype=first.dtype)
@@ -264,6 +344,7 @@ def _frames_only(samples: list[dict[str, Any]]) -> dict[str, Any]:
         frames[i, :len(s["frames"])] = s["frames"]
         mask[i, :len(s["frames"])] = True
     return {"frames": frames, "frame_mask": mask, "keys": [s["__key__"] for s in samples],
+            "kinds": [_kind(s) for s in samples],
             "pad": torch.tensor([bool(s.get("__pad__", False)) for s in samples])}
 
 
@@ -303,23 +384,27 @@ class LinVTInstruct(LinVTAlign):
         return self._answer_loss(batch, batch["questions"], batch["answers"])[1], {}
 
 
-def _video_data(cfg: LinVTAlignRecipe, collate: Any) -> ShardDataModule:
-    size = (cfg.data.frame_size, cfg.data.frame_size)
+def video_decoder(cfg: LinVTAlignRecipe, split: str, allow_text: bool) -> VideoDecoder:
+    """Videos (sampled as the recipe says), images (one frame) and, for instruction data, text-only samples."""
+    sampler = cfg.data.sampler if split == "train" else SamplerConfig(num_frames=cfg.data.eval_frames,
+                                                                        allow_repeats=True)
+    return VideoDecoder(sampler, size=(cfg.data.frame_size, cfg.data.frame_size), allow_images=True,
+                        allow_text=allow_text)
 
+
+def _video_data(cfg: LinVTAlignRecipe, collate: Any, allow_text: bool) -> ShardDataModule:
     def decode(split: str) -> VideoDecoder:
-        sampler = cfg.data.sampler if split == "train" else SamplerConfig(num_frames=cfg.data.eval_frames,
-                                                                            allow_repeats=True)
-        return VideoDecoder(sampler, size=size, allow_images=False)
+        return video_decoder(cfg, split, allow_text)
 
     return ShardDataModule(cfg.data, cfg.seed, decode=decode, collate=lambda split: collate)
 
 
 def _align_data(cfg: LinVTAlignRecipe) -> ShardDataModule:
-    return _video_data(cfg, collate_videos)
+    return _video_data(cfg, collate_videos, allow_text=False)
 
 
 def _instruct_data(cfg: LinVTInstructRecipe) -> ShardDataModule:
-    return _video_data(cfg, collate_conversations)
+    return _video_data(cfg, collate_conversations, allow_text=True)
 
 
 register_task(TaskSpec("linvt.align", LinVTAlignRecipe, LinVTAlign, _align_data,

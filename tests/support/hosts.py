@@ -100,3 +100,15 @@ def save_parts(out: Path, seed: int = 0) -> tuple[Path, Path]:
     tok = make_tokenizer("composed", llm)
     tf.Qwen2ForCausalLM(tf.Qwen2Config(**_text(tok))).save_pretrained(llm)
     return vision, llm
+
+
+def native_image_logits(host, ids, mask, pixels):
+    """The family model's own forward on ``ids`` with one normalised image per sample ``pixels [B, 3, H, W]``."""
+    if host.family == "qwen_vl":
+        flat, grid = host.patchify(pixels)
+        return host.model(input_ids=ids, attention_mask=mask, pixel_values=flat, image_grid_thw=grid,
+                          mm_token_type_ids=(ids == host.placeholder_id).int()).logits
+    if host.family == "llava_onevision":  # AnyRes: the base view and one tile of the same pixels
+        return host.model(input_ids=ids, attention_mask=mask, pixel_values=pixels[:, None].repeat(1, 2, 1, 1, 1),
+                          image_sizes=torch.tensor([list(pixels.shape[2:])] * len(pixels))).logits
+    return host.model(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits

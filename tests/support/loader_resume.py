@@ -7,6 +7,7 @@ Lightning's DDP launcher re-runs this file for the other ranks, so it must stay 
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import sys
 from pathlib import Path
@@ -53,6 +54,9 @@ class Shards(L.LightningDataModule):
 
 
 def main() -> None:
+    # A hang (seen once in CI, never reproduced) must leave every thread's stack in stderr rather than only a
+    # timeout; the test's own limit is 300 s.
+    faulthandler.dump_traceback_later(240, exit=True)
     shards, out, max_steps, devices = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     ckpt = sys.argv[5] if len(sys.argv) > 5 else None
     out.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,9 @@ class Host(nn.Module):
     placeholder: str  # the token that marks where visual tokens go in a prompt
     image_norm: tuple[tuple[float, ...], tuple[float, ...]] = SIGLIP_NORM  # (mean, std) of RGB in [0, 1]
     placeholder_config = "image_token_id"  # the model config field holding the placeholder's id
+    # Tokens the family's chat format puts around an image's placeholders (Qwen: vision start/end; InternVL: <img>).
+    visual_open: str = ""
+    visual_close: str = ""
 
     def __init__(self, model: nn.Module | None = None, tokenizer: Any = None) -> None:
         """Wrap a loaded family model and its tokenizer (hosts built from parts pass neither)."""
@@ -66,9 +69,22 @@ class Host(nn.Module):
         """Vision encoder and projector (frozen by video methods)."""
         raise NotImplementedError
 
-    def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
-        """Position ids the LLM needs for ``input_ids`` (None: its default 1-D positions)."""
+    def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """``images [N, 3, H, W]`` -> each image's visual tokens ``[K_i, D]``, exactly as the family's own image path
+        computes them (so a video method that passes images through keeps the host's image behaviour). Families
+        whose image path is the per-frame path use this default."""
+        return list(self.encode_frames(images))
+
+    def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     image_sizes: list[list[tuple[int, int]]] | None = None) -> torch.Tensor | None:
+        """Position ids the LLM needs for ``input_ids`` (None: its default 1-D positions). ``image_sizes[b]`` lists
+        the pixel sizes of the images whose :meth:`encode_images` tokens sample ``b`` holds, in prompt order (empty
+        when its placeholders hold other tokens); families with 2-D image positions need it."""
         return None
+
+    def visual_prompt(self, count: int) -> str:
+        """The prompt text for ``count`` visual tokens: placeholders inside the family's image delimiters."""
+        return f"{self.visual_open}{self.placeholder * count}{self.visual_close}" if count else ""
 
     # -- shared ----------------------------------------------------------------------------------------------------
 

@@ -52,6 +52,27 @@ class LlavaOnevisionHost(Host):
     def vision_modules(self) -> list[nn.Module]:
         return [self.model.model.vision_tower, self.model.model.multi_modal_projector]
 
+    def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The AnyRes image path for square images at the tower's input size S: the processor makes a base view and
+        one S x S tile of the same pixels (the best grid pinpoint for such an image is [S, S]); the model packs the
+        tile's tokens with an image-newline token per row after the base view's tokens."""
+        from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
+
+        config = self.model.config
+        size = config.vision_config.image_size
+        n, _, h, w = images.shape
+        views = image_size_to_num_patches((h, w), config.image_grid_pinpoints, size)
+        if (h, w) != (size, size) or views != 2:
+            raise LvuError(f"{self.family} host: images must be {size}x{size} px (the vision tower's input size) "
+                           f"with [{size}, {size}] among image_grid_pinpoints; got {h}x{w}")
+        pixels = images[:, None].expand(-1, 2, -1, -1, -1)
+        sizes = torch.tensor([[h, w]] * n, device=images.device)
+        out = self.model.model.get_image_features(
+            pixels, sizes, vision_feature_layer=config.vision_feature_layer,
+            vision_feature_select_strategy=config.vision_feature_select_strategy,
+            vision_aspect_ratio=config.vision_aspect_ratio)
+        return list(out.pooler_output)
+
     def freeze_vision(self) -> None:
         super().freeze_vision()
         self.model.model.image_newline.requires_grad_(False)
@@ -66,6 +87,7 @@ class QwenVLHost(Host):
 
     family = "qwen_vl"
     image_norm = CLIP_NORM
+    visual_open, visual_close = "<|vision_start|>", "<|vision_end|>"
 
     def patchify(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[N, 3, H, W]`` -> (pixel rows ``[N * gh * gw, 3 * t * p * p]``, ``image_grid_thw [N, 3]``)."""
@@ -86,18 +108,22 @@ class QwenVLHost(Host):
         return torch.stack(list(self.model.model.get_image_features(pixels, grid).pooler_output))
 
     def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                     image_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
-        """M-RoPE positions ``[3, B, L]``. With ``image_grid_thw`` the placeholders are frame grids (each wrapped in
-        vision start/end tokens, as Qwen's template does); without, every token (video-method tokens included) is
-        placed like text, one position after another."""
-        if image_grid_thw is not None:
-            mm = (input_ids == self.placeholder_id).int()
-            positions, _ = self.model.model.get_rope_index(input_ids, mm_token_type_ids=mm,
-                                                          image_grid_thw=image_grid_thw,
-                                                          attention_mask=attention_mask)
-            return positions
-        linear = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        return linear[None].expand(3, -1, -1)
+                     image_sizes: list[list[tuple[int, int]]] | None = None) -> torch.Tensor:
+        """M-RoPE positions ``[3, B, L]``. A sample with image sizes holds those images' patch grids (each inside
+        vision start/end tokens, as Qwen's template writes it) and gets Qwen's 2-D image positions; every other
+        token (video-method tokens included) is placed like text, one position after another."""
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[None].repeat(3, 1, 1)
+        vc = self.model.config.vision_config
+        for b, sizes in enumerate(image_sizes or []):
+            if not sizes:
+                continue
+            grid = torch.tensor([[1, h // vc.patch_size, w // vc.patch_size] for h, w in sizes],
+                                device=input_ids.device)
+            ids, mask = input_ids[b:b + 1], attention_mask[b:b + 1]
+            mm = (ids == self.placeholder_id).int()
+            positions[:, b:b + 1] = self.model.model.get_rope_index(ids, mm_token_type_ids=mm, image_grid_thw=grid,
+                                                                    attention_mask=mask)[0]
+        return positions
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None) -> Any:
@@ -123,6 +149,7 @@ class InternVLHost(Host):
 
     family = "internvl"
     image_norm = IMAGENET_NORM
+    visual_open, visual_close = "<img>", "</img>"
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         out = self.model.model.get_image_features(pixel_values=frames)
