@@ -10,12 +10,14 @@ Exit codes: 0 success, 1 a user error (one line on stderr; ``--debug`` adds the 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from lvu.errors import LvuError, Preempted
 
@@ -53,9 +55,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lvu.config import load_recipe
     from lvu.train.run import run
 
+    if getattr(args, "video", None) or getattr(args, "question", None):
+        return _predict_one(args)
     recipe = load_recipe(args.recipe, args.overrides)
     result = run(recipe, args.stage, ckpt=args.ckpt, predictions=getattr(args, "out", None))
     _print_result(result)
+    return 0
+
+
+def _predict_one(args: argparse.Namespace) -> int:
+    """``lvu predict RECIPE --video V --question Q``: a one-sample shard, the usual predict run, the answer on
+    stdout."""
+    import tempfile
+
+    from lvu.config import load_recipe
+    from lvu.data.pack import query_shard
+    from lvu.train.run import run
+
+    if not (args.video and args.question):
+        raise LvuError("--video and --question go together")
+    if any(o.startswith("data.predict=") for o in args.overrides):
+        raise LvuError("--video replaces data.predict; give one or the other")
+    with tempfile.TemporaryDirectory(prefix="lvu-query-") as tmp:
+        shard = query_shard(Path(args.video), args.question, Path(tmp) / "query")
+        recipe = load_recipe(args.recipe, [*args.overrides, f"data.predict={shard}"])
+        result = run(recipe, "predict", ckpt=args.ckpt, predictions=args.out)
+    records = [json.loads(line) for line in result.predictions.read_text().splitlines() if line.strip()]
+    for record in records:
+        print(record.get("answer", record))
     return 0
 
 
@@ -134,7 +161,7 @@ def command_groups() -> dict[str, tuple[str, CommandGroup]]:
 
     return {
         "data": ("data tools: synth, pack, inspect, concat, embed, index", add_data_commands),
-        "ckpt": ("checkpoint tools: inspect, convert, universal", add_ckpt_commands),
+        "ckpt": ("checkpoint tools: inspect, convert, universal, export", add_ckpt_commands),
         "slurm": ("Slurm jobs: submit", add_slurm_commands),
     }
 
@@ -157,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--ckpt", help="checkpoint file, DeepSpeed checkpoint folder, or run directory")
         if stage == "predict":
             sub.add_argument("--out", help="JSON-lines output (default: <run_dir>/predictions.jsonl)")
+            sub.add_argument("--video", help="answer a question about this one video (or image) file instead of "
+                                             "the data.predict shards; the answer is printed")
+            sub.add_argument("--question", help="the question to ask about --video")
         sub.set_defaults(func=cmd_run, stage=stage)
 
     sub = add_command(subparsers, "config", "print the resolved recipe as YAML",

@@ -187,3 +187,67 @@ def test_ranks_with_different_sample_kinds_stay_in_step_under_zero3(synth_shards
         args[1] = f"linvt/{stage}"
         _ok(launch(args + (["init.align=null"] if stage == "instruct" else []), timeout=240))
         assert len(_losses(tmp_path / stage / "run")) == 2
+    # The ZeRO-3 folder exports whole LoRA matrices (gathered from both ranks' partitions), not shards.
+    from safetensors.torch import load_file
+
+    assert main(["ckpt", "export", str(tmp_path / "instruct" / "run" / "checkpoints" / "last.ckpt"),
+                 str(tmp_path / "export")]) == 0
+    adapter = load_file(str(tmp_path / "export" / "adapter" / "adapter_model.safetensors"))
+    q_a = next(v for k, v in adapter.items() if k.endswith("q_proj.lora_A.weight"))
+    assert q_a.shape == (16, 64) and q_a.abs().sum() > 0
+
+
+def test_predict_answers_export_loads_back_and_a_later_run_starts_from_it(host_path, two_videos, tmp_path, capsys):
+    import json
+
+    from peft import PeftModel
+
+    from lvu.data.shards import ShardReader, resolve_shards
+    from lvu.models.linvt import LinVT
+    from lvu.models.vlm import load_host
+
+    fixed = ["data.sampler.name=uniform", "data.sampler.num_frames=3", "data.eval_frames=3", "init.align=null"]
+    run = tmp_path / "instruct"
+    args = _args(host_path, two_videos, run, "trainer.max_steps=3", *fixed)
+    args[1] = "linvt/instruct"
+    assert main(args) == 0
+    ckpt = run / "checkpoints" / "last.ckpt"
+    settings = [a for a in args[2:] if not a.startswith(("run_dir=", "trainer.max_steps"))]
+    predict = ["predict", "linvt/instruct", *settings, "generation.max_new_tokens=4", f"data.predict={two_videos}"]
+
+    # A shard set -> JSON lines with an answer per video.
+    assert main([*predict, "--ckpt", str(ckpt), f"run_dir={tmp_path / 'p1'}", "--out", str(tmp_path / "a.jsonl")]) == 0
+    records = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(isinstance(r["answer"], str) and r["question"] and r["reference"]
+                                     for r in records)
+
+    # One video and a question from the command line -> the answer on stdout.
+    reader = ShardReader(resolve_shards(str(two_videos)))
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(reader.read(0, 0)["mp4"])
+    reader.close()
+    capsys.readouterr()
+    one = [a for a in predict if not a.startswith("data.predict=")]
+    assert main([*one, "--ckpt", str(ckpt), f"run_dir={tmp_path / 'p2'}", "--video", str(video),
+                 "--question", "what happens?"]) == 0
+    answer = json.loads((tmp_path / "p2" / "predictions.jsonl").read_text())["answer"]
+    assert capsys.readouterr().out == answer + "\n"  # (a random tiny host may well answer with nothing)
+
+    # Export, then load each part with from_pretrained.
+    out = tmp_path / "export"
+    assert main(["ckpt", "export", str(ckpt), str(out)]) == 0
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    linvt = LinVT.from_pretrained(out / "linvt")
+    for name, value in linvt.state_dict().items():
+        assert torch.equal(value, state[f"linvt.{name}"])
+    fresh = load_host(json.loads((out / "export.json").read_text())["host_path"])
+    adapted = PeftModel.from_pretrained(fresh.language_model, out / "adapter")
+    trained = {k.split("language_model.", 1)[1]: v for k, v in state.items() if "lora_" in k}
+    loaded = {k.removeprefix("base_model.model."): p for k, p in adapted.named_parameters() if "lora_" in k}
+    assert trained.keys() == loaded.keys() and all(torch.equal(trained[k], loaded[k]) for k in trained)
+    assert (out / "host" / "config.json").is_file() and not list((out / "host").glob("*.safetensors"))
+
+    # A later run starts from the export and answers exactly as the checkpoint did.
+    assert main([*predict, f"init.export={out}", f"run_dir={tmp_path / 'p3'}", "--out", str(tmp_path / "b.jsonl")]) == 0
+    again = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert [r["answer"] for r in again] == [r["answer"] for r in records]

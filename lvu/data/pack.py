@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lvu.data.decoders import IMAGE_EXTS, VIDEO_EXTS, decode_image
-from lvu.data.shards import BadSample
+from lvu.data.shards import BadSample, write_shard
 from lvu.data.video import VideoError, VideoFile
 from lvu.data.writing import Skipped, WriteReport, write_dataset
 from lvu.errors import LvuError
@@ -336,3 +336,18 @@ def pack(fmt: str, videos: Path, annotations: Path, out: Path, *, maxcount: int 
     if plan.label_maps:
         (out / "label_maps.json").write_text(json.dumps(plan.label_maps, indent=1) + "\n")
     return report
+
+
+def query_shard(media: Path, question: str, out: Path) -> Path:
+    """A one-sample shard in ``out`` asking ``question`` about one video or image file (``lvu predict --video``)."""
+    ext = media.suffix.lower().lstrip(".")
+    if ext not in (*VIDEO_EXTS, *IMAGE_EXTS):
+        raise LvuError(f"{media}: not a video or image file lvu reads ({', '.join((*VIDEO_EXTS, *IMAGE_EXTS))})")
+    if not media.is_file():
+        raise LvuError(f"{media} not found")
+    mark = "<image>" if ext in IMAGE_EXTS else "<video>"
+    sample = {ext: media.read_bytes(),
+              "json": {"conversations": [{"from": "human", "value": f"{mark}\n{question}"}], "source": str(media)}}
+    write_shard(out / "shard-000000.tar", [("query", sample)])
+    return out
+

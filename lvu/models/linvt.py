@@ -17,9 +17,11 @@ samples or frames, and attention goes through ``scaled_dot_product_attention``.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -322,6 +324,30 @@ class LinVT(nn.Module):
             outs.append(o)
             out_rows.append(r)
         return self._output(torch.cat(outs, 1), scores, torch.cat(out_rows, 1) if return_weights else None)
+
+    # Saved as config.json + model.safetensors, like a transformers model, so exports load in a user's script.
+    # (Not huggingface_hub's ModelHubMixin: its config handling would need LinVTConfig as plain kwargs and adds
+    # hub download code paths we never want at run time.)
+    def save_pretrained(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {**asdict(self.cfg), "variant": self.cfg.variant.value, "architecture": "LinVT"}
+        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
+                  str(folder / "model.safetensors"))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> LinVT:
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        config = json.loads((folder / "config.json").read_text())
+        config.pop("architecture", None)
+        model = cls(LinVTConfig(**{**config, "variant": Variant(config["variant"])}))
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        return model
 
     @staticmethod
     def _output(out: torch.Tensor, scores: torch.Tensor | None, rows: torch.Tensor | None) -> LinVTOutput:

@@ -70,11 +70,19 @@ class LossConfig:
 
 
 @dataclass
+class GenerationSection:
+    """Decoding for ``lvu predict`` (greedy)."""
+
+    max_new_tokens: int = 64
+
+
+@dataclass
 class LinVTAlignRecipe(RecipeConfig):
     data: LinVTDataConfig = field(default_factory=LinVTDataConfig)
     host: HostSection = field(default_factory=HostSection)
     model: LinVTModelConfig = field(default_factory=LinVTModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    generation: GenerationSection = field(default_factory=GenerationSection)
 
 
 def collate_videos(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -99,6 +107,9 @@ class VisualTokens:
 
 
 class LinVTAlign(L.LightningModule):
+    lora_config = None  # stage 2 sets peft's LoraConfig
+    weights_source: str | None = None  # where trained weights came from at build time (an export), if anywhere
+
     def __init__(self, cfg: LinVTAlignRecipe) -> None:
         super().__init__()
         self.cfg = cfg
@@ -263,6 +274,19 @@ class LinVTAlign(L.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in {"loss": loss, **parts}.items()}, sync_dist=True,
                       batch_size=len(batch["keys"]))
 
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """Greedy answers to each sample's question (padding copies of the last batch are left out)."""
+        questions = batch["questions"]
+        visual = self.visual_tokens(batch, questions)
+        ids, mask, _, image_sizes = self._prompts(batch, visual.per_sample, questions, [None] * len(questions))
+        embeds = self.host.build_inputs_embeds(ids, visual.per_sample)
+        new = self.host.generate(embeds, mask, max_new_tokens=self.cfg.generation.max_new_tokens,
+                                 position_ids=self.host.position_ids(ids, mask, image_sizes))
+        answers = self.host.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return [{"key": key, "question": q, "answer": a.strip(), "reference": ref}
+                for key, q, a, ref, pad in zip(batch["keys"], questions, answers, batch["references"], batch["pad"],
+                                               strict=True) if not pad]
+
     def configure_optimizers(self):
         return configure_optimizers(self, self.cfg.optim)
 
@@ -281,6 +305,7 @@ class LoraSection:
 @dataclass
 class InitSection:
     align: str | None = None  # the linvt.align checkpoint LinVT starts from (None: random, for tests only)
+    export: str | None = None  # an `lvu ckpt export` folder: LinVT and the LoRA adapter start from it
 
 
 @dataclass
@@ -322,9 +347,11 @@ def collate_conversations(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def collate_questions(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Prediction: questions only (answers, when present, are kept as references)."""
+    """Prediction: each sample's question (a caption-only sample is asked to describe the video) with its answer
+    or caption, when present, as the reference."""
     batch = _frames_only(samples)
-    pairs = [first_exchange(s) for s in samples]
+    pairs = [first_exchange(s) if s["annotation"].get("conversations") else
+             (ALIGN_INSTRUCTION, s["annotation"].get("caption")) for s in samples]
     batch["questions"], batch["references"] = [q for q, _ in pairs], [a for _, a in pairs]
     return batch
 
@@ -364,8 +391,16 @@ class LinVTInstruct(LinVTAlign):
         except ValueError as exc:
             raise LvuError(f"lora.targets {list(cfg.lora.targets)} match no module of the host LLM "
                            f"({str(exc).splitlines()[0]})") from None
+        self.lora_config = lora
+        if cfg.init.align and cfg.init.export:
+            raise LvuError("set init.align or init.export, not both")
         if cfg.init.align:
             self._load_align(cfg.init.align)
+        if cfg.init.export:
+            from lvu.tasks.linvt_export import load_export
+
+            load_export(self, Path(cfg.init.export))
+            self.weights_source = cfg.init.export
 
     def _load_align(self, path: str) -> None:
         from lvu.train.ckpt_cli import consolidated_state_dict
@@ -396,7 +431,8 @@ def _video_data(cfg: LinVTAlignRecipe, collate: Any, allow_text: bool) -> ShardD
     def decode(split: str) -> VideoDecoder:
         return video_decoder(cfg, split, allow_text)
 
-    return ShardDataModule(cfg.data, cfg.seed, decode=decode, collate=lambda split: collate)
+    return ShardDataModule(cfg.data, cfg.seed, decode=decode,
+                           collate=lambda split: collate_questions if split == "predict" else collate)
 
 
 def _align_data(cfg: LinVTAlignRecipe) -> ShardDataModule:
@@ -407,9 +443,16 @@ def _instruct_data(cfg: LinVTInstructRecipe) -> ShardDataModule:
     return _video_data(cfg, collate_conversations, allow_text=True)
 
 
+def _export(cfg: Any, state: dict[str, Any], client: dict[str, Any], out: Path) -> dict[str, Any]:
+    from lvu.tasks.linvt_export import export_linvt
+
+    return export_linvt(cfg, state, client, out)
+
+
 register_task(TaskSpec("linvt.align", LinVTAlignRecipe, LinVTAlign, _align_data,
-                       "LinVT stage 1: align a new LinVT to a frozen image-LLM host on video captions"))
+                       "LinVT stage 1: align a new LinVT to a frozen image-LLM host on video captions",
+                       export=_export))
 register_task(TaskSpec("linvt.instruct", LinVTInstructRecipe, LinVTInstruct, _instruct_data,
-                       "LinVT stage 2: instruction tuning with LoRA on the host LLM (answers only)"))
+                       "LinVT stage 2: instruction tuning with LoRA on the host LLM (answers only)", export=_export))
 
 __all__ = ["LinVTAlign", "LinVTAlignRecipe", "LinVTInstruct", "LinVTInstructRecipe", "collate_videos"]

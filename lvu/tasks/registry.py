@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lvu.errors import ConfigError, did_you_mean
@@ -39,6 +40,8 @@ class TaskSpec:
         expand: optional; recipe -> ``[(name, overrides), ...]`` when one recipe stands for several runs (e.g. a
             probe per label task). Each runs in ``<run_dir>/<name>/`` with its overrides applied.
         summarize: optional; ``{name: metrics}`` of those runs -> a table printed at the end.
+        export: optional; ``(typed recipe, consolidated state dict, checkpoint entries, out folder) -> summary``
+            writes a checkpoint in a form that loads outside lvu (``lvu ckpt export``).
     """
 
     name: str
@@ -48,6 +51,7 @@ class TaskSpec:
     description: str = ""
     expand: Callable[[Any], list[tuple[str, list[str]]] | None] | None = None
     summarize: Callable[[Any, dict[str, dict[str, float]]], str] | None = None
+    export: Callable[[Any, dict[str, Any], dict[str, Any], Path], dict[str, Any]] | None = None
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:

@@ -1,4 +1,4 @@
-"""``lvu ckpt ...``: look inside checkpoints without building a model."""
+"""``lvu ckpt ...``: look inside, convert and export checkpoints (only export builds a model)."""
 
 from __future__ import annotations
 
@@ -163,6 +163,33 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_checkpoint(path: Path, out: Path) -> dict[str, Any]:
+    """Hand a checkpoint to its task's exporter, with the recipe it was trained with rebuilt from the record."""
+    from omegaconf import OmegaConf
+
+    from lvu.config import validate
+    from lvu.tasks.registry import get_task
+
+    state, client = consolidated_state_dict(path)
+    info = client.get(CHECKPOINT_KEY) or {}
+    if not info.get("task") or not info.get("config"):
+        raise LvuError(f"{path} has no lvu record (task and recipe); only checkpoints written by `lvu fit` export")
+    spec = get_task(info["task"])
+    if spec.export is None:
+        raise LvuError(f"task '{info['task']}' has no export format; `lvu ckpt convert` writes its weights")
+    cfg = OmegaConf.to_object(validate(OmegaConf.create(info["config"]), spec.config_class))
+    return spec.export(cfg, state, client, out)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise LvuError(f"{out} exists and is not empty; pass --force to write into it")
+    summary = export_checkpoint(Path(args.checkpoint), out)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def add_ckpt_commands(subparsers: argparse._SubParsersAction) -> None:
     from lvu.cli import add_command
 
@@ -180,6 +207,14 @@ def add_ckpt_commands(subparsers: argparse._SubParsersAction) -> None:
     sub.add_argument("--out", required=True, help="file to write (torch.save: state_dict, global_step, epoch, lvu)")
     sub.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     sub.set_defaults(func=cmd_convert)
+
+    sub = add_command(subparsers, "export",
+                      "a checkpoint to files that load with from_pretrained (LinVT: LinVT, peft adapter, host config)",
+                      "lvu ckpt export runs/linvt/instruct/version_0/checkpoints/last.ckpt exported/")
+    sub.add_argument("checkpoint", help="Lightning checkpoint file or DeepSpeed checkpoint folder")
+    sub.add_argument("out", help="folder to write")
+    sub.add_argument("--force", action="store_true", help="write into --out even if it is not empty")
+    sub.set_defaults(func=cmd_export)
 
     sub = add_command(subparsers, "universal",
                       "a DeepSpeed ZeRO folder to a universal checkpoint that resumes on any number of ranks",

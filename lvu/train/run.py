@@ -187,8 +187,6 @@ def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions
                 rank_zero_info(f"Removed {debris.name}, left by an interrupted save")
     if ckpt_path is not None:
         rank_zero_info(f"{'Resuming' if stage == 'fit' else 'Loading weights'} from {ckpt_path}")
-    elif stage != "fit":
-        rank_zero_warn(f"{stage} without --ckpt: evaluating the model as the recipe builds it, without trained weights")
     rank_zero_info(f"Run directory: {run_dir}")
 
     predictions_path = Path(predictions) if predictions else run_dir / "predictions.jsonl"
@@ -197,6 +195,13 @@ def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions
         write_config(recipe, run_dir)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         module = recipe.task.build_module(cfg)
+        if stage != "fit" and ckpt_path is None:
+            source = getattr(module, "weights_source", None)
+            if source:
+                rank_zero_info(f"Weights from {source}")
+            else:
+                rank_zero_warn(f"{stage} without --ckpt: evaluating the model as the recipe builds it, without "
+                               f"trained weights")
         if ckpt_path is not None:
             check_compatible(ckpt_path, recipe.task.name, recipe.to_container(), module)
         datamodule = recipe.task.build_datamodule(cfg)
