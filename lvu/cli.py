@@ -116,9 +116,14 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if args.method == "linvt":
+        from lvu.quickstart_linvt import run_linvt_quickstart
+
+        run_linvt_quickstart(Path(args.out or "runs/quickstart-linvt"))
+        return 0
     from lvu.quickstart import run_quickstart
 
-    run_quickstart(Path(args.out))
+    run_quickstart(Path(args.out or "runs/quickstart"))
     return 0
 
 
@@ -195,10 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(func=cmd_config)
 
     sub = add_command(subparsers, "quickstart",
-                      "synthesise videos, embed clips, pre-train a tiny LV-MAE, probe it and a baseline (CPU)",
-                      "lvu quickstart --out runs/quickstart")
-    sub.add_argument("--out", default="runs/quickstart",
-                     help="folder for everything it makes (default runs/quickstart)")
+                      "a whole method on synthetic videos on a CPU: lvmae (embed clips, pre-train, probe) or linvt "
+                      "(both stages with a tiny host, answers, export)",
+                      "lvu quickstart --out runs/quickstart\n  lvu quickstart linvt")
+    sub.add_argument("method", nargs="?", default="lvmae", choices=["lvmae", "linvt"],
+                     help="which pipeline (default lvmae)")
+    sub.add_argument("--out", help="folder for everything it makes (default runs/quickstart, runs/quickstart-linvt)")
     sub.set_defaults(func=cmd_quickstart)
 
     sub = add_command(subparsers, "recipes", "list the built-in recipes", "lvu recipes")
@@ -242,6 +249,8 @@ def _quiet_library_noise() -> None:
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     # Evaluating a checkpoint needs its weights, not the ModelCheckpoint that wrote it.
     warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create")
+    # Our loaders hand out whole batches; Lightning's prediction loop looks for a sampler's indices and says so.
+    warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices fetched from your dataloader")
     # Lightning advertises its cloud logger at every Trainer construction.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdverts())
 

@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -74,8 +74,18 @@ def make_tiny_encoder(path: Path, width: int, image_size: int, seed: int) -> Pat
     return path
 
 
+def step_printer(console: Console, steps: int) -> Callable[[int, str], None]:
+    """``step(n, text)`` prints "[n/steps] text (elapsed s)": the quickstarts' progress lines."""
+    start = time.perf_counter()
+
+    def step(n: int, text: str) -> None:
+        console.print(f"[bold cyan][{n}/{steps}][/] {text}  [dim]({time.perf_counter() - start:.0f} s)[/]")
+
+    return step
+
+
 @contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
+def quiet_lightning() -> Iterator[None]:
     """Lightning's per-run banners (devices, restored checkpoints) would bury the quickstart's own progress lines."""
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lvu.data")]
     levels = [log.level for log in loggers]
@@ -106,10 +116,7 @@ def run_quickstart(out: Path, cfg: QuickstartConfig | None = None, *, console: C
     console = console or Console(stderr=True)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    steps = 6
-
-    def step(n: int, text: str) -> None:
-        console.print(f"[bold cyan][{n}/{steps}][/] {text}  [dim]({time.perf_counter() - start:.0f} s)[/]")
+    step = step_printer(console, 6)
 
     video_cfg = SynthConfig(min_seconds=cfg.min_seconds, max_seconds=cfg.max_seconds, fps=cfg.fps,
                             width=cfg.width, height=cfg.height)
@@ -134,7 +141,7 @@ def run_quickstart(out: Path, cfg: QuickstartConfig | None = None, *, console: C
         f"seed={cfg.seed}", f"trainer.max_epochs={cfg.pretrain_epochs}", f"model.input_dim={cfg.encoder_width}",
         f"model.embed_dim={cfg.encoder_width}", "trainer.progress_bar=rich",
     ])
-    with _quiet_lightning():
+    with quiet_lightning():
         pretrained = run(pretrain, "fit").run_dir / "checkpoints" / "last.ckpt"
 
     step(5, "Probing every label task: LV-MAE (attentive, linear) and the raw-embedding baseline")
@@ -145,7 +152,7 @@ def run_quickstart(out: Path, cfg: QuickstartConfig | None = None, *, console: C
             f"probe.pretrained={pretrained}", f"run_dir={out / 'runs' / f'probe{n}'}", f"seed={cfg.seed}",
             *overrides,
         ])
-        with _quiet_lightning():
+        with quiet_lightning():
             result = run(recipe, "fit", verbose=False)
         rows[name] = {task: value for task in LABEL_MAPS if (value := _metric(result.metrics, task)) is not None}
         console.print(f"      {name}: " + ", ".join(f"{t} {v:.1f}" for t, v in rows[name].items()))

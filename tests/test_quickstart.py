@@ -25,3 +25,19 @@ def test_quickstart_pipeline_writes_a_summary(tmp_path):
         assert (tmp_path / "qs" / "features" / split / "manifest.json").is_file()
     assert (tmp_path / "qs" / "runs" / "pretrain" / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "qs" / "runs" / "probe0" / "summary.txt").read_text().startswith("| Method")
+
+
+@pytest.mark.slow
+def test_linvt_quickstart_runs_both_stages_answers_and_exports(tmp_path):
+    from lvu.models.linvt import LinVT
+    from lvu.quickstart_linvt import LinVTQuickstartConfig, run_linvt_quickstart
+
+    cfg = LinVTQuickstartConfig(train_videos=8, val_videos=4, align_epochs=2, instruct_epochs=2, workers=1)
+    summary = run_linvt_quickstart(tmp_path / "qs", cfg)
+    assert set(summary["train_loss"]) == {"align", "instruct"}
+    # 8 videos / batch 4 x 2 epochs = 4 steps, logged every 2nd
+    assert all(loss["steps"] == 2 for loss in summary["train_loss"].values())
+    answers = [json.loads(line) for line in (tmp_path / "qs" / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 4 and all(isinstance(a["answer"], str) and a["question"] for a in answers)
+    assert LinVT.from_pretrained(tmp_path / "qs" / "export" / "linvt").cfg.queries == [8, 4, 2]
+    assert (tmp_path / "qs" / "export" / "adapter" / "adapter_config.json").is_file()
