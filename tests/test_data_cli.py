@@ -94,15 +94,17 @@ def test_pack_llava_with_missing_corrupt_image_and_text_only_entries(media, tmp_
         {"id": "d", "image": "img0.jpg", "conversations": [{"from": "human", "value": "<image>\nColour?"}]},
         {"id": "e", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
         {"id": "a", "video": "vid1.mp4", "conversations": []},
+        {"id": "f", "video": "vid1.mp4", "caption": "Two shapes bounce."},
     ]
     (tmp_path / "llava.json").write_text(json.dumps(entries))
     out = tmp_path / "packed"
     assert main(["data", "pack", "--format", "llava", "--videos", str(media), "--annotations",
                  str(tmp_path / "llava.json"), "--out", str(out), "--workers", "2", "--maxcount", "2"]) == 0
-    assert "packed 4 sample(s), skipped 2" in capsys.readouterr().out
+    assert "packed 5 sample(s), skipped 2" in capsys.readouterr().out
     assert _skips(out) == {"b": "missing_video", "c": "undecodable_video"}
     samples = {raw["__key__"]: raw for raw in _samples(out)}
-    assert sorted(samples) == ["a", "a_1", "d", "e"]  # duplicate ids get a suffix, order is the file's
+    assert sorted(samples) == ["a", "a_1", "d", "e", "f"]  # duplicate ids get a suffix, order is the file's
+    assert json.loads(samples["f"]["json"])["caption"] == "Two shapes bounce."  # video-text pairs keep captions
     first = json.loads(samples["a"]["json"])
     assert first["conversations"][1]["value"] == "Shapes." and first["duration_s"] > 10 and first["fps"] == 8
     assert "jpg" in samples["d"] and set(samples["e"]) == {"__key__", "__shard__", "__index__", "json"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import pytest
 import torch
@@ -91,6 +92,10 @@ def test_instruct_trains_lora_and_linvt_from_the_alignment_checkpoint(host_path,
     assert not torch.equal(state[key], aligned[key])
     losses = _losses(tmp_path / "instruct")
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    # Resuming restores LinVT and the adapters and continues.
+    args[args.index("trainer.max_steps=4")] = "trainer.max_steps=5"
+    assert main(args) == 0
+    assert torch.load(tmp_path / "instruct" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
 
 
 def test_instruct_input_errors(host_path, two_videos, tmp_path, capsys):
@@ -102,6 +107,11 @@ def test_instruct_input_errors(host_path, two_videos, tmp_path, capsys):
     args[1] = "linvt/instruct"
     assert main(args) == 1
     assert "lora.targets ['nope_proj'] match no module of the host LLM" in capsys.readouterr().err
+    # A video shorter than the sampler needs: skipped and counted by default, one clear error with data.strict.
+    args = _args(host_path, two_videos, tmp_path / "short", "trainer.max_steps=1", "data.strict=true",
+                 "data.sampler.min_frames=900", "data.sampler.max_frames=900")
+    assert main(args) == 1
+    assert re.search(r"bad sample \(too_short\) in .*video has \d+ frames .*needs 900", capsys.readouterr().err)
     sample = {"__key__": "k", "annotation": {"conversations": [{"from": "human", "value": "what happens?"},
                                                                {"from": "gpt", "value": "nothing"}]}}
     with pytest.raises(LvuError, match=r"the question has no '<video>' or '<image>' placeholder"):

@@ -2,8 +2,9 @@
 
 Formats (details and examples in data/README.md):
 
-* ``llava``: LLaVA conversation JSON or JSONL (``{"id", "video"|"image", "conversations"}``); paths relative to
-  ``--videos``. Text-only entries become json-only samples.
+* ``llava``: LLaVA conversation JSON or JSONL (``{"id", "video"|"image", "conversations"}``, or ``"caption"`` instead
+  of / besides ``"conversations"`` for video-text pairs); paths relative to ``--videos``. Text-only entries become
+  json-only samples.
 * ``lvu``: the LVU benchmark's per-task CSVs (``--annotations`` is the folder holding ``<task>/{train,val,test}.csv``;
   ``--videos`` holds ``<youtube_id>.<ext>``). One sample per video with ``labels`` and ``splits`` per task; the two
   regression targets are transformed as in the LVU paper's code; ``label_maps.json`` holds one class list per task,
@@ -118,9 +119,12 @@ def read_llava(annotations: Path, videos: Path) -> PackPlan:
     items = []
     for n, record in enumerate(_load_json_or_jsonl(annotations)):
         ident = str(record.get("id", n))
-        if "conversations" not in record:
-            raise LvuError(f"{annotations}: entry {ident} has no 'conversations'")
-        annotation = {"conversations": record["conversations"], "source": "llava", "id": ident}
+        if "conversations" not in record and not isinstance(record.get("caption"), str):
+            raise LvuError(f"{annotations}: entry {ident} has neither 'conversations' nor a 'caption'")
+        # Captioned entries (video-text pairs, e.g. LinVT stage 1's WebVid and ShareGPTVideo captions) keep their
+        # caption; instruction entries their conversations; an entry may have both.
+        annotation = {k: record[k] for k in ("conversations", "caption") if k in record}
+        annotation.update(source="llava", id=ident)
         media_field = record.get("video") or record.get("image")
         item = PackItem(key=sanitize_key(ident), annotation=annotation, label=ident)
         if isinstance(media_field, list):
