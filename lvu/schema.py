@@ -57,6 +57,9 @@ class StrategyConfig:
     stage: int = 2
     offload_optimizer: bool = False
     offload_parameters: bool = False
+    # DeepSpeed: leave parameters without gradients out of checkpoints. For models whose frozen part is rebuilt from
+    # its own checkpoint at start (LinVT's host): saves shrink from the host's size to the trained part's.
+    exclude_frozen_parameters: bool = False
     # A full DeepSpeed config, inline (mapping) or a path to a JSON file; when given it wins over the fields above.
     config: Any = None
 

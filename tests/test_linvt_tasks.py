@@ -154,6 +154,11 @@ def test_stopped_and_resumed_linvt_matches_an_uninterrupted_run(stage, preset, s
     if stage == "instruct":
         assert any("lora_B" in k for k in final[0][0])
     _assert_identical(final[0][0], final[1][0])
+    if preset.startswith("deepspeed"):  # exclude_frozen_parameters: the frozen host stays out of DeepSpeed saves
+        for states in (run / "checkpoints" / "last.ckpt").rglob("*model_states.pt"):
+            saved = torch.load(states, weights_only=False, map_location="cpu")
+            assert not [k for k in saved["module"] if k.startswith("host.") and "lora_" not in k]
+            assert not saved.get("frozen_param_fragments")
 
 
 def _write_kinds(tmp_path, kinds, synth_shards):

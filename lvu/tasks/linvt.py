@@ -119,6 +119,9 @@ class LinVTAlign(L.LightningModule):
         self.linvt = LinVT(LinVTConfig(dim=self.host.hidden_size, layers=m.layers, heads=m.heads, top_k=m.top_k,
                                        queries=list(m.queries), variant=m.variant,
                                        text_conditioning=m.text_conditioning, mlp_ratio=m.mlp_ratio, width=m.width))
+        # Checkpoints hold only what trains (the frozen host is rebuilt from host.path): a module load must not ask
+        # for the host's weights. `lvu fit --ckpt` compatibility is checked before loading (lvu.train.compat).
+        self.strict_loading = False
         # Shape [1], not a scalar: DeepSpeed cannot broadcast 0-dim parameters.
         self.log_scale = nn.Parameter(torch.tensor([math.log(1 / cfg.loss.temperature)]))
 

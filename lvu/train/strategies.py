@@ -134,4 +134,5 @@ def build_strategy(cfg: StrategyConfig, accelerator: str = "auto") -> Strategy |
         offload_optimizer=cfg.offload_optimizer,
         offload_parameters=cfg.offload_parameters,
         process_group_backend=cfg.process_group_backend,
+        exclude_frozen_parameters=cfg.exclude_frozen_parameters,
     )
