@@ -57,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if getattr(args, "video", None) or getattr(args, "question", None):
         return _predict_one(args)
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, args.overrides, stage=args.stage)
     result = run(recipe, args.stage, ckpt=args.ckpt, predictions=getattr(args, "out", None))
     _print_result(result)
     return 0
@@ -78,7 +78,7 @@ def _predict_one(args: argparse.Namespace) -> int:
         raise LvuError("--video replaces data.predict; give one or the other")
     with tempfile.TemporaryDirectory(prefix="lvu-query-") as tmp:
         shard = query_shard(Path(args.video), args.question, Path(tmp) / "query")
-        recipe = load_recipe(args.recipe, [*args.overrides, f"data.predict={shard}"])
+        recipe = load_recipe(args.recipe, [*args.overrides, f"data.predict={shard}"], stage="predict")
         result = run(recipe, "predict", ckpt=args.ckpt, predictions=args.out)
     records = [json.loads(line) for line in result.predictions.read_text().splitlines() if line.strip()]
     for record in records:

@@ -101,13 +101,20 @@ def find_recipe(ref: str | Path) -> Path:
     )
 
 
-def load_recipe(ref: str | Path, overrides: Sequence[str] = (), *, allow_missing: bool = False) -> Recipe:
+# Required values only training reads: `lvu validate/test/predict` leave them unset (None) instead of asking for
+# them (a predict run needs no training shards, nor the stage-1 checkpoint a stage-2 fit starts from).
+TRAINING_ONLY = ("data.train", "init.")
+
+
+def load_recipe(ref: str | Path, overrides: Sequence[str] = (), *, allow_missing: bool = False,
+                stage: str = "fit") -> Recipe:
     """Load, compose, override, validate and resolve a recipe.
 
     Args:
         ref: recipe file path or built-in recipe name.
         overrides: ``key=value`` dotlist entries; ``group=preset`` swaps a preset (e.g. ``trainer=ddp``).
         allow_missing: keep ``???`` values instead of raising (``lvu config`` shows them; runs need them filled).
+        stage: the stage the recipe is for; other stages than ``fit`` do not require :data:`TRAINING_ONLY` values.
     """
     path = find_recipe(ref)
     group_choices, dotlist = _split_overrides(overrides)
@@ -124,6 +131,10 @@ def load_recipe(ref: str | Path, overrides: Sequence[str] = (), *, allow_missing
     cfg = validate(raw, spec.config_class)
     if not cfg.name:
         cfg.name = _default_name(path)
+    if stage != "fit":
+        for key in OmegaConf.missing_keys(cfg):
+            if key == TRAINING_ONLY[0] or key.startswith(TRAINING_ONLY[1:]):
+                OmegaConf.update(cfg, key, None, merge=False)
     if not allow_missing:
         _check_complete(cfg)
     _resolve(cfg, allow_missing=allow_missing)

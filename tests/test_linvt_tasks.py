@@ -220,6 +220,14 @@ def test_ranks_with_different_sample_kinds_stay_in_step_under_zero3(synth_shards
     adapter = load_file(str(tmp_path / "export" / "adapter" / "adapter_model.safetensors"))
     q_a = next(v for k, v in adapter.items() if k.endswith("q_proj.lora_A.weight"))
     assert q_a.shape == (16, 64) and q_a.abs().sum() > 0
+    # Answering from the ZeRO-3 folder on one CPU process (consolidated on the fly); prediction needs neither
+    # training shards nor the stage-1 checkpoint.
+    settings = [a for a in _args(host, synth_shards, tmp_path / "p", "generation.max_new_tokens=3")[2:]
+                if not a.startswith("data.train=")]
+    assert main(["predict", "linvt/instruct", *settings, f"data.predict={tmp_path / 'instruct' / 'mixed'}",
+                 "--ckpt", str(tmp_path / "instruct" / "run" / "checkpoints" / "last.ckpt")]) == 0
+    answers = (tmp_path / "p" / "predictions.jsonl").read_text().splitlines()
+    assert len(answers) == 4 and (tmp_path / "p" / "consolidated-rank0.ckpt").is_file()
 
 
 def test_predict_answers_export_loads_back_and_a_later_run_starts_from_it(host_path, two_videos, tmp_path, capsys):

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from lvu.config import Recipe, load_recipe
 from lvu.errors import LvuError
+from lvu.schema import StrategyName
 from lvu.train.callbacks import RunInfo
 from lvu.train.checkpointing import remove_partials
 from lvu.train.compat import check_compatible
@@ -79,6 +80,19 @@ def resolve_ckpt(ckpt: str | None, stage: str = "fit") -> Path | None:
             raise LvuError(f"run directory {path} has no checkpoints/last.ckpt")
         return last
     return path
+
+
+def _consolidate_for_evaluation(folder: Path, run_dir: Path) -> Path:
+    """A DeepSpeed checkpoint folder evaluated without DeepSpeed (e.g. ``lvu predict`` on one CPU or GPU): its
+    shards gathered into one file in the run directory, which Lightning then loads like any checkpoint. Each
+    process writes its own copy, so no rank waits on another."""
+    from lvu.train.ckpt_cli import convert_checkpoint
+
+    out = run_dir / f"consolidated-rank{os.environ.get('LOCAL_RANK', '0')}.ckpt"
+    rank_zero_info(f"{folder} is a DeepSpeed checkpoint and this run does not use DeepSpeed: consolidating it into "
+                   f"{out.name}")
+    convert_checkpoint(folder, out)
+    return out
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -189,6 +203,9 @@ def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions
         rank_zero_info(f"{'Resuming' if stage == 'fit' else 'Loading weights'} from {ckpt_path}")
     rank_zero_info(f"Run directory: {run_dir}")
 
+    if stage != "fit" and ckpt_path is not None and ckpt_path.is_dir() and \
+            cfg.trainer.strategy.name != StrategyName.deepspeed:
+        ckpt_path = _consolidate_for_evaluation(ckpt_path, run_dir)
     predictions_path = Path(predictions) if predictions else run_dir / "predictions.jsonl"
     export = contextlib.nullcontext() if named else _env(RUN_DIR_ENV, str(run_dir))
     with export:
