@@ -78,7 +78,9 @@ def _predict_one(args: argparse.Namespace) -> int:
         raise LvuError("--video replaces data.predict; give one or the other")
     with tempfile.TemporaryDirectory(prefix="lvu-query-") as tmp:
         shard = query_shard(Path(args.video), args.question, Path(tmp) / "query")
-        recipe = load_recipe(args.recipe, [*args.overrides, f"data.predict={shard}"], stage="predict")
+        # One sample: one process (a multi-device preset would start ranks that each write their own file).
+        recipe = load_recipe(args.recipe, [*args.overrides, f"data.predict={shard}", "trainer.devices=1"],
+                             stage="predict")
         result = run(recipe, "predict", ckpt=args.ckpt, predictions=args.out)
     records = [json.loads(line) for line in result.predictions.read_text().splitlines() if line.strip()]
     for record in records:

@@ -103,10 +103,13 @@ def test_instruct_input_errors(host_path, two_videos, tmp_path, capsys):
     from lvu.tasks.linvt import first_exchange
 
     args = _args(host_path, two_videos, tmp_path / "x", "trainer.max_steps=1", "lora.targets=[nope_proj]",
-                 "init.align=null")
+                 "init.random=true")
     args[1] = "linvt/instruct"
     assert main(args) == 1
     assert "lora.targets ['nope_proj'] match no module of the host LLM" in capsys.readouterr().err
+    args = [a for a in args if not a.startswith(("lora.targets", "init."))]  # no stage-1 start given
+    assert main(args) == 1
+    assert "linvt.instruct starts from stage 1: set init.align=CKPT" in capsys.readouterr().err
     # A video shorter than the sampler needs: skipped and counted by default, one clear error with data.strict.
     args = _args(host_path, two_videos, tmp_path / "short", "trainer.max_steps=1", "data.strict=true",
                  "data.sampler.min_frames=900", "data.sampler.max_frames=900")
@@ -138,7 +141,7 @@ def test_stopped_and_resumed_linvt_matches_an_uninterrupted_run(stage, preset, s
     total = 7
 
     def args(run_dir, steps):
-        extra = ["init.align=null", "lora.r=4"] if stage == "instruct" else []
+        extra = ["init.random=true", "lora.r=4"] if stage == "instruct" else []
         a = _args(host, synth_shards, run_dir, f"trainer={preset}", "trainer.accelerator=cpu",
                   f"trainer.devices={devices}", "data.batch_size=1", f"trainer.max_steps={steps}",
                   f"optim.scheduler.total_steps={total}", *extra)  # 10 videos / 2 ranks: 5 steps per epoch
@@ -169,7 +172,7 @@ def _write_kinds(tmp_path, kinds, synth_shards):
 
 def test_one_batch_mixes_video_image_and_text(host_path, synth_shards, tmp_path):
     shards = _write_kinds(tmp_path, [["video", "image", "text"]], synth_shards)
-    args = _args(host_path, shards, tmp_path / "run", "trainer.max_steps=2", "data.batch_size=3", "init.align=null")
+    args = _args(host_path, shards, tmp_path / "run", "trainer.max_steps=2", "data.batch_size=3", "init.random=true")
     args[1] = "linvt/instruct"
     assert main(args) == 0
     losses = _losses(tmp_path / "run")
@@ -182,7 +185,7 @@ def test_an_image_through_the_linvt_model_gives_the_hosts_own_logits(host_path, 
     from lvu.config import load_recipe
     from lvu.tasks.linvt import LinVTInstruct
 
-    cfg = load_recipe("linvt/instruct", [f"host.path={host_path}", "data.train=unused", "init.align=null",
+    cfg = load_recipe("linvt/instruct", [f"host.path={host_path}", "data.train=unused", "init.random=true",
                                          f"data.frame_size={FRAME}", "model.layers=1", "model.heads=2",
                                          "model.top_k=8", "model.queries=[2,1]"]).to_object()
     model = LinVTInstruct(cfg).eval()
@@ -200,18 +203,16 @@ def test_an_image_through_the_linvt_model_gives_the_hosts_own_logits(host_path, 
 def test_ranks_with_different_sample_kinds_stay_in_step_under_zero3(synth_shards, tmp_path_factory, tmp_path):
     """One rank's batches hold no video (text-only, then an image) while the other's are videos: every rank still
     runs the frame encoder, the image encoder and LinVT, and backward visits the same modules (ZeRO-3 gathers
-    weights collectively there too), for both stages (stage 1's contrastive gather included)."""
+    weights collectively there too)."""
     from test_resume import _ok, launch
 
     host = save_host("qwen2_vl", tmp_path_factory.mktemp("zero3_mixed_host"))
-    for stage, kinds in (("instruct", [["text", "image"], ["video", "video"]]),
-                         ("align", [["image", "image"], ["video", "video"]])):
-        shards = _write_kinds(tmp_path / stage, kinds, synth_shards)
-        args = _args(host, shards, tmp_path / stage / "run", "trainer=deepspeed_zero3", "trainer.accelerator=cpu",
-                     "trainer.devices=2", "data.batch_size=1", "trainer.max_steps=2")
-        args[1] = f"linvt/{stage}"
-        _ok(launch(args + (["init.align=null"] if stage == "instruct" else []), timeout=240))
-        assert len(_losses(tmp_path / stage / "run")) == 2
+    shards = _write_kinds(tmp_path / "instruct", [["text", "image"], ["video", "video"]], synth_shards)
+    args = _args(host, shards, tmp_path / "instruct" / "run", "trainer=deepspeed_zero3", "trainer.accelerator=cpu",
+                 "trainer.devices=2", "data.batch_size=1", "trainer.max_steps=2", "init.random=true")
+    args[1] = "linvt/instruct"
+    _ok(launch(args, timeout=240))
+    assert len(_losses(tmp_path / "instruct" / "run")) == 2
     # The ZeRO-3 folder exports whole LoRA matrices (gathered from both ranks' partitions), not shards.
     from safetensors.torch import load_file
 
@@ -227,7 +228,7 @@ def test_ranks_with_different_sample_kinds_stay_in_step_under_zero3(synth_shards
     assert main(["predict", "linvt/instruct", *settings, f"data.predict={tmp_path / 'instruct' / 'mixed'}",
                  "--ckpt", str(tmp_path / "instruct" / "run" / "checkpoints" / "last.ckpt")]) == 0
     answers = (tmp_path / "p" / "predictions.jsonl").read_text().splitlines()
-    assert len(answers) == 4 and (tmp_path / "p" / "consolidated-rank0.ckpt").is_file()
+    assert len(answers) == 4 and not list((tmp_path / "p").glob("consolidated-*"))  # removed after use
 
 
 def test_predict_answers_export_loads_back_and_a_later_run_starts_from_it(host_path, two_videos, tmp_path, capsys):
@@ -239,7 +240,7 @@ def test_predict_answers_export_loads_back_and_a_later_run_starts_from_it(host_p
     from lvu.models.linvt import LinVT
     from lvu.models.vlm import load_host
 
-    fixed = ["data.sampler.name=uniform", "data.sampler.num_frames=3", "data.eval_frames=3", "init.align=null"]
+    fixed = ["data.sampler.name=uniform", "data.sampler.num_frames=3", "data.eval_frames=3", "init.random=true"]
     run = tmp_path / "instruct"
     args = _args(host_path, two_videos, run, "trainer.max_steps=3", *fixed)
     args[1] = "linvt/instruct"
@@ -284,3 +285,18 @@ def test_predict_answers_export_loads_back_and_a_later_run_starts_from_it(host_p
     assert main([*predict, f"init.export={out}", f"run_dir={tmp_path / 'p3'}", "--out", str(tmp_path / "b.jsonl")]) == 0
     again = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
     assert [r["answer"] for r in again] == [r["answer"] for r in records]
+
+
+def test_stage_2_trains_lora_dropout_but_keeps_the_host_in_eval_mode(tmp_path_factory):
+    from lvu.config import load_recipe
+    from lvu.tasks.linvt import LinVTInstruct
+
+    host = save_host("qwen2_vl", tmp_path_factory.mktemp("dropout_host"))
+    cfg = load_recipe("linvt/instruct", [f"host.path={host}", "data.train=unused", "model.layers=1",
+                                         "model.heads=2", "model.top_k=8", "model.queries=[2,1]"]).to_object()
+    model = LinVTInstruct(cfg).train()
+    dropouts = [m for n, m in model.host.named_modules() if n.endswith("lora_dropout.default")]
+    assert dropouts and all(m.training for m in dropouts) and dropouts[0].p == 0.05
+    assert not model.host.training and not model.host.language_model.training and model.linvt.training
+    model.eval()
+    assert not any(m.training for m in dropouts)

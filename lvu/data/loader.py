@@ -10,7 +10,8 @@ is *planned* instead: a pure function of (seed, epoch, rank) says which sample g
   (evaluation, so every sample is seen once), computed from the manifest: equal on all ranks, so DDP never hangs.
 * Workers: worker ``w`` of ``W`` builds batches ``start+w, start+w+W, ...``, which is exactly the round-robin order
   in which ``torch.utils.data.DataLoader`` hands them out. Resuming at batch ``start`` is therefore an O(1) skip:
-  nothing is replayed, and the result does not depend on ``num_workers``.
+  nothing is replayed, and the result does not depend on ``num_workers``. Workers start from a fork server, never
+  straight from the (multi-threaded) training process: lvu.data.worker_server says why.
 * Randomness inside a sample (frame sampling, augmentation) comes from a generator seeded by (seed, epoch, shard,
   index), again independent of workers and ranks.
 * Bad data: a sample that fails to read or decode is replaced by another sample of the same rank, drawn from a
@@ -21,8 +22,10 @@ is *planned* instead: a pure function of (seed, epoch, rank) says which sample g
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -234,12 +237,37 @@ class _PlannedBatches(IterableDataset):
         return {"index": j, "batch": self.collate(samples), "keys": [s["__key__"] for s in samples], "skips": skips}
 
 
-def _ignore_preemption_signal(worker_id: int) -> None:
-    """Slurm's early-warning SIGUSR1 can reach loader workers too; the training process handles it (a checkpoint
-    at the next step), a worker must not die of it (its default action) and take the run down."""
-    import signal
+def _worker_context() -> Any:
+    """The ``forkserver`` multiprocessing context for loader workers (why: lvu.data.worker_server)."""
+    import multiprocessing
 
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["lvu.data.worker_server"])
+    return context
+
+
+def _forget_inherited_fork_server() -> None:
+    """In a process forked from one that started the fork server (e.g. ranks started by forking), that server is
+    not a child: Python 3.11 would try to wait on it and fail. Drop the inherited handle (and the parent's
+    liveness pipe); this process starts its own server when it needs one."""
+    import multiprocessing.forkserver as fs
+
+    server = fs._forkserver
+    if server._forkserver_pid is None:
+        return
+    if server._forkserver_alive_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(server._forkserver_alive_fd)
+    server._forkserver_alive_fd = server._forkserver_pid = server._forkserver_address = None
+
+
+os.register_at_fork(after_in_child=_forget_inherited_fork_server)
+
+
+def _start_worker(worker_id: int) -> None:
+    from lvu.data.worker_server import ignore_preemption_signals
+
+    ignore_preemption_signals()
 
 
 def _worker_message(message: str) -> str:
@@ -353,7 +381,8 @@ class ShardLoader:
             # a resumed run (which starts a pass mid-epoch) would shift the global stream that dropout etc. use.
             # All randomness of the data comes from the plan; the worker seeds it gives are not used.
             generator=torch.Generator().manual_seed(self.seed),
-            worker_init_fn=_ignore_preemption_signal if workers > 0 else None,
+            worker_init_fn=_start_worker if workers > 0 else None,
+            multiprocessing_context=_worker_context() if workers > 0 else None,
         )
         expected = self.consumed
         try:

@@ -76,12 +76,18 @@ class LinVTOutput:
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
             heads: int) -> torch.Tensor:
-    """Multi-head attention over [..., L, D] with a boolean key mask [..., S] (True = attend)."""
+    """Multi-head attention over [..., L, D] with a boolean key mask [..., S] (True = attend).
+
+    Leading dimensions are flattened into one batch: SDPA's fused kernels (flash, memory-efficient) take 4-D
+    inputs only, and a 5-D call (SVR's per-frame and per-position attention) would fall back to the unfused path
+    that stores every attention map."""
     *lead, lq, d = q.shape
-    split = lambda x: x.reshape(*x.shape[:-1], heads, d // heads).transpose(-2, -3)  # noqa: E731
-    mask = None if key_mask is None else key_mask[..., None, None, :]
+    split = lambda x: x.reshape(-1, x.shape[-2], heads, d // heads).transpose(1, 2)  # noqa: E731
+    mask = None
+    if key_mask is not None:
+        mask = key_mask.expand(*lead, key_mask.shape[-1]).reshape(-1, 1, 1, key_mask.shape[-1])
     out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
-    return out.transpose(-2, -3).reshape(*lead, lq, d)
+    return out.transpose(1, 2).reshape(*lead, lq, d)
 
 
 class Attention(nn.Module):

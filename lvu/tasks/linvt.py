@@ -63,6 +63,17 @@ class LinVTModelConfig:
     width: int | None = None
 
 
+def linvt_config(m: LinVTModelConfig, dim: int) -> LinVTConfig:
+    return LinVTConfig(dim=dim, layers=m.layers, heads=m.heads, top_k=m.top_k, queries=list(m.queries),
+                       variant=m.variant, text_conditioning=m.text_conditioning, mlp_ratio=m.mlp_ratio, width=m.width)
+
+
+def lora_config(lora: LoraSection) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.targets))
+
+
 @dataclass
 class LossConfig:
     contrastive_weight: float = 1.0
@@ -98,6 +109,11 @@ def _caption(sample: dict[str, Any]) -> str:
     return caption
 
 
+def _zero_stage(strategy: Any) -> int | None:
+    config = getattr(strategy, "config", None)
+    return (config or {}).get("zero_optimization", {}).get("stage") if isinstance(config, dict) else None
+
+
 @dataclass
 class VisualTokens:
     per_sample: list[torch.Tensor]  # [K_b, D] per sample, in batch order
@@ -115,10 +131,7 @@ class LinVTAlign(L.LightningModule):
         self.cfg = cfg
         self.host = load_host(cfg.host.path)
         self.host.requires_grad_(False)
-        m = cfg.model
-        self.linvt = LinVT(LinVTConfig(dim=self.host.hidden_size, layers=m.layers, heads=m.heads, top_k=m.top_k,
-                                       queries=list(m.queries), variant=m.variant,
-                                       text_conditioning=m.text_conditioning, mlp_ratio=m.mlp_ratio, width=m.width))
+        self.linvt = LinVT(linvt_config(cfg.model, self.host.hidden_size))
         # Checkpoints hold only what trains (the frozen host is rebuilt from host.path): a module load must not ask
         # for the host's weights. `lvu fit --ckpt` compatibility is checked before loading (lvu.train.compat).
         self.strict_loading = False
@@ -129,6 +142,9 @@ class LinVTAlign(L.LightningModule):
     def train(self, mode: bool = True):
         super().train(mode)
         self.host.eval()
+        for name, module in self.host.named_modules():  # stage 2's LoRA dropout does train (its own p = 0.05)
+            if "lora_dropout" in name:
+                module.train(mode)
         return self
 
     @property
@@ -195,16 +211,17 @@ class LinVTAlign(L.LightningModule):
         left-padded; labels cover the answers only. Also each sample's image sizes (for 2-D image positions)."""
         tok = self.host.tokenizer
         rows, labels = [], []
-        for tokens, question, answer in zip(visual, questions, answers, strict=True):
+        pads = batch["pad"].tolist() if "pad" in batch else [False] * len(questions)
+        for tokens, question, answer, pad in zip(visual, questions, answers, pads, strict=True):
             marks = self.host.visual_prompt(len(tokens))
-            content = f"{marks}\n{question}" if marks else question
+            content = f"{marks}{self.host.visual_separator}{question}" if marks else question
             prompt = tok.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                              add_generation_prompt=True)
             p = tok(prompt, add_special_tokens=False)["input_ids"]
             a = tok(answer + (tok.eos_token or ""), add_special_tokens=False, truncation=True,
                     max_length=self.cfg.data.max_caption_tokens)["input_ids"] if answer is not None else []
             rows.append(p + a)
-            labels.append([-100] * len(p) + a)
+            labels.append([-100] * len(p) + ([-100] * len(a) if pad else a))  # evaluation padding copies: no loss
         length = max(map(len, rows))
         pad = tok.pad_token_id
         ids = torch.tensor([[pad] * (length - len(r)) + r for r in rows], device=self.device)
@@ -232,14 +249,15 @@ class LinVTAlign(L.LightningModule):
         """(training loss, its parts to log)."""
         captions = batch["captions"]
         visual, caption = self._answer_loss(batch, [ALIGN_INSTRUCTION] * len(captions), captions)
-        contrastive = self._contrastive(visual, captions)
+        contrastive = self._contrastive(visual, captions, ~batch["pad"].to(visual.is_video.device))
         loss = caption + self.cfg.loss.contrastive_weight * contrastive
         return loss, {"caption_loss": caption, "contrastive_loss": contrastive}
 
-    def _contrastive(self, visual: VisualTokens, captions: list[str]) -> torch.Tensor:
+    def _contrastive(self, visual: VisualTokens, captions: list[str], real: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE between each video's pooled tokens and its caption, against every video and caption
         of the global batch. Rows of every rank are padded to the local batch size (equal on all ranks) so the
-        gather never sees ragged shapes; images and text-only samples are masked out."""
+        gather never sees ragged shapes; evaluation padding copies (``real`` False) and non-video samples are
+        masked out, and a rank left with none still joins the gathers' backward with a zero loss."""
         ids, mask = self._tokenize(captions, self.cfg.data.max_caption_tokens)
         with torch.no_grad():
             words = self.host.embed_text(ids)
@@ -247,10 +265,11 @@ class LinVTAlign(L.LightningModule):
         v = visual.videos.new_zeros(len(captions), visual.videos.shape[-1])
         v = v.index_put((visual.is_video.nonzero().squeeze(1),), visual.videos.mean(1))
         v, t = F.normalize(v, dim=-1), F.normalize(text.to(v.dtype), dim=-1)
+        used = visual.is_video & real
         all_v, all_t = self._gather(v), self._gather(t)
-        ok = self._gather(visual.is_video.to(v.dtype)) > 0.5
+        ok = self._gather(used.to(v.dtype)) > 0.5
         offset = self.global_rank * v.shape[0] if self.trainer.world_size > 1 else 0
-        rows = visual.is_video.nonzero().squeeze(1)
+        rows = used.nonzero().squeeze(1)
         scale = self.log_scale.exp().clamp(max=100)
         if rows.numel() == 0:  # no video here: still a (zero) loss through the gathers, whose backward is collective
             return (all_v.sum() + scale.sum()) * 0.0
@@ -283,8 +302,12 @@ class LinVTAlign(L.LightningModule):
         visual = self.visual_tokens(batch, questions)
         ids, mask, _, image_sizes = self._prompts(batch, visual.per_sample, questions, [None] * len(questions))
         embeds = self.host.build_inputs_embeds(ids, visual.per_sample)
+        # ZeRO-3 gathers weights collectively at every forward: ranks must decode in lockstep even when one rank's
+        # answers end early (transformers' synced_gpus keeps every rank stepping until all are done).
+        synced = self.trainer.world_size > 1 and _zero_stage(self.trainer.strategy) == 3
         new = self.host.generate(embeds, mask, max_new_tokens=self.cfg.generation.max_new_tokens,
-                                 position_ids=self.host.position_ids(ids, mask, image_sizes))
+                                 position_ids=self.host.position_ids(ids, mask, image_sizes),
+                                 **({"synced_gpus": True} if synced else {}))
         answers = self.host.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [{"key": key, "question": q, "answer": a.strip(), "reference": ref}
                 for key, q, a, ref, pad in zip(batch["keys"], questions, answers, batch["references"], batch["pad"],
@@ -309,6 +332,7 @@ class LoraSection:
 class InitSection:
     align: str | None = None  # the linvt.align checkpoint LinVT starts from (None: random, for tests only)
     export: str | None = None  # an `lvu ckpt export` folder: LinVT and the LoRA adapter start from it
+    random: bool = False  # start LinVT from random weights (tests, ablations); a fit needs one of the three
 
 
 @dataclass
@@ -385,10 +409,9 @@ class LinVTInstruct(LinVTAlign):
     def __init__(self, cfg: LinVTInstructRecipe) -> None:
         super().__init__(cfg)
         self.log_scale = None  # stage 2 has no contrastive loss (an unused parameter would stall DDP)
-        from peft import LoraConfig, inject_adapter_in_model
+        from peft import inject_adapter_in_model
 
-        lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                          target_modules=list(cfg.lora.targets))
+        lora = lora_config(cfg.lora)
         try:
             inject_adapter_in_model(lora, self.host.language_model)
         except ValueError as exc:
@@ -404,6 +427,13 @@ class LinVTInstruct(LinVTAlign):
 
             load_export(self, Path(cfg.init.export))
             self.weights_source = cfg.init.export
+
+    def on_fit_start(self) -> None:
+        init = self.cfg.init
+        if not (init.align or init.export or init.random) and self.trainer.ckpt_path is None:
+            raise LvuError("linvt.instruct starts from stage 1: set init.align=CKPT (a linvt.align checkpoint) or "
+                           "init.export=DIR (an `lvu ckpt export` folder); init.random=true starts LinVT from random "
+                           "weights")
 
     def _load_align(self, path: str) -> None:
         from lvu.train.ckpt_cli import consolidated_state_dict
@@ -422,28 +452,30 @@ class LinVTInstruct(LinVTAlign):
         return self._answer_loss(batch, batch["questions"], batch["answers"])[1], {}
 
 
-def video_decoder(cfg: LinVTAlignRecipe, split: str, allow_text: bool) -> VideoDecoder:
-    """Videos (sampled as the recipe says), images (one frame) and, for instruction data, text-only samples."""
+def video_decoder(cfg: LinVTAlignRecipe, split: str, mixed: bool) -> VideoDecoder:
+    """Videos sampled as the recipe says; with ``mixed`` (instruction data) also images (one frame) and text-only
+    samples. Stage 1 takes videos only: an image would bypass LinVT and train nothing there (it is skipped and
+    counted as a bad sample)."""
     sampler = cfg.data.sampler if split == "train" else SamplerConfig(num_frames=cfg.data.eval_frames,
                                                                         allow_repeats=True)
-    return VideoDecoder(sampler, size=(cfg.data.frame_size, cfg.data.frame_size), allow_images=True,
-                        allow_text=allow_text)
+    return VideoDecoder(sampler, size=(cfg.data.frame_size, cfg.data.frame_size), allow_images=mixed,
+                        allow_text=mixed)
 
 
-def _video_data(cfg: LinVTAlignRecipe, collate: Any, allow_text: bool) -> ShardDataModule:
+def _video_data(cfg: LinVTAlignRecipe, collate: Any, mixed: bool) -> ShardDataModule:
     def decode(split: str) -> VideoDecoder:
-        return video_decoder(cfg, split, allow_text)
+        return video_decoder(cfg, split, mixed or split == "predict")
 
     return ShardDataModule(cfg.data, cfg.seed, decode=decode,
                            collate=lambda split: collate_questions if split == "predict" else collate)
 
 
 def _align_data(cfg: LinVTAlignRecipe) -> ShardDataModule:
-    return _video_data(cfg, collate_videos, allow_text=False)
+    return _video_data(cfg, collate_videos, mixed=False)
 
 
 def _instruct_data(cfg: LinVTInstructRecipe) -> ShardDataModule:
-    return _video_data(cfg, collate_conversations, allow_text=True)
+    return _video_data(cfg, collate_conversations, mixed=True)
 
 
 def _export(cfg: Any, state: dict[str, Any], client: dict[str, Any], out: Path) -> dict[str, Any]:

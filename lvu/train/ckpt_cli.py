@@ -182,9 +182,13 @@ def export_checkpoint(path: Path, out: Path) -> dict[str, Any]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from lvu.tasks.linvt_export import clear_export
+
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise LvuError(f"{out} exists and is not empty; pass --force to write into it")
+    if out.exists() and any(out.iterdir()):
+        if not args.force:
+            raise LvuError(f"{out} exists and is not empty; pass --force to replace what an earlier export wrote")
+        clear_export(out)
     summary = export_checkpoint(Path(args.checkpoint), out)
     print(json.dumps(summary, indent=2))
     return 0
@@ -213,7 +217,7 @@ def add_ckpt_commands(subparsers: argparse._SubParsersAction) -> None:
                       "lvu ckpt export runs/linvt/instruct/version_0/checkpoints/last.ckpt exported/")
     sub.add_argument("checkpoint", help="Lightning checkpoint file or DeepSpeed checkpoint folder")
     sub.add_argument("out", help="folder to write")
-    sub.add_argument("--force", action="store_true", help="write into --out even if it is not empty")
+    sub.add_argument("--force", action="store_true", help="replace an earlier export in --out")
     sub.set_defaults(func=cmd_export)
 
     sub = add_command(subparsers, "universal",

@@ -84,11 +84,12 @@ def resolve_ckpt(ckpt: str | None, stage: str = "fit") -> Path | None:
 
 def _consolidate_for_evaluation(folder: Path, run_dir: Path) -> Path:
     """A DeepSpeed checkpoint folder evaluated without DeepSpeed (e.g. ``lvu predict`` on one CPU or GPU): its
-    shards gathered into one file in the run directory, which Lightning then loads like any checkpoint. Each
-    process writes its own copy, so no rank waits on another."""
+    shards gathered into one file in the run directory, which Lightning then loads like any checkpoint; it is
+    deleted when the stage ends. Each process writes its own copy, so no rank waits on another (evaluating a
+    DeepSpeed checkpoint on several processes without DeepSpeed costs one consolidation each)."""
     from lvu.train.ckpt_cli import convert_checkpoint
 
-    out = run_dir / f"consolidated-rank{os.environ.get('LOCAL_RANK', '0')}.ckpt"
+    out = run_dir / f"consolidated-rank{os.environ.get('RANK', os.environ.get('LOCAL_RANK', '0'))}.ckpt"
     rank_zero_info(f"{folder} is a DeepSpeed checkpoint and this run does not use DeepSpeed: consolidating it into "
                    f"{out.name}")
     convert_checkpoint(folder, out)
@@ -179,7 +180,7 @@ def _run_subruns(recipe: Recipe, stage: str, run_dir: Path, subruns: list[tuple[
             metrics = json.loads((sub_dir / "test_metrics.json").read_text())
             results[name] = RunResult(sub_dir, stage, -1, metrics)
             continue
-        sub_recipe = load_recipe(recipe.path, [*recipe.overrides, *overrides, f"run_dir={sub_dir}"])
+        sub_recipe = load_recipe(recipe.path, [*recipe.overrides, *overrides, f"run_dir={sub_dir}"], stage=stage)
         sub_ckpt = str(Path(ckpt) / name) if ckpt is not None and (Path(ckpt) / name).is_dir() else ckpt
         results[name] = _run_one(sub_recipe, stage, ckpt=sub_ckpt, predictions=predictions, verbose=verbose)
     return results
@@ -203,9 +204,10 @@ def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions
         rank_zero_info(f"{'Resuming' if stage == 'fit' else 'Loading weights'} from {ckpt_path}")
     rank_zero_info(f"Run directory: {run_dir}")
 
+    consolidated = None
     if stage != "fit" and ckpt_path is not None and ckpt_path.is_dir() and \
             cfg.trainer.strategy.name != StrategyName.deepspeed:
-        ckpt_path = _consolidate_for_evaluation(ckpt_path, run_dir)
+        ckpt_path = consolidated = _consolidate_for_evaluation(ckpt_path, run_dir)
     predictions_path = Path(predictions) if predictions else run_dir / "predictions.jsonl"
     export = contextlib.nullcontext() if named else _env(RUN_DIR_ENV, str(run_dir))
     with export:
@@ -225,7 +227,11 @@ def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions
         run_info = RunInfo(task=recipe.task.name, recipe_name=recipe.name, config=recipe.to_container())
         trainer = build_trainer(cfg.trainer, run_dir, stage, run_info, predictions_path)
         evaluate = {"verbose": verbose} if stage in ("validate", "test") else {}
-        outputs = getattr(trainer, stage)(module, datamodule=datamodule, ckpt_path=ckpt_path, **evaluate)
+        try:
+            outputs = getattr(trainer, stage)(module, datamodule=datamodule, ckpt_path=ckpt_path, **evaluate)
+        finally:
+            if consolidated is not None:
+                consolidated.unlink(missing_ok=True)
         evaluated = stage
         for callback in trainer.callbacks:
             if isinstance(callback, PreemptionHandler):

@@ -35,9 +35,12 @@ class Host(nn.Module):
     placeholder: str  # the token that marks where visual tokens go in a prompt
     image_norm: tuple[tuple[float, ...], tuple[float, ...]] = SIGLIP_NORM  # (mean, std) of RGB in [0, 1]
     placeholder_config = "image_token_id"  # the model config field holding the placeholder's id
+    language_model_path = "model.model.language_model"  # attribute path of the decoder LLM (what LoRA adapts)
     # Tokens the family's chat format puts around an image's placeholders (Qwen: vision start/end; InternVL: <img>).
     visual_open: str = ""
     visual_close: str = ""
+    # What the family's template puts between the visual block and the question ("<image>\n..." in LLaVA).
+    visual_separator: str = "\n"
 
     def __init__(self, model: nn.Module | None = None, tokenizer: Any = None) -> None:
         """Wrap a loaded family model and its tokenizer (hosts built from parts pass neither)."""
@@ -62,7 +65,7 @@ class Host(nn.Module):
     @property
     def language_model(self) -> nn.Module:
         """The decoder LLM (what LoRA adapts)."""
-        raise NotImplementedError
+        return self.get_submodule(self.language_model_path)
 
     @property
     def vision_modules(self) -> list[nn.Module]:

@@ -45,10 +45,6 @@ class LlavaOnevisionHost(Host):
         return inner.multi_modal_projector(features)
 
     @property
-    def language_model(self) -> nn.Module:
-        return self.model.model.language_model
-
-    @property
     def vision_modules(self) -> list[nn.Module]:
         return [self.model.model.vision_tower, self.model.model.multi_modal_projector]
 
@@ -88,6 +84,7 @@ class QwenVLHost(Host):
     family = "qwen_vl"
     image_norm = CLIP_NORM
     visual_open, visual_close = "<|vision_start|>", "<|vision_end|>"
+    visual_separator = ""  # Qwen's template: "<|vision_end|>What ..."
 
     def patchify(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[N, 3, H, W]`` -> (pixel rows ``[N * gh * gw, 3 * t * p * p]``, ``image_grid_thw [N, 3]``)."""
@@ -136,10 +133,6 @@ class QwenVLHost(Host):
         return super().generate(inputs_embeds, attention_mask, max_new_tokens, position_ids, **kwargs)
 
     @property
-    def language_model(self) -> nn.Module:
-        return self.model.model.language_model
-
-    @property
     def vision_modules(self) -> list[nn.Module]:
         return [self.model.model.visual]
 
@@ -156,10 +149,6 @@ class InternVLHost(Host):
         return out.pooler_output if hasattr(out, "pooler_output") else out
 
     @property
-    def language_model(self) -> nn.Module:
-        return self.model.model.language_model
-
-    @property
     def vision_modules(self) -> list[nn.Module]:
         return [self.model.model.vision_tower, self.model.model.multi_modal_projector]
 
@@ -169,6 +158,7 @@ class ComposedHost(Host):
     (the LLaVA-1.5 / FiLA-Video stage-1 recipe). The placeholder token is added to the tokenizer if missing."""
 
     family = "composed"
+    language_model_path = "model"
 
     def __init__(self, vision_path: str | Path, llm_path: str | Path, *, vision_layer: int = -2,
                  placeholder: str = "<image>", drop_cls: bool = False) -> None:
@@ -190,10 +180,6 @@ class ComposedHost(Host):
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         hidden = self.vision(pixel_values=frames, output_hidden_states=True).hidden_states[self.vision_layer]
         return self.projector(hidden[:, 1:] if self.drop_cls else hidden)
-
-    @property
-    def language_model(self) -> nn.Module:
-        return self.model
 
     @property
     def vision_modules(self) -> list[nn.Module]:
