@@ -23,6 +23,7 @@ is *planned* instead: a pure function of (seed, epoch, rank) says which sample g
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -264,10 +265,11 @@ def _forget_inherited_fork_server() -> None:
 os.register_at_fork(after_in_child=_forget_inherited_fork_server)
 
 
-def _start_worker(worker_id: int) -> None:
-    from lvu.data.worker_server import ignore_preemption_signals
+def _start_worker(worker_id: int, owner_pid: int) -> None:
+    from lvu.data.worker_server import exit_with, ignore_preemption_signals
 
     ignore_preemption_signals()
+    exit_with(owner_pid)
 
 
 def _worker_message(message: str) -> str:
@@ -381,7 +383,7 @@ class ShardLoader:
             # a resumed run (which starts a pass mid-epoch) would shift the global stream that dropout etc. use.
             # All randomness of the data comes from the plan; the worker seeds it gives are not used.
             generator=torch.Generator().manual_seed(self.seed),
-            worker_init_fn=_start_worker if workers > 0 else None,
+            worker_init_fn=functools.partial(_start_worker, owner_pid=os.getpid()) if workers > 0 else None,
             multiprocessing_context=_worker_context() if workers > 0 else None,
         )
         expected = self.consumed
