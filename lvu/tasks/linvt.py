@@ -68,6 +68,15 @@ def linvt_config(m: LinVTModelConfig, dim: int) -> LinVTConfig:
                        variant=m.variant, text_conditioning=m.text_conditioning, mlp_ratio=m.mlp_ratio, width=m.width)
 
 
+def load_linvt_weights(linvt: LinVT, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load the ``linvt.*`` tensors of a task state dict into ``linvt``, all of them, or say what does not fit."""
+    weights = {k.removeprefix("linvt."): v for k, v in state.items() if k.startswith("linvt.")}
+    missing, unexpected = linvt.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise LvuError(f"{source} does not fit this LinVT (missing {missing[:3]}, unexpected {unexpected[:3]}); use "
+                       f"the model settings it was trained with")
+
+
 def lora_config(lora: LoraSection) -> Any:
     from peft import LoraConfig
 
@@ -231,24 +240,25 @@ class LinVTAlign(L.LightningModule):
         image_sizes = [[size] if kind == "image" else [] for kind in batch["kinds"]]
         return ids, mask, lab, image_sizes
 
-    def answer(self, batch: dict[str, Any], questions: list[str], answers: list[str]) -> tuple[VisualTokens, Any]:
-        """(visual tokens, the host LLM's output with the next-token loss on the answers)."""
+    def _llm_inputs(self, batch: dict[str, Any], questions: list[str], answers: list[str | None]):
+        """(visual tokens, inputs_embeds, attention mask, labels, position ids) of the batch's prompts."""
         visual = self.visual_tokens(batch, questions)
         ids, mask, labels, image_sizes = self._prompts(batch, visual.per_sample, questions, answers)
         # The anchor (zero) makes the LLM's input need a gradient on every rank, as LinVT tokens make it on a rank
         # with videos: backward then visits the same modules everywhere (ZeRO-3 gathers frozen ones there too).
         embeds = self.host.build_inputs_embeds(ids, visual.per_sample) + visual.anchor
-        return visual, self.host(embeds, mask, labels, self.host.position_ids(ids, mask, image_sizes))
+        return visual, embeds, mask, labels, self.host.position_ids(ids, mask, image_sizes)
 
-    def _answer_loss(self, batch: dict[str, Any], questions: list[str], answers: list[str]):
-        """(visual tokens, next-token loss on the answers)."""
-        visual, out = self.answer(batch, questions, answers)
-        return visual, out.loss
+    def answer(self, batch: dict[str, Any], questions: list[str], answers: list[str]) -> tuple[VisualTokens, Any]:
+        """(visual tokens, the host LLM's output with the next-token loss on the answers)."""
+        visual, embeds, mask, labels, positions = self._llm_inputs(batch, questions, answers)
+        return visual, self.host(embeds, mask, labels, positions)
 
     def _losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(training loss, its parts to log)."""
         captions = batch["captions"]
-        visual, caption = self._answer_loss(batch, [ALIGN_INSTRUCTION] * len(captions), captions)
+        visual, out = self.answer(batch, [ALIGN_INSTRUCTION] * len(captions), captions)
+        caption = out.loss
         contrastive = self._contrastive(visual, captions, ~batch["pad"].to(visual.is_video.device))
         loss = caption + self.cfg.loss.contrastive_weight * contrastive
         return loss, {"caption_loss": caption, "contrastive_loss": contrastive}
@@ -299,15 +309,12 @@ class LinVTAlign(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Greedy answers to each sample's question (padding copies of the last batch are left out)."""
         questions = batch["questions"]
-        visual = self.visual_tokens(batch, questions)
-        ids, mask, _, image_sizes = self._prompts(batch, visual.per_sample, questions, [None] * len(questions))
-        embeds = self.host.build_inputs_embeds(ids, visual.per_sample)
+        _, embeds, mask, _, positions = self._llm_inputs(batch, questions, [None] * len(questions))
         # ZeRO-3 gathers weights collectively at every forward: ranks must decode in lockstep even when one rank's
         # answers end early (transformers' synced_gpus keeps every rank stepping until all are done).
         synced = self.trainer.world_size > 1 and _zero_stage(self.trainer.strategy) == 3
         new = self.host.generate(embeds, mask, max_new_tokens=self.cfg.generation.max_new_tokens,
-                                 position_ids=self.host.position_ids(ids, mask, image_sizes),
-                                 **({"synced_gpus": True} if synced else {}))
+                                 position_ids=positions, **({"synced_gpus": True} if synced else {}))
         answers = self.host.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [{"key": key, "question": q, "answer": a.strip(), "reference": ref}
                 for key, q, a, ref, pad in zip(batch["keys"], questions, answers, batch["references"], batch["pad"],
@@ -442,14 +449,10 @@ class LinVTInstruct(LinVTAlign):
         task = (client.get("lvu") or {}).get("task")
         if task not in (None, "linvt.align"):
             raise LvuError(f"init.align: {path} was written by task '{task}', not linvt.align")
-        linvt = {k.removeprefix("linvt."): v for k, v in state.items() if k.startswith("linvt.")}
-        missing, unexpected = self.linvt.load_state_dict(linvt, strict=False)
-        if missing or unexpected:
-            raise LvuError(f"init.align: {path} does not fit this LinVT (missing {missing[:3]}, unexpected "
-                           f"{unexpected[:3]}); use the same model settings as stage 1")
+        load_linvt_weights(self.linvt, state, f"init.align: {path}")
 
     def _losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return self._answer_loss(batch, batch["questions"], batch["answers"])[1], {}
+        return self.answer(batch, batch["questions"], batch["answers"])[1].loss, {}
 
 
 def video_decoder(cfg: LinVTAlignRecipe, split: str, mixed: bool) -> VideoDecoder:

@@ -60,17 +60,13 @@ def export_linvt(cfg: Any, state: dict[str, torch.Tensor], client: dict[str, Any
     from transformers import AutoConfig
 
     from lvu.models.linvt import LinVT
-    from lvu.tasks.linvt import linvt_config, lora_config
+    from lvu.tasks.linvt import linvt_config, load_linvt_weights, lora_config
 
     info = client.get("lvu") or {}
     host_path = Path(cfg.host.path)
     dim = AutoConfig.from_pretrained(str(host_path)).get_text_config().hidden_size
     linvt = LinVT(linvt_config(cfg.model, dim))
-    weights = {k.removeprefix("linvt."): v for k, v in state.items() if k.startswith("linvt.")}
-    missing, unexpected = linvt.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise LvuError(f"the checkpoint's LinVT does not match its recipe (missing {missing[:3]}, unexpected "
-                       f"{unexpected[:3]})")
+    load_linvt_weights(linvt, state, "the checkpoint")
     out.mkdir(parents=True, exist_ok=True)
     linvt.save_pretrained(out / "linvt")
     base = _host_class(host_path).language_model_path
