@@ -14,8 +14,11 @@ how multiprocessing stops daemonic workers when a process exits.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
+import time
 
 import numpy  # noqa: F401  (imported once here, not in every worker)
 import torch  # noqa: F401
@@ -31,8 +34,6 @@ def ignore_preemption_signals(worker_id: int | None = None) -> None:
 def _running(pid: int) -> bool:
     """Whether ``pid`` is a live process. A killed owner stays a zombie until its own parent reaps it, which may
     wait for the job's output pipes that this very worker holds open: a zombie counts as gone."""
-    import os
-
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -41,9 +42,7 @@ def _running(pid: int) -> bool:
     except OSError:  # no /proc (macOS): signal 0 only says whether the pid exists
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # the pid now belongs to another user's process: the owner is gone
+        except (ProcessLookupError, PermissionError):  # PermissionError: the pid is another user's process now
             return False
         return True
 
@@ -55,9 +54,6 @@ def exit_with(owner_pid: int, interval_s: float = 1.0) -> None:
     never fires when the training process dies abruptly (SIGKILL, the OOM killer). The worker would live on, and keep
     the server alive with it (the server waits for all its clients), holding the job's stdout and stderr open.
     """
-    import os
-    import threading
-    import time
 
     def watch() -> None:
         while True:
