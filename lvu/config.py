@@ -103,7 +103,8 @@ def find_recipe(ref: str | Path) -> Path:
 
 # Required values only training reads: `lvu validate/test/predict` leave them unset (None) instead of asking for
 # them (a predict run needs no training shards, nor the stage-1 checkpoint a stage-2 fit starts from).
-TRAINING_ONLY = ("data.train", "init.")
+TRAINING_ONLY_KEYS = ("data.train",)
+TRAINING_ONLY_SECTIONS = ("init.",)
 
 
 def load_recipe(ref: str | Path, overrides: Sequence[str] = (), *, allow_missing: bool = False,
@@ -114,7 +115,8 @@ def load_recipe(ref: str | Path, overrides: Sequence[str] = (), *, allow_missing
         ref: recipe file path or built-in recipe name.
         overrides: ``key=value`` dotlist entries; ``group=preset`` swaps a preset (e.g. ``trainer=ddp``).
         allow_missing: keep ``???`` values instead of raising (``lvu config`` shows them; runs need them filled).
-        stage: the stage the recipe is for; other stages than ``fit`` do not require :data:`TRAINING_ONLY` values.
+        stage: the stage the recipe is for; other stages than ``fit`` do not require :data:`TRAINING_ONLY_KEYS` and
+            :data:`TRAINING_ONLY_SECTIONS` values.
     """
     path = find_recipe(ref)
     group_choices, dotlist = _split_overrides(overrides)
@@ -133,7 +135,7 @@ def load_recipe(ref: str | Path, overrides: Sequence[str] = (), *, allow_missing
         cfg.name = _default_name(path)
     if stage != "fit":
         for key in OmegaConf.missing_keys(cfg):
-            if key == TRAINING_ONLY[0] or key.startswith(TRAINING_ONLY[1:]):
+            if key in TRAINING_ONLY_KEYS or key.startswith(TRAINING_ONLY_SECTIONS):
                 OmegaConf.update(cfg, key, None, merge=False)
     if not allow_missing:
         _check_complete(cfg)
