@@ -3,8 +3,8 @@
 The paper (Gao et al.): SVR + TTA (the ``multi_c`` variant) beats averaging each frame's tokens into one
 (``avg``, Table 2), and TTA's text conditioning helps (Table 5). Here: one tiny random frozen Qwen2-VL host, the
 tests' (``lvu.models.vlm.tiny.save_tiny_host``: hidden 64, one LLM layer, 32-px frames, 16 tokens per frame),
-48 synthetic 12-24 s videos of 64x48 px (``lvu data synth``), and stage 2 (``linvt.instruct``: LinVT + LoRA on the
-host LLM, ``init.random=true``) trained with ``lvu fit`` (in-process) for a fixed number of steps per configuration
+48 synthetic 12-24 s videos of 64x48 px (``lvu data synth``), and stage 2 (``linvt/instruct``: LinVT + LoRA on the
+host LLM, ``init.required=false``) trained with ``lvu fit`` (in-process) for a fixed number of steps per configuration
 and seed; the host and the data are the same for every run, the seed changes LinVT's and LoRA's initialisation and
 the data order.
 
@@ -24,7 +24,7 @@ Metrics on the held-out videos, after the last step:
 * ``val/loss``: the task's own validation loss (next-token cross-entropy on the answer tokens and end-of-turn),
   read from the run's ``metrics.csv``;
 * accuracy: the place whose answer has the highest likelihood among the six (chance 16.7%; computed here with the
-  task's private ``_prompts`` to build the same prompts as training);
+  task's own prompt builder, ``llm_inputs``, so the prompts are the training ones);
 * the same two on a *shuffled-video* copy of the held-out set (each question paired with another held-out video):
   if the model uses the video, loss rises and accuracy falls towards chance there.
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import shutil
 import statistics
@@ -43,14 +44,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from lvu.cli import main as lvu
 from lvu.config import load_recipe
-from lvu.data.datamodule import ShardDataModule
 from lvu.data.shards import iter_samples, resolve_shards, write_shard
 from lvu.data.synth import SCENE_NAMES, SynthConfig, synthesize
 from lvu.models.vlm.tiny import FRAME, save_tiny_host
-from lvu.tasks.linvt import LinVTInstruct, collate_conversations, video_decoder
+from lvu.tasks.host_lm import host_lm_data
+from lvu.tasks.host_lm.conversation import IGNORE, Conversation, Turn
+from lvu.tasks.linvt import LinVTTask
 
 VIDEOS = SynthConfig(min_seconds=12, max_seconds=24, fps=8, width=64, height=48)  # tests/conftest.py SMALL_VIDEOS
 QUESTIONS = {"first": ("Which place is shown first?", 0), "last": ("Which place is shown last?", 2)}
@@ -67,8 +70,6 @@ def scale_output_layer(host: Path, factor: float) -> None:
     """Multiply the host's (untied, frozen) ``lm_head`` by ``factor``. At the random initialisation (std 0.02, width
     64) no hidden state can raise a token's logit above about 1.3, so the answer loss could not fall below about 4.5
     nats per token whatever LinVT and LoRA learn; scaled, the frozen head can express confident answers."""
-    from safetensors.torch import load_file, save_file
-
     weights = load_file(host / "model.safetensors")
     weights["lm_head.weight"] = weights["lm_head.weight"] * factor
     save_file(weights, host / "model.safetensors", metadata={"format": "pt"})
@@ -103,7 +104,7 @@ def prepare(out: Path, videos: int, train_videos: int) -> dict[str, Path]:
 
 def overrides(paths: dict[str, Path], run_dir: Path, seed: int, config: list[str], steps: int) -> list[str]:
     return [f"host.path={paths['host']}", f"data.train={paths['train']}", f"data.val={paths['val']}",
-            f"run_dir={run_dir}", f"seed={seed}", "init.random=true", "trainer=cpu", "trainer.precision=32-true",
+            f"run_dir={run_dir}", f"seed={seed}", "init.required=false", "trainer=cpu", "trainer.precision=32-true",
             f"data.frame_size={FRAME}", "data.batch_size=4", "data.eval_batch_size=4", "data.num_workers=0",
             "data.sampler.name=uniform", "data.sampler.num_frames=8", "data.eval_frames=8",
             "model.layers=1", "model.heads=2", "model.top_k=32", "model.queries=[8,4,2]",
@@ -124,28 +125,27 @@ def logged_val_loss(run_dir: Path, steps: int) -> float | None:
 def evaluate(args: list[str], run_dir: Path, shards: Path) -> dict[str, float]:
     """Mean answer loss (as ``val/loss``: per-batch token mean, equal batches) and six-way accuracy on ``shards``."""
     cfg = load_recipe("linvt/instruct", [*args, f"data.val={shards}"]).to_object()
-    model = LinVTInstruct(cfg)
+    model = LinVTTask(cfg)
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and all(k.startswith("host.") and "lora_" not in k for k in missing), unexpected
+    assert not unexpected and not [k for k in missing if model.saved_in_checkpoint(k)], unexpected
     model.eval()
-    data = ShardDataModule(cfg.data, cfg.seed, decode=lambda split: video_decoder(cfg, split, True),
-                           collate=lambda split: collate_conversations)
     losses, correct, total = [], 0, 0
-    for batch in data.loader("val"):
-        questions, answers = batch["questions"], batch["answers"]
-        visual = model.visual_tokens(batch, questions)
+    for batch in host_lm_data(cfg).loader("val"):
+        answers = [c.turns[-1].text for c in batch.conversations]
+        visual = model.visual_tokens(batch)
         scores = []
         for place in SCENE_NAMES:  # log-likelihood of each candidate answer (all answer tokens and end-of-turn)
-            ids, mask, labels, sizes = model._prompts(batch, visual.per_sample, questions, [place] * len(questions))
-            embeds = model.host.build_inputs_embeds(ids, visual.per_sample)
-            logits = model.host(embeds, mask, None, model.host.position_ids(ids, mask, sizes)).logits
-            nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none").sum(1)
+            asked = [Conversation([c.turns[0], Turn("assistant", place)]) for c in batch.conversations]
+            inputs = model.llm_inputs(dataclasses.replace(batch, conversations=asked), visual, answers=True)
+            logits = model.host(inputs.embeds, inputs.mask, None, inputs.positions).logits
+            nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), inputs.labels[:, 1:], reduction="none",
+                                  ignore_index=IGNORE).sum(1)
             scores.append(-nll)
         predicted = torch.stack(scores, 1).argmax(1).tolist()
         correct += sum(SCENE_NAMES[p] == a for p, a in zip(predicted, answers, strict=True))
         total += len(answers)
-        losses.append(float(model.answer(batch, questions, answers)[1].loss))
+        losses.append(float(model.losses(batch)["answer_loss"].value))
     return {"loss": statistics.mean(losses), "accuracy": 100.0 * correct / total}
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from lvu.data.synth import LABEL_MAPS
-from lvu.quickstart import PROBES, QuickstartConfig, run_quickstart
+from lvu.quickstart.lvmae import PROBES, QuickstartConfig, run_quickstart
 
 TOY_PROBES = (*PROBES, ("raw embeddings + attentive probe", ["probe.kind=attentive", "probe.backbone=raw"]))
 
@@ -33,7 +33,7 @@ def main() -> None:
     per_seed = {}
     for seed in args.seeds:
         cfg = QuickstartConfig(seed=seed, pretrain_epochs=args.pretrain_epochs)
-        per_seed[seed] = run_quickstart(Path(args.out) / f"seed{seed}", cfg, probes=TOY_PROBES)["probes"]
+        per_seed[seed] = run_quickstart(Path(args.out) / f"seed{seed}", cfg=cfg, probes=TOY_PROBES)["probes"]
     print(f"\n# {len(args.seeds)} seeds {args.seeds}; test metric mean ± std (accuracy %, MSE for event_count); "
           f"{time.perf_counter() - start:.0f} s")
     header = f"{'probe':40s}" + "".join(f"{t:>18s}" for t in LABEL_MAPS)

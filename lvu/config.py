@@ -10,13 +10,25 @@ A recipe is one YAML file. Its optional ``defaults:`` list names other files mer
 Command-line overrides are OmegaConf dotlists (``trainer.max_steps=10 data.batch_size=4``) applied last. The result
 is validated against the task's schema (a dataclass) and its ``${...}`` interpolations resolved. Every problem is
 raised as a one-line :class:`~lvu.errors.ConfigError` before anything is computed.
+
+Every schema field is described by the string literal that follows it (an attribute docstring, as litgpt's configs
+have); :func:`explain` prints them next to the resolved values (``lvu config RECIPE --explain``). Recipe keys that
+are Python keywords (``init.from``) are fields with a trailing underscore (``from_``) in the dataclasses, which
+cannot name a field ``from``; recipes, overrides, messages and saved configs use the plain name.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
+import functools
+import inspect
+import itertools
+import json
+import keyword
 import os
+import textwrap
 import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
@@ -30,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf import errors as oc_errors
 
 from lvu.errors import ConfigError, closest, did_you_mean
-from lvu.schema import PRESET_GROUPS, RecipeConfig
+from lvu.schema import PRESET_GROUPS, RecipeConfig, renamed, schema_name, user_dotted, user_keys, user_name
 from lvu.tasks.registry import TaskSpec, get_task
 
 RECIPE_SUFFIX = ".yaml"
@@ -66,13 +78,29 @@ class Recipe:
 
     def to_container(self) -> dict[str, Any]:
         """Plain dicts/lists/scalars (enums as strings): for checkpoints and JSON."""
-        return OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+        return user_keys(OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True))
 
     def to_yaml(self) -> str:
-        return OmegaConf.to_yaml(self.cfg, resolve=False)
+        plain = user_keys(OmegaConf.to_container(self.cfg, resolve=False, enum_to_str=True))
+        return OmegaConf.to_yaml(OmegaConf.create(plain))
 
     def missing_keys(self) -> list[str]:
-        return sorted(OmegaConf.missing_keys(self.cfg))
+        return sorted(user_dotted(key) for key in OmegaConf.missing_keys(self.cfg))
+
+
+def _schema_keys(raw: DictConfig) -> DictConfig:
+    """Recipe keys that are Python keywords renamed to their schema fields (``from`` -> ``from_``)."""
+    plain = OmegaConf.to_container(raw, resolve=False)
+    if not any(keyword.iskeyword(key) for key in _all_keys(plain)):
+        return raw
+    return OmegaConf.create(renamed(plain, schema_name))
+
+
+def _all_keys(tree: Any) -> Iterator[str]:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield str(key)
+            yield from _all_keys(value)
 
 
 def available_recipes() -> list[str]:
@@ -156,6 +184,7 @@ def _leaf_keys(config: DictConfig, wanted: Callable[[Any], bool]) -> list[str]:
 
 def validate(raw: DictConfig, schema: type) -> DictConfig:
     """Merge ``raw`` onto the structured schema, turning OmegaConf's errors into one-line ConfigErrors."""
+    raw = _schema_keys(raw)
     _check_sections(raw, schema, prefix="")
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(schema), raw)
@@ -307,7 +336,7 @@ def _interpolation_errors() -> Iterator[None]:
 
 def _check_complete(cfg: DictConfig) -> None:
     with _interpolation_errors():
-        missing = sorted(OmegaConf.missing_keys(cfg))
+        missing = sorted(user_dotted(key) for key in OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(
             f"missing required value{'s' if len(missing) > 1 else ''} (???): {', '.join(missing)}; "
@@ -409,7 +438,8 @@ def _check_sections(raw: Any, schema: type, prefix: str) -> None:
 def _unknown_key_error(exc: oc_errors.ConfigKeyError, schema: type) -> ConfigError:
     full_key = str(exc.full_key or exc.key)
     parent, _, key = full_key.rpartition(".")
-    valid = _valid_keys(schema, parent)
+    valid = [user_name(k) for k in _valid_keys(schema, parent)]
+    full_key, parent, key = user_dotted(full_key), user_dotted(parent), user_name(key)
     match = closest(key, valid)
     where = f"in '{parent}'" if parent else "at the top level"
     if match:
@@ -427,18 +457,98 @@ def _type_error(exc: oc_errors.ValidationError, schema: type) -> ConfigError:
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value)
     if expected is None:
-        return ConfigError(f"{full_key or 'recipe'}: {_first_line(exc)}")
+        return ConfigError(f"{user_dotted(full_key) or 'recipe'}: {_first_line(exc)}")
     return ConfigError(
-        f"{full_key}: expected {_describe_type(expected)}, got {type(value).__name__} {value!r}"
+        f"{user_dotted(full_key)}: expected {_describe_type(expected)}, got {type(value).__name__} {value!r}"
     )
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Descriptions of recipe keys
+
+
+@functools.cache
+def field_docs(schema: type) -> dict[str, str]:
+    """Each field's description: the string literal right after the field in its dataclass (or a base's), on one
+    line."""
+    docs: dict[str, str] = {}
+    for cls in reversed(schema.__mro__):
+        if not dataclasses.is_dataclass(cls):
+            continue
+        try:
+            body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body  # type: ignore[attr-defined]
+        except (OSError, TypeError):  # no source (a class made at run time)
+            continue
+        for stmt, following in itertools.pairwise(body):
+            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                    and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)):
+                docs[stmt.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One resolved recipe key, for ``lvu config --explain``."""
+
+    key: str
+    value: Any
+    type: str
+    description: str
+
+
+def _dataclass_of(tp: Any) -> type | None:
+    """The dataclass a field holds (also through ``X | None``), or None for leaves."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = inner[0] if len(inner) == 1 else None
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
+
+
+def key_infos(schema: type, cfg: DictConfig, prefix: str = "") -> list[KeyInfo]:
+    """Every leaf key of ``cfg`` (typed by ``schema``) with its value, type and description, in schema order."""
+    hints, docs = _hints(schema), field_docs(schema)
+    out = []
+    for f in dataclasses.fields(schema):
+        key = f"{prefix}{user_name(f.name)}"
+        node = cfg._get_node(f.name)  # type: ignore[union-attr]
+        section = _dataclass_of(hints[f.name])
+        if section is not None and OmegaConf.is_dict(node) and not OmegaConf.is_missing(cfg, f.name):
+            out += key_infos(section, cfg[f.name], f"{key}.")
+            continue
+        value = "???" if OmegaConf.is_missing(cfg, f.name) else OmegaConf.to_container(
+            OmegaConf.create({"v": cfg[f.name]}), resolve=False, enum_to_str=True)["v"]
+        out.append(KeyInfo(key, value, _describe_type(hints[f.name]), docs.get(f.name, "")))
+    return out
+
+
+def explain(recipe: Recipe) -> str:
+    """``key = value  # type: description`` for every resolved key of the recipe, aligned."""
+    infos = key_infos(recipe.task.config_class, recipe.cfg)
+    shown = [(f"{i.key} = {_show(i.value)}", f"# {i.type}: {i.description or '(no description)'}") for i in infos]
+    width = min(60, max(len(left) for left, _ in shown))
+    return "".join(f"{left:<{width}}  {right}\n" for left, right in shown)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(", ", ": "))
+    return "null" if value is None else str(value)
+
+
 __all__ = [
+    "KeyInfo",
     "Recipe",
     "RecipeConfig",
     "available_recipes",
+    "explain",
+    "field_docs",
     "find_recipe",
+    "key_infos",
     "load_recipe",
     "recipes_dir",
+    "user_keys",
     "validate",
 ]

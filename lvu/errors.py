@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import signal
 from collections.abc import Iterable
 
 
@@ -30,8 +31,6 @@ class Preempted(LvuError):
     """A run stopped gracefully on a signal after saving a checkpoint; the CLI exits with 128 + signal number."""
 
     def __init__(self, signum: int, step: int, checkpoint: str | None, requeued: bool) -> None:
-        import signal
-
         self.signum, self.step, self.checkpoint, self.requeued = signum, step, checkpoint, requeued
         where = f"saved {checkpoint}" if checkpoint else "no checkpoint callback, nothing saved"
         then = "job requeued, it resumes from there" if requeued else "run the same command to resume"

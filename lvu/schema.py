@@ -7,6 +7,8 @@ that each task adds to its subclass of :class:`RecipeConfig`.
 
 from __future__ import annotations
 
+import keyword
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -49,33 +51,41 @@ class StrategyConfig:
     """Distribution strategy. Presets live in ``recipes/trainer/``."""
 
     name: StrategyName = StrategyName.auto
-    # DDP: only needed when some parameters get no gradient in a step.
+    """How work is spread over devices: auto (one device), ddp, or deepspeed."""
     find_unused_parameters: bool = False
-    # None lets Lightning pick: nccl on GPU, gloo on CPU.
+    """DDP: only needed when some trainable parameters get no gradient in a step (slower when on)."""
     process_group_backend: str | None = None
-    # DeepSpeed ZeRO stage (1, 2 or 3) and offloading; ignored by other strategies.
+    """Collective backend; null lets Lightning pick (nccl on GPU, gloo on CPU)."""
     stage: int = 2
+    """DeepSpeed ZeRO stage (1, 2 or 3); ignored by other strategies."""
     offload_optimizer: bool = False
+    """DeepSpeed: keep optimiser states in CPU memory (ZeRO-Offload; the optimiser becomes DeepSpeed's CPU Adam)."""
     offload_parameters: bool = False
-    # DeepSpeed: leave parameters without gradients out of checkpoints. For models whose frozen part is rebuilt from
-    # its own checkpoint at start (LinVT's host): saves shrink from the host's size to the trained part's.
+    """DeepSpeed ZeRO-3: keep parameters in CPU memory between uses."""
     exclude_frozen_parameters: bool = False
-    # A full DeepSpeed config, inline (mapping) or a path to a JSON file; when given it wins over the fields above.
+    """DeepSpeed: leave parameters without gradients out of checkpoints (a frozen part rebuilt from its own
+    checkpoint at start, like a video method's host): saves shrink to the trained part's size."""
     config: Any = None
+    """A full DeepSpeed config, inline (mapping) or a path to a JSON file; when given it wins over the fields
+    above."""
 
 
 @dataclass
 class CheckpointConfig:
     """What ModelCheckpoint keeps in ``<run_dir>/checkpoints/``."""
 
-    # Metric that ranks checkpoints (e.g. "val/loss"); None keeps only last.ckpt.
     monitor: str | None = None
+    """Metric that ranks checkpoints (e.g. "val/loss"); null keeps only last.ckpt."""
     mode: MonitorMode = MonitorMode.min
+    """Whether a lower (min) or higher (max) monitored value is better."""
     save_top_k: int = 1
+    """How many of the best checkpoints to keep (with a monitor)."""
     save_last: bool = True
-    # Also save every N optimiser steps (mid-epoch); None saves at epoch/validation ends only.
+    """Keep last.ckpt, the checkpoint a resumed run continues from."""
     every_n_train_steps: int | None = None
+    """Also save every N optimiser steps (mid-epoch); null saves at epoch and validation ends only."""
     filename: str = "epoch{epoch:03d}-step{step:07d}"
+    """Name pattern of the ranked checkpoints."""
 
 
 @dataclass
@@ -88,10 +98,13 @@ class PreemptionConfig:
     """
 
     enabled: bool = True
+    """Stop at the next step boundary with a checkpoint when a listed signal arrives."""
     signals: list[str] = field(default_factory=lambda: ["SIGUSR1", "SIGTERM"])
-    # The signal Slurm sends ahead of the time limit (``#SBATCH --signal=SIGUSR1@90``); it requeues the job.
+    """Signals that stop the run gracefully."""
     requeue_signal: str = "SIGUSR1"
+    """The signal Slurm sends ahead of the time limit (``#SBATCH --signal=SIGUSR1@90``); it requeues the job."""
     requeue: bool = True
+    """Under Slurm, put the job back in the queue after a stop by requeue_signal."""
 
 
 @dataclass
@@ -99,35 +112,57 @@ class TrainerConfig:
     """Arguments of ``lightning.Trainer`` that recipes may set, plus our loggers, checkpointing and progress bar."""
 
     accelerator: str = "auto"
+    """cpu, gpu or auto (a GPU when there is one)."""
     devices: int | str = "auto"
+    """Devices (processes) per node; auto takes all of them (or the Slurm job's tasks per node)."""
     num_nodes: int = 1
+    """Nodes of the job."""
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    """How work is spread over devices."""
     precision: Precision = Precision["32-true"]
+    """Numeric precision: 32-true, bf16-mixed, 16-mixed or bf16-true."""
     max_epochs: int | None = None
+    """Stop after this many epochs (null: no epoch limit)."""
     max_steps: int = -1
+    """Stop after this many optimiser steps (-1: no step limit)."""
     accumulate_grad_batches: int = 1
+    """Batches whose gradients add up to one optimiser step."""
     gradient_clip_val: float | None = None
+    """Clip gradients to this norm (or value); null does not clip."""
     gradient_clip_algorithm: ClipAlgorithm = ClipAlgorithm.norm
-    # int = every N training batches, float = fraction of an epoch; None = once per epoch.
+    """Clip by the global norm or by value."""
     val_check_interval: int | float | None = None
+    """Validate every N training batches (int) or fraction of an epoch (float); null once per epoch."""
     check_val_every_n_epoch: int | None = 1
+    """Validate every N epochs (null: only by val_check_interval)."""
     limit_train_batches: int | float | None = None
+    """Use only this many training batches (int) or this fraction of them (float) per epoch; null: all."""
     limit_val_batches: int | float | None = None
+    """Validation batches per validation, as for limit_train_batches."""
     limit_test_batches: int | float | None = None
+    """Test batches, as for limit_train_batches."""
     limit_predict_batches: int | float | None = None
+    """Prediction batches, as for limit_train_batches."""
     num_sanity_val_steps: int = 2
+    """Validation batches run before training, to fail fast on a broken validation step."""
     log_every_n_steps: int = 50
+    """Write training metrics every N steps."""
     deterministic: bool | None = None
+    """Ask torch for deterministic algorithms (slower on GPUs); null leaves torch's defaults."""
     benchmark: bool | None = None
+    """cuDNN autotuning of convolution algorithms; null leaves Lightning's default."""
     progress_bar: ProgressBar = ProgressBar.rich
-    # Lightning's table of modules and parameter counts at the start of fit.
+    """rich, tqdm or none."""
     enable_model_summary: bool = True
-    # Any of "tensorboard", "csv".
+    """Print Lightning's table of modules and parameter counts at the start of fit."""
     loggers: list[str] = field(default_factory=lambda: ["tensorboard", "csv"])
+    """Any of "tensorboard", "csv" (written under <run_dir>/logs/)."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    # After fit, evaluate the test split with the best checkpoint (checkpoint.monitor), else the last one.
+    """What is kept in <run_dir>/checkpoints/."""
     test_after_fit: bool = False
+    """After fit, evaluate the test split with the best checkpoint (checkpoint.monitor), else the last one."""
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
+    """Graceful stops on signals."""
 
 
 class OptimizerName(str, Enum):
@@ -149,16 +184,18 @@ class SchedulerConfig:
     """Learning-rate schedule, applied per optimiser step after a linear warm-up."""
 
     name: SchedulerName = SchedulerName.constant
+    """constant, cosine, linear (decay to min_lr_ratio after warm-up) or exponential (gamma per epoch)."""
     warmup_steps: int = 0
-    # Warm-up measured in epochs (papers usually state it so); added to warmup_steps.
+    """Optimiser steps of linear warm-up from 0."""
     warmup_epochs: float = 0.0
-    # cosine/linear decay to this fraction of the base learning rate.
+    """Warm-up measured in epochs (papers usually state it so); added to warmup_steps."""
     min_lr_ratio: float = 0.0
-    # exponential: factor per epoch.
+    """cosine/linear: decay to this fraction of the base learning rate."""
     gamma: float = 0.9
-    # Decay horizon in optimiser steps; None = the run's length (max_steps, else max_epochs x steps per epoch).
-    # Fix it when a run is trained in pieces with growing max_steps, so every piece follows the same schedule.
+    """exponential: factor per epoch."""
     total_steps: int | None = None
+    """Decay horizon in optimiser steps; null = the run's length (max_steps, else max_epochs x steps per epoch).
+    Fix it when a run is trained in pieces with growing max_steps, so every piece follows the same schedule."""
 
 
 @dataclass
@@ -166,30 +203,70 @@ class OptimConfig:
     """Optimiser and schedule. Biases, norms and 1-D parameters get no weight decay."""
 
     name: OptimizerName = OptimizerName.adamw
+    """adamw, adam or sgd."""
     lr: float = 1e-3
+    """Base learning rate (parts of a model may have their own)."""
     weight_decay: float = 0.0
+    """Weight decay of matrices (never of biases, norms or other 1-D parameters)."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """Adam's (beta1, beta2)."""
     eps: float = 1e-8
+    """Adam's epsilon."""
     momentum: float = 0.9
-    # Learning rate per parameter-name prefix, e.g. {"model.projector.": 1e-5}; the longest prefix wins.
+    """SGD's momentum."""
     lr_by_prefix: dict[str, float] = field(default_factory=dict)
+    """Learning rate per parameter-name prefix, e.g. {"model.projector.": 1e-5}; the longest prefix wins."""
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    """The learning-rate schedule."""
 
 
 @dataclass
 class RecipeConfig:
     """Root of every recipe. Each task subclasses it to add its ``data`` and ``model`` sections."""
 
-    # Registered task name, e.g. "lvmae.pretrain" (``lvu tasks`` lists them).
     task: str = MISSING
-    # Run name; defaults to the recipe's path under recipes/ (e.g. "lvmae/pretrain").
+    """Registered task name, e.g. "lvmae.pretrain" (``lvu tasks`` lists them)."""
     name: str = ""
+    """Run name; defaults to the recipe's path under recipes/ (e.g. "lvmae/pretrain")."""
     seed: int = 0
-    # Where this run writes; default runs/<name>/<version>/. Pointing it at an existing run resumes that run.
+    """Seeds everything random: weights, data order, augmentation, data-loader workers."""
     run_dir: str | None = None
+    """Where this run writes; default runs/<name>/<version>/. Pointing it at an existing run resumes that run."""
     runs_root: str = "runs"
+    """Folder under which runs/<name>/<version>/ are made."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """The Lightning trainer, strategy, checkpointing and logging."""
     optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimiser and learning-rate schedule."""
+
+
+def schema_name(key: str) -> str:
+    """The dataclass field of recipe key ``key`` (``from`` -> ``from_``: dataclasses cannot have keyword fields)."""
+    return f"{key}_" if keyword.iskeyword(key) else key
+
+
+def user_name(key: str) -> str:
+    """The recipe key of dataclass field ``key`` (``from_`` -> ``from``)."""
+    return key[:-1] if key.endswith("_") and keyword.iskeyword(key[:-1]) else key
+
+
+def user_dotted(key: str) -> str:
+    return ".".join(user_name(part) for part in key.split("."))
+
+
+def renamed(tree: Any, rename: Callable[[str], str]) -> Any:
+    """A plain config tree with every mapping key passed through ``rename``."""
+    if isinstance(tree, dict):
+        return {rename(k) if isinstance(k, str) else k: renamed(v, rename) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [renamed(v, rename) for v in tree]
+    return tree
+
+
+def user_keys(tree: Any) -> Any:
+    """A plain config tree with schema field names turned back into recipe keys (``from_`` -> ``from``)."""
+    return renamed(tree, user_name)
+
 
 
 # Recipe sections that may be picked from a folder of presets: ``defaults: [{trainer: cpu}]`` or ``trainer=ddp``

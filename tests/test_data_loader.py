@@ -247,3 +247,16 @@ def test_an_evaluation_stand_in_for_a_bad_sample_does_not_count_twice(tmp_path, 
                          shuffle=False, drop_last=False, evaluation=True)
     counted = Counter(k for b in loader for k, pad in zip(b["keys"], b["pad"], strict=True) if not pad)
     assert set(counted) == {k for k, _ in good} and set(counted.values()) == {1}
+
+
+def test_the_worker_fork_server_preloads_what_defines_the_decoder_and_collate():
+    """Workers fork from a server that has imported the decoder's and collate function's modules, so no worker imports
+    a task module (Lightning, transformers: seconds) at every pass."""
+    import functools
+
+    from lvu.data.decoders import FeatureDecoder
+    from lvu.data.loader import _defining_modules
+    from lvu.tasks.host_lm.batch import Collate
+
+    modules = _defining_modules(FeatureDecoder(4), functools.partial(Collate(False, "q")), len)
+    assert modules == ["lvu.data.decoders", "lvu.tasks.host_lm.batch"]

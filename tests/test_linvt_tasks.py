@@ -1,9 +1,11 @@
-"""linvt.align on tiny random hosts of each family and synthetic captioned videos."""
+"""LinVT's two stages (linvt/align, linvt/instruct) on tiny random hosts of each family and synthetic videos."""
 
 from __future__ import annotations
 
 import csv
+import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,7 +81,7 @@ def test_instruct_trains_lora_and_linvt_from_the_alignment_checkpoint(host_path,
     assert main(_args(host_path, two_videos, align, "trainer.max_steps=2", *fixed)) == 0
     aligned = torch.load(align / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     args = _args(host_path, two_videos, tmp_path / "instruct", "trainer.max_steps=4", *fixed,
-                 "init.align=" + str(align / "checkpoints" / "last.ckpt"))
+                 "init.from=" + str(align / "checkpoints" / "last.ckpt"))
     args[1] = "linvt/instruct"
     assert main(args) == 0
     state = torch.load(tmp_path / "instruct" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
@@ -100,16 +102,16 @@ def test_instruct_trains_lora_and_linvt_from_the_alignment_checkpoint(host_path,
 
 def test_instruct_input_errors(host_path, two_videos, tmp_path, capsys):
     from lvu.errors import LvuError
-    from lvu.tasks.linvt import first_exchange
+    from lvu.tasks.host_lm.conversation import Turn, conversation_of
 
     args = _args(host_path, two_videos, tmp_path / "x", "trainer.max_steps=1", "lora.targets=[nope_proj]",
-                 "init.random=true")
+                 "init.required=false")
     args[1] = "linvt/instruct"
     assert main(args) == 1
-    assert "lora.targets ['nope_proj'] match no module of the host LLM" in capsys.readouterr().err
+    assert "lora.targets ['nope_proj'] match no module of the llm part" in capsys.readouterr().err
     args = [a for a in args if not a.startswith(("lora.targets", "init."))]  # no stage-1 start given
     assert main(args) == 1
-    assert "linvt.instruct starts from stage 1: set init.align=CKPT" in capsys.readouterr().err
+    assert "linvt/instruct starts from an earlier stage: set init.from=CKPT" in capsys.readouterr().err
     # A video shorter than the sampler needs: skipped and counted by default, one clear error with data.strict.
     args = _args(host_path, two_videos, tmp_path / "short", "trainer.max_steps=1", "data.strict=true",
                  "data.sampler.min_frames=900", "data.sampler.max_frames=900")
@@ -118,9 +120,10 @@ def test_instruct_input_errors(host_path, two_videos, tmp_path, capsys):
     sample = {"__key__": "k", "annotation": {"conversations": [{"from": "human", "value": "what happens?"},
                                                                {"from": "gpt", "value": "nothing"}]}}
     with pytest.raises(LvuError, match=r"the question has no '<video>' or '<image>' placeholder"):
-        first_exchange(sample)
+        conversation_of(sample, caption=False, caption_prompt="")
     sample["annotation"]["conversations"][0]["value"] = "<video>\nwhat happens?"
-    assert first_exchange(sample) == ("what happens?", "nothing")
+    assert conversation_of(sample, caption=False, caption_prompt="").turns == [Turn("user", "what happens?"),
+                                                                               Turn("assistant", "nothing")]
 
 
 # Stage 2 on every strategy (LoRA dropout draws from each rank's RNG stream: its restore is tested too); stage 1 where
@@ -134,14 +137,14 @@ def test_stopped_and_resumed_linvt_matches_an_uninterrupted_run(stage, preset, s
     take the same save and restore path; test_resume.py covers them model-independently.)"""
     from test_resume import _assert_identical, _ok, launch
 
-    from lvu.train.ckpt_cli import consolidated_state_dict
+    from lvu.ckpt import consolidated_state_dict
 
     host = save_host("qwen2_vl", tmp_path_factory.mktemp(f"resume_host_{stage}_{preset}"))
     devices = 1 if preset == "cpu" else 2
     total = 7
 
     def args(run_dir, steps):
-        extra = ["init.random=true", "lora.r=4"] if stage == "instruct" else []
+        extra = ["init.required=false", "lora.r=4"] if stage == "instruct" else []
         a = _args(host, synth_shards, run_dir, f"trainer={preset}", "trainer.accelerator=cpu",
                   f"trainer.devices={devices}", "data.batch_size=1", f"trainer.max_steps={steps}",
                   f"optim.scheduler.total_steps={total}", *extra)  # 10 videos / 2 ranks: 5 steps per epoch
@@ -153,10 +156,10 @@ def test_stopped_and_resumed_linvt_matches_an_uninterrupted_run(stage, preset, s
     _ok(launch(args(run, 3)))
     _ok(launch(args(run, total)))
     final = [consolidated_state_dict(r / "checkpoints" / "last.ckpt") for r in (tmp_path / "reference", run)]
-    assert final[0][1]["global_step"] == final[1][1]["global_step"] == total
+    assert final[0].global_step == final[1].global_step == total
     if stage == "instruct":
-        assert any("lora_B" in k for k in final[0][0])
-    _assert_identical(final[0][0], final[1][0])
+        assert any("lora_B" in k for k in final[0].state)
+    _assert_identical(final[0].state, final[1].state)
     if preset.startswith("deepspeed"):  # exclude_frozen_parameters: the frozen host stays out of DeepSpeed saves
         for states in (run / "checkpoints" / "last.ckpt").rglob("*model_states.pt"):
             saved = torch.load(states, weights_only=False, map_location="cpu")
@@ -172,7 +175,8 @@ def _write_kinds(tmp_path, kinds, synth_shards):
 
 def test_one_batch_mixes_video_image_and_text(host_path, synth_shards, tmp_path):
     shards = _write_kinds(tmp_path, [["video", "image", "text"]], synth_shards)
-    args = _args(host_path, shards, tmp_path / "run", "trainer.max_steps=2", "data.batch_size=3", "init.random=true")
+    args = _args(host_path, shards, tmp_path / "run", "trainer.max_steps=2", "data.batch_size=3",
+                 "init.required=false")
     args[1] = "linvt/instruct"
     assert main(args) == 0
     losses = _losses(tmp_path / "run")
@@ -183,20 +187,26 @@ def test_an_image_through_the_linvt_model_gives_the_hosts_own_logits(host_path, 
     """Images skip LinVT: the wrapped host (LoRA injected, B = 0 at the start) reproduces the family's native
     image forward on the same prompt."""
     from lvu.config import load_recipe
-    from lvu.tasks.linvt import LinVTInstruct
+    from lvu.tasks.host_lm import MediaBatch
+    from lvu.tasks.host_lm.conversation import Conversation, Turn
+    from lvu.tasks.linvt import LinVTTask
 
-    cfg = load_recipe("linvt/instruct", [f"host.path={host_path}", "data.train=unused", "init.random=true",
+    cfg = load_recipe("linvt/instruct", [f"host.path={host_path}", "data.train=unused", "init.required=false",
                                          f"data.frame_size={FRAME}", "model.layers=1", "model.heads=2",
                                          "model.top_k=8", "model.queries=[2,1]"]).to_object()
-    model = LinVTInstruct(cfg).eval()
+    model = LinVTTask(cfg).eval()
     image = torch.randint(0, 256, (1, 1, FRAME, FRAME, 3), dtype=torch.uint8)
-    batch = {"frames": image, "frame_mask": torch.ones(1, 1, dtype=torch.bool), "kinds": ["image"]}
+    batch = MediaBatch(keys=["k"], kinds=["image"], frames=image, frame_mask=torch.ones(1, 1, dtype=torch.bool),
+                       timestamps=torch.zeros(1, 1), durations=torch.zeros(1), captions=[None],
+                       conversations=[Conversation([Turn("user", "what is it?"), Turn("assistant", "a")])],
+                       pad=torch.tensor([False]))
     with torch.no_grad():
-        visual, out = model.answer(batch, ["what is it?"], ["a"])
+        visual = model.visual_tokens(batch)
+        inputs = model.llm_inputs(batch, visual, answers=True)
+        out = model.host(inputs.embeds, inputs.mask, None, inputs.positions)
         host = model.host
-        ids, mask, _, _ = model._prompts(batch, visual.per_sample, ["what is it?"], ["a"])
-        native = native_image_logits(host, ids, mask, host.normalize(image[:, 0]))
-    assert (ids == host.placeholder_id).sum() == len(visual.per_sample[0]) > 0
+        native = native_image_logits(host, inputs.ids, inputs.mask, host.normalize(image[:, 0]))
+    assert (inputs.ids == host.placeholder_id).sum() == len(visual.per_sample[0]) > 0
     torch.testing.assert_close(out.logits, native)
 
 
@@ -209,7 +219,7 @@ def test_ranks_with_different_sample_kinds_stay_in_step_under_zero3(synth_shards
     host = save_host("qwen2_vl", tmp_path_factory.mktemp("zero3_mixed_host"))
     shards = _write_kinds(tmp_path / "instruct", [["text", "image"], ["video", "video"]], synth_shards)
     args = _args(host, shards, tmp_path / "instruct" / "run", "trainer=deepspeed_zero3", "trainer.accelerator=cpu",
-                 "trainer.devices=2", "data.batch_size=1", "trainer.max_steps=2", "init.random=true")
+                 "trainer.devices=2", "data.batch_size=1", "trainer.max_steps=2", "init.required=false")
     args[1] = "linvt/instruct"
     _ok(launch(args, timeout=240))
     assert len(_losses(tmp_path / "instruct" / "run")) == 2
@@ -232,15 +242,13 @@ def test_ranks_with_different_sample_kinds_stay_in_step_under_zero3(synth_shards
 
 
 def test_predict_answers_export_loads_back_and_a_later_run_starts_from_it(host_path, two_videos, tmp_path, capsys):
-    import json
-
     from peft import PeftModel
 
     from lvu.data.shards import ShardReader, resolve_shards
     from lvu.models.linvt import LinVT
     from lvu.models.vlm import load_host
 
-    fixed = ["data.sampler.name=uniform", "data.sampler.num_frames=3", "data.eval_frames=3", "init.random=true"]
+    fixed = ["data.sampler.name=uniform", "data.sampler.num_frames=3", "data.eval_frames=3", "init.required=false"]
     run = tmp_path / "instruct"
     args = _args(host_path, two_videos, run, "trainer.max_steps=3", *fixed)
     args[1] = "linvt/instruct"
@@ -282,21 +290,65 @@ def test_predict_answers_export_loads_back_and_a_later_run_starts_from_it(host_p
     assert (out / "host" / "config.json").is_file() and not list((out / "host").glob("*.safetensors"))
 
     # A later run starts from the export and answers exactly as the checkpoint did.
-    assert main([*predict, f"init.export={out}", f"run_dir={tmp_path / 'p3'}", "--out", str(tmp_path / "b.jsonl")]) == 0
+    assert main([*predict, f"init.from={out}", f"run_dir={tmp_path / 'p3'}", "--out", str(tmp_path / "b.jsonl")]) == 0
     again = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
     assert [r["answer"] for r in again] == [r["answer"] for r in records]
 
 
 def test_stage_2_trains_lora_dropout_but_keeps_the_host_in_eval_mode(tmp_path_factory):
     from lvu.config import load_recipe
-    from lvu.tasks.linvt import LinVTInstruct
+    from lvu.tasks.linvt import LinVTTask
 
     host = save_host("qwen2_vl", tmp_path_factory.mktemp("dropout_host"))
     cfg = load_recipe("linvt/instruct", [f"host.path={host}", "data.train=unused", "model.layers=1",
                                          "model.heads=2", "model.top_k=8", "model.queries=[2,1]"]).to_object()
-    model = LinVTInstruct(cfg).train()
+    model = LinVTTask(cfg).train()
     dropouts = [m for n, m in model.host.named_modules() if n.endswith("lora_dropout.default")]
     assert dropouts and all(m.training for m in dropouts) and dropouts[0].p == 0.05
     assert not model.host.training and not model.host.language_model.training and model.linvt.training
     model.eval()
     assert not any(m.training for m in dropouts)
+
+
+LEGACY = Path(__file__).parent / "data" / "legacy_linvt"  # see its README
+
+
+def test_checkpoints_of_the_first_linvt_tasks_still_load(two_videos, tmp_path_factory, tmp_path, capsys):
+    """Checkpoints of the old per-stage tasks (linvt.align, linvt.instruct) start, resume and export as the one
+    linvt task: stage 1 -> init.from, stage 2 -> --ckpt resume, stage 2 -> export, the old export -> init.from."""
+    from lvu.config import load_recipe
+    from lvu.models.linvt import LinVT
+    from lvu.tasks.linvt import LinVTTask
+
+    host = save_host("qwen2_vl", tmp_path_factory.mktemp("legacy_host"))
+    settings = ["model.layers=1", "model.heads=2", "model.top_k=32", "model.queries=[4,2,1]", "model.width=16",
+                "model.mlp_ratio=1.0", "lora.r=4"]
+    aligned = torch.load(LEGACY / "linvt_align.ckpt", weights_only=False)
+    assert aligned["lvu"]["task"] == "linvt.align"
+    cfg = load_recipe("linvt/instruct", [f"host.path={host}", "data.train=unused", f"data.frame_size={FRAME}",
+                                         *settings, f"init.from={LEGACY / 'linvt_align.ckpt'}"]).to_object()
+    state = LinVTTask(cfg).state_dict()
+    assert all(torch.equal(state[k], v) for k, v in aligned["state_dict"].items() if k.startswith("linvt."))
+
+    run = tmp_path / "resumed"
+    args = _args(host, two_videos, run, "trainer.max_steps=3", "data.sampler.name=uniform",
+                 "data.sampler.num_frames=3", *settings[4:], "init.required=false")
+    args[1] = "linvt/instruct"
+    args = [a for a in args if not a.startswith(("model.layers", "model.heads", "model.top_k", "model.queries"))]
+    args += settings[:4]
+    assert main([*args, "--ckpt", str(LEGACY / "linvt_instruct.ckpt")]) == 0
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["global_step"] == 3 and resumed["lvu"]["task"] == "linvt"
+
+    out = tmp_path / "export"
+    assert main(["ckpt", "export", str(LEGACY / "linvt_instruct.ckpt"), str(out)]) == 0
+    old = torch.load(LEGACY / "linvt_instruct.ckpt", weights_only=False)["state_dict"]
+    linvt = LinVT.from_pretrained(out / "linvt")
+    assert all(torch.equal(v, old[f"linvt.{k}"]) for k, v in linvt.state_dict().items())
+    assert json.loads((out / "export.json").read_text())["adapter_base"] == "model.model.language_model"
+
+    cfg = load_recipe("linvt/instruct", [f"host.path={host}", "data.train=unused", f"data.frame_size={FRAME}",
+                                         *settings, f"init.from={LEGACY / 'export'}"]).to_object()
+    state = LinVTTask(cfg).state_dict()
+    lora = [k for k in old if "lora_B" in k]
+    assert lora and all(torch.equal(state[k], old[k]) for k in lora)

@@ -7,14 +7,14 @@ import json
 import pytest
 
 from lvu.data.synth import LABEL_MAPS
-from lvu.quickstart import PROBES, QuickstartConfig, run_quickstart
+from lvu.quickstart.lvmae import PROBES, QuickstartConfig, run_quickstart
 
 
 @pytest.mark.slow
 def test_quickstart_pipeline_writes_a_summary(tmp_path):
     cfg = QuickstartConfig(train_videos=32, val_videos=16, test_videos=16, min_seconds=20, max_seconds=30,
                            pretrain_epochs=2, workers=1)
-    summary = run_quickstart(tmp_path / "qs", cfg)
+    summary = run_quickstart(tmp_path / "qs", cfg=cfg)
     saved = json.loads((tmp_path / "qs" / "summary.json").read_text())
     assert saved["probes"] == summary["probes"]
     assert list(saved["probes"]) == [name for name, _ in PROBES]
@@ -30,10 +30,11 @@ def test_quickstart_pipeline_writes_a_summary(tmp_path):
 @pytest.mark.slow
 def test_linvt_quickstart_runs_both_stages_answers_and_exports(tmp_path):
     from lvu.models.linvt import LinVT
-    from lvu.quickstart_linvt import LinVTQuickstartConfig, run_linvt_quickstart
+    from lvu.quickstart.host_lm import HostLMQuickstartConfig
+    from lvu.quickstart.registry import QUICKSTARTS
 
-    cfg = LinVTQuickstartConfig(train_videos=8, val_videos=4, align_epochs=2, instruct_epochs=2, workers=1)
-    summary = run_linvt_quickstart(tmp_path / "qs", cfg)
+    cfg = HostLMQuickstartConfig(train_videos=8, val_videos=4, epochs=2, workers=1)
+    summary = QUICKSTARTS["linvt"].run(tmp_path / "qs", cfg=cfg)
     assert set(summary["train_loss"]) == {"align", "instruct"}
     # 8 videos / batch 4 x 2 epochs = 4 steps, logged every 2nd
     assert all(loss["steps"] == 2 for loss in summary["train_loss"].values())
@@ -41,3 +42,22 @@ def test_linvt_quickstart_runs_both_stages_answers_and_exports(tmp_path):
     assert len(answers) == 4 and all(isinstance(a["answer"], str) and a["question"] for a in answers)
     assert LinVT.from_pretrained(tmp_path / "qs" / "export" / "linvt").cfg.queries == [8, 4, 2]
     assert (tmp_path / "qs" / "export" / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_uniform_quickstart_is_one_registry_entry_on_the_shared_pipeline(tmp_path, capsys):
+    from lvu.cli import main
+    from lvu.quickstart.host_lm import HostLMQuickstartConfig
+    from lvu.quickstart.registry import QUICKSTARTS
+
+    with pytest.raises(SystemExit):
+        main(["quickstart", "--help"])
+    listing = capsys.readouterr().out
+    assert all(f"  {name}: {entry.description}" in listing for name, entry in QUICKSTARTS.items())
+    cfg = HostLMQuickstartConfig(train_videos=8, val_videos=4, epochs=2, workers=1)
+    summary = QUICKSTARTS["uniform"].run(tmp_path / "qs", cfg=cfg)
+    assert list(summary["train_loss"]) == ["instruct"] and summary["train_loss"]["instruct"]["steps"] == 2
+    answers = (tmp_path / "qs" / "answers.jsonl").read_text().splitlines()
+    assert len(answers) == 4
+    export = json.loads((tmp_path / "qs" / "export" / "export.json").read_text())
+    assert export["task"] == "uniform" and export["adapters"]["llm"]["path"] == "adapter"

@@ -10,7 +10,7 @@ from lvu.schema import PRESET_GROUPS
 
 ALL_YAML = sorted(recipes_dir().rglob("*.yaml"))
 USER_INPUT = ("data.train", "data.val", "data.test", "data.predict", "probe.task", "probe.pretrained", "host.path",
-              "init.align")
+              "host.vision", "host.llm", "init.from")
 
 
 def test_recipes_folder_is_not_empty():

@@ -17,8 +17,8 @@ import pytest
 import torch
 from support.features import make_features
 
+from lvu.ckpt import consolidated_state_dict
 from lvu.cli import main
-from lvu.train.ckpt_cli import consolidated_state_dict
 
 DRIVER = str(Path(__file__).parent / "support" / "fit_driver.py")
 TOTAL_STEPS = 16  # 96 samples / (batch 4 x 2 ranks) = 12 steps per epoch: the runs cross an epoch boundary
@@ -54,7 +54,8 @@ def _ok(result: subprocess.CompletedProcess, code: int = 0) -> subprocess.Comple
 
 
 def _final_state(run_dir: Path) -> dict[str, torch.Tensor]:
-    state, client = consolidated_state_dict(run_dir / "checkpoints" / "last.ckpt")
+    loaded = consolidated_state_dict(run_dir / "checkpoints" / "last.ckpt")
+    state, client = loaded.state, loaded.entries
     assert client["global_step"] == TOTAL_STEPS
     return state
 
@@ -77,7 +78,7 @@ def test_stopped_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(pres
     stopped = _ok(launch([*_recipe(feature_shards, run, preset), f"trainer.max_steps={TOTAL_STEPS}"],
                          env={"LVU_TEST_SIGNAL": "SIGUSR1:14"}), 128 + signal.SIGUSR1)
     assert "stopped by SIGUSR1 at step 14" in stopped.stderr
-    assert consolidated_state_dict(run / "checkpoints" / "last.ckpt")[1]["global_step"] == 14
+    assert consolidated_state_dict(run / "checkpoints" / "last.ckpt").global_step == 14
     # 3. resumed to the end with the same command
     _ok(launch([*_recipe(feature_shards, run, preset), f"trainer.max_steps={TOTAL_STEPS}"]))
 
@@ -106,10 +107,10 @@ def test_kill_during_a_checkpoint_save_leaves_the_run_resumable(preset, feature_
     killed = launch(args, env={"LVU_TEST_KILL_IN_SAVE": "3"})  # saves at steps 2, 4, then killed saving step 6
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     checkpoints = tmp_path / "checkpoints"
-    assert consolidated_state_dict(checkpoints / "last.ckpt")[1]["global_step"] == 4  # the old one survived
+    assert consolidated_state_dict(checkpoints / "last.ckpt").global_step == 4  # the old one survived
     resumed = _ok(launch(args))
     assert "Resuming from" in resumed.stdout + resumed.stderr
-    assert consolidated_state_dict(checkpoints / "last.ckpt")[1]["global_step"] == 8
+    assert consolidated_state_dict(checkpoints / "last.ckpt").global_step == 8
     assert not list(checkpoints.glob(".*partial*"))
 
 
@@ -131,6 +132,13 @@ def test_convert_writes_one_fp32_state_dict_that_evaluation_loads(feature_shards
     module.load_state_dict(converted["state_dict"], strict=True)
     assert main(["ckpt", "convert", str(run / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 1
     assert "pass --force" in capsys.readouterr().err
+    # LV-MAE probes take the ZeRO-3 folder itself as probe.pretrained (partitions gathered), like the converted file.
+    from lvu.tasks.lvmae import load_pretrained, pretrained_config
+
+    folder, file = load_pretrained(run / "checkpoints" / "last.ckpt"), load_pretrained(out)
+    assert folder.config == file.config == pretrained_config(run / "checkpoints" / "last.ckpt")
+    assert folder.state.keys() == file.state.keys() and all(torch.equal(folder.state[k], file.state[k])
+                                                            for k in file.state)
 
 
 @pytest.mark.parametrize("preset", ["ddp", "deepspeed_zero2", "deepspeed_zero3"])
@@ -140,7 +148,7 @@ def test_resume_on_a_smaller_world_size(preset, feature_shards, tmp_path):
     out = resumed.stdout + resumed.stderr
     assert "data position restored approximately" in out and "RNG states of 2 ranks and this run has 1" in out
     last = tmp_path / "checkpoints" / "last.ckpt"
-    assert consolidated_state_dict(last)[1]["global_step"] == 8
+    assert consolidated_state_dict(last).global_step == 8
     if preset.startswith("deepspeed"):
         assert "written by 2 ranks and this run has 1: loading it through a DeepSpeed universal checkpoint" in out
         # The optimiser state came along: Adam has taken 5 + 3 steps, not 3 from a fresh start.
@@ -149,6 +157,10 @@ def test_resume_on_a_smaller_world_size(preset, feature_shards, tmp_path):
         inner = "optimizer_state_dict" if preset == "deepspeed_zero3" else "base_optimizer_state"
         adam = state[inner]["state"]
         assert {float(s["step"]) for s in adam.values()} == {8.0}
+        # Each parameter group keeps its own settings (DeepSpeed's ZeRO-3 universal loading copies group 0's).
+        groups = state[inner]["param_groups"]
+        assert len({g["name"] for g in groups}) == len(groups) == 2
+        assert {g["weight_decay"] for g in groups} == {0.0, 0.05}
         assert not (tmp_path / "checkpoints" / ".last.ckpt.universal").exists()  # removed once stale
 
 
@@ -160,7 +172,7 @@ def test_ckpt_universal_command(feature_shards, tmp_path, capsys):
     assert (out / "latest_universal").read_text() == "checkpoint" and list((out / "checkpoint" / "zero").iterdir())
     _ok(launch([*_recipe(feature_shards, tmp_path / "more", "deepspeed_zero2", devices=1), "trainer.max_steps=5",
                 "--ckpt", str(out)]))
-    assert consolidated_state_dict(tmp_path / "more" / "checkpoints" / "last.ckpt")[1]["global_step"] == 5
+    assert consolidated_state_dict(tmp_path / "more" / "checkpoints" / "last.ckpt").global_step == 5
 
 
 def test_every_rank_gets_its_own_rng_state_back(tmp_path, recipe_path):

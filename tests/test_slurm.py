@@ -19,9 +19,9 @@ import pytest
 from support.features import make_features
 from test_resume import DRIVER, _assert_identical, _ok, launch
 
+from lvu.ckpt import consolidated_state_dict
 from lvu.cli import main
 from lvu.errors import LvuError
-from lvu.train.ckpt_cli import consolidated_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 600  # long enough that the signal, sent once a checkpoint exists (step 20), lands mid-training
@@ -112,9 +112,10 @@ def test_preempted_job_requeues_resumes_and_matches_an_uninterrupted_run(slurm, 
     stopped = re.search(r"stopped by SIGUSR1 at step (\d+)", log)
     assert stopped and 20 <= int(stopped.group(1)) < STEPS, log[-4000:]
     assert "job requeued" in log and "(restart 1)" in log and "Resuming from" in log
-    state, client = consolidated_state_dict(run_dir / "checkpoints" / "last.ckpt")
+    loaded = consolidated_state_dict(run_dir / "checkpoints" / "last.ckpt")
+    state, client = loaded.state, loaded.entries
     assert client["global_step"] == STEPS
-    _assert_identical(consolidated_state_dict(reference / "checkpoints" / "last.ckpt")[0], state)
+    _assert_identical(consolidated_state_dict(reference / "checkpoints" / "last.ckpt").state, state)
 
 
 def test_devices_that_disagree_with_the_job_fail_before_training(slurm, shards, tmp_path):

@@ -124,7 +124,7 @@ def test_composed_host_from_a_vision_encoder_and_an_llm(tmp_path):
     host = ComposedHost(vision, llm, placeholder="<image>")
     assert "<image>" in host.tokenizer.get_vocab()  # added, and the LLM's embeddings grew with it
     assert host.embed_layer.num_embeddings >= len(host.tokenizer)
-    host.freeze_vision()
+    host.vision.requires_grad_(False)
     frames = torch.randn(2, 3, FRAME, FRAME)
     tokens = host.encode_frames(frames)
     assert tokens.shape == (2, (FRAME // 4) ** 2, WIDTH)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.progress import Progress
 
 from lvu.data.loader import SampleSet
 from lvu.data.shards import BadSample, ShardReader, parse_json, resolve_shards
@@ -91,8 +92,6 @@ def _make(index: int) -> tuple[str, dict[str, Any]] | Skipped:
 def concat(sources: list[str], out: Path, *, min_minutes: float = 5, max_minutes: float = 30, seed: int = 0,
            maxcount: int = 10, quiet: bool = False) -> WriteReport:
     """Write composite long videos built from the captioned videos in ``sources``."""
-    from rich.progress import Progress
-
     if not 0 < min_minutes <= max_minutes:
         raise LvuError(f"--minutes: need 0 < MIN <= MAX, got {min_minutes} {max_minutes}")
     samples = SampleSet(resolve_shards(sources))

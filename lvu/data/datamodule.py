@@ -19,23 +19,32 @@ SPLITS = ("train", "val", "test", "predict")
 class ShardDataConfig:
     """Where the shards are and how to load them (the recipe's ``data`` section; tasks add their own fields)."""
 
-    # Each split: a shard folder, a .tar, a glob or brace pattern, or a list of those. None = split not used.
     train: Any = None
+    """Training shards: a shard folder, a .tar, a glob or brace pattern, or a list of those (null: not used)."""
     val: Any = None
+    """Validation shards, as for train."""
     test: Any = None
+    """Test shards, as for train."""
     predict: Any = None
+    """Shards to predict on (``lvu predict``), as for train."""
     batch_size: int = 16
-    # Batch size for val/test/predict; None = batch_size.
+    """Training samples per batch on each rank."""
     eval_batch_size: int | None = None
+    """Samples per batch for val/test/predict; null = batch_size."""
     num_workers: int = 2
+    """Data-loader worker processes per rank (0: load in the training process)."""
     shuffle: bool = True
-    # Draw training batches with replacement forever; an epoch is then epoch_batches batches per rank.
+    """Shuffle the training samples every epoch (seeded: resumes replay the same order)."""
     resampled: bool = False
+    """Draw training batches with replacement forever; an epoch is then epoch_batches batches per rank."""
     epoch_batches: int | None = None
-    # Raise on the first bad sample (naming shard and key) instead of skipping and counting it.
+    """Batches per rank that make an epoch when resampled."""
     strict: bool = False
+    """Raise on the first bad sample (naming shard and key) instead of skipping and counting it."""
     prefetch_factor: int = 2
+    """Batches each worker prepares ahead."""
     pin_memory: bool = False
+    """Page-locked batches for faster copies to a GPU."""
 
 
 def split_sources(cfg: ShardDataConfig, split: str) -> list[str] | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from lvu.data.sampling import SamplerConfig, sample_frames
 from lvu.data.shards import BadSample, parse_json
@@ -48,8 +49,6 @@ def image_ext(raw: dict[str, Any]) -> str | None:
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("RGB"))
@@ -69,12 +68,14 @@ class VideoDecoder:
         threads: decoder threads per worker.
         allow_images: accept image samples (LinVT / FiLA mix image and video data).
         allow_text: accept samples with no image or video (text-only instruction data): zero frames, ``is_text``.
+        allow_videos: accept video samples (an image-only stage skips them as ``unwanted_video``).
     """
 
     def __init__(self, sampler: SamplerConfig, size: tuple[int, int] | None = None, threads: int = 1,
-                 allow_images: bool = True, shots: ShotConfig | None = None, allow_text: bool = False) -> None:
+                 allow_images: bool = True, shots: ShotConfig | None = None, allow_text: bool = False,
+                 allow_videos: bool = True) -> None:
         self.sampler, self.size, self.threads, self.allow_images = sampler, size, threads, allow_images
-        self.allow_text = allow_text
+        self.allow_text, self.allow_videos = allow_text, allow_videos
         self.shots = shots if shots is not None and shots.enabled else None
 
     def __call__(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
@@ -88,12 +89,13 @@ class VideoDecoder:
         if ext is not None and not any(e in raw for e in VIDEO_EXTS):
             image = decode_image(raw[ext])
             if self.size is not None:
-                from PIL import Image
-
                 image = np.asarray(Image.fromarray(image).resize(self.size, Image.BICUBIC))
             return {"frames": torch.from_numpy(image[None].copy()), "timestamps": np.zeros(1), "groups": None,
                     "segments": None, "duration_s": 0.0, "annotation": annotation, "is_image": True,
                     **({"shots": np.zeros(1, dtype=np.int64), "shot_starts_s": np.zeros(0)} if self.shots else {})}
+        if not self.allow_videos:
+            raise BadSample("unwanted_video", "this stage takes no videos", shard=raw.get("__shard__", ""),
+                            key=raw.get("__key__", ""))
         video = open_video(raw, self.threads)
         info = video.info
         picked = sample_frames(self.sampler, info, rng)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lvu.data.decoders import open_video
@@ -39,6 +40,7 @@ from lvu.data.shards import (
 from lvu.data.video import VideoError
 from lvu.data.writing import SKIPPED_FILE, Skipped, read_skips, write_skips
 from lvu.errors import LvuError
+from lvu.models.clip_encoders import ClipEncoder
 
 KEPT_ANNOTATION = ("labels", "splits", "duration_s", "fps", "source", "caption")
 
@@ -129,9 +131,7 @@ def embed_videos(sources: list[str], out: Path, encoder_path: str | Path, *, seg
                  frames_per_clip: int | None = None, batch_size: int = 64, workers: int = 1, device: str = "auto",
                  save_dtype: str = "float16", quiet: bool = False) -> EmbedReport:
     """Embed every video of ``sources`` clip by clip and write feature shards to ``out``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from lvu.models.clip_encoders import ClipEncoder
 
     if segment_seconds <= 0:
         raise LvuError("--segment-seconds must be positive")

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
+from rich.progress import Progress
 
 from lvu.data.decoders import IMAGE_EXTS, VIDEO_EXTS, FeatureDecoder, decode_image, open_video
 from lvu.data.sampling import SamplerConfig, SamplerName, sample_frames
@@ -42,8 +44,6 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 def inspect_shards(sources: list[str], *, decode: bool = True, quiet: bool = False) -> dict[str, Any]:
     """Counts, keys, durations, annotation kinds and unreadable samples of a shard set."""
-    from rich.progress import Progress
-
     shards = resolve_shards(sources)
     expected = sum(s.samples for s in shards)
     reader = ShardReader(shards)
@@ -122,8 +122,6 @@ def format_report(report: dict[str, Any]) -> str:
 
 def contact_sheet(shards: list[ShardInfo], out: Path, *, rows: int = 8, columns: int = 6, height: int = 96) -> int:
     """A PNG grid: one readable video per row, ``columns`` uniformly sampled frames with their timestamps."""
-    from PIL import Image, ImageDraw
-
     reader = ShardReader(shards)
     tiles: list[tuple[str, list[tuple[np.ndarray, float]]]] = []
     sampler = SamplerConfig(name=SamplerName.uniform, num_frames=columns, allow_repeats=True)

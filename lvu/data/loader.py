@@ -26,6 +26,8 @@ import contextlib
 import functools
 import logging
 import math
+import multiprocessing
+import multiprocessing.forkserver
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +40,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lvu.data.shards import BadSample, ShardInfo, ShardReader, parse_json
 from lvu.data.video import VideoError
+from lvu.data.workers import exit_with, ignore_preemption_signals
 from lvu.errors import LvuError
 
 log = logging.getLogger("lvu.data")
@@ -238,12 +241,27 @@ class _PlannedBatches(IterableDataset):
         return {"index": j, "batch": self.collate(samples), "keys": [s["__key__"] for s in samples], "skips": skips}
 
 
-def _worker_context() -> Any:
-    """The ``forkserver`` multiprocessing context for loader workers (why: lvu.data.worker_server)."""
-    import multiprocessing
+def _defining_modules(*objects: Any) -> list[str]:
+    """The modules that define ``objects`` (functions, or instances of classes) and their partials' functions."""
+    names = []
+    for obj in objects:
+        while isinstance(obj, functools.partial):
+            obj = obj.func
+        module = getattr(obj, "__module__", None) or type(obj).__module__
+        if module and module != "builtins":
+            names.append(module)
+    return names
 
+
+def _worker_context(preload: list[str]) -> Any:
+    """The ``forkserver`` multiprocessing context for loader workers (why: lvu.data.worker_server).
+
+    The server imports ``preload`` once when it starts (the first loader with workers in a process starts it): the
+    modules that define the loader's decoder and collate function. Without them every worker of every pass would
+    import them itself (a task module pulls in Lightning and transformers: seconds per worker, per epoch, per loader).
+    """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["lvu.data.worker_server"])
+    context.set_forkserver_preload(list(dict.fromkeys(["lvu.data.worker_server", *preload])))
     return context
 
 
@@ -251,9 +269,7 @@ def _forget_inherited_fork_server() -> None:
     """In a process forked from one that started the fork server (e.g. ranks started by forking), that server is
     not a child: Python 3.11 would try to wait on it and fail. Drop the inherited handle (and the parent's
     liveness pipe); this process starts its own server when it needs one."""
-    import multiprocessing.forkserver as fs
-
-    server = fs._forkserver
+    server = multiprocessing.forkserver._forkserver
     if server._forkserver_pid is None:
         return
     if server._forkserver_alive_fd is not None:
@@ -266,8 +282,6 @@ os.register_at_fork(after_in_child=_forget_inherited_fork_server)
 
 
 def _start_worker(worker_id: int, owner_pid: int) -> None:
-    from lvu.data.worker_server import exit_with, ignore_preemption_signals
-
     ignore_preemption_signals()
     exit_with(owner_pid)
 
@@ -384,7 +398,8 @@ class ShardLoader:
             # All randomness of the data comes from the plan; the worker seeds it gives are not used.
             generator=torch.Generator().manual_seed(self.seed),
             worker_init_fn=functools.partial(_start_worker, owner_pid=os.getpid()) if workers > 0 else None,
-            multiprocessing_context=_worker_context() if workers > 0 else None,
+            multiprocessing_context=_worker_context(_defining_modules(self.decode, self.collate)) if workers > 0
+            else None,
         )
         expected = self.consumed
         try:

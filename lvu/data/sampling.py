@@ -39,21 +39,25 @@ class SamplerConfig:
     """Frame sampling for one task (the recipe's ``data.sampler`` section)."""
 
     name: SamplerName = SamplerName.uniform
-    # uniform / multi_rate: frames to take; fps: the upper bound.
+    """uniform, fps, random_interval, multi_rate or segments (see lvu.data.sampling)."""
     num_frames: int = 32
-    # fps: target frames per second.
+    """uniform / multi_rate: frames to take; fps: the upper bound."""
     fps: float = 1.0
-    # random_interval: bounds of the random frame count.
+    """fps: target frames per second."""
     min_frames: int = 40
+    """random_interval: the fewest frames of the random frame count."""
     max_frames: int = 120
-    # multi_rate: consecutive sampled frames that form one group.
+    """random_interval: the most frames of the random frame count."""
     group_size: int = 3
-    # segments: clip length, frames per clip, and the shortest tail clip kept (fraction of a clip).
+    """multi_rate: consecutive sampled frames that form one group."""
     segment_seconds: float = 5.0
+    """segments: clip length in seconds."""
     frames_per_segment: int = 8
+    """segments: frames per clip."""
     min_segment_fraction: float = 0.5
-    # A video with fewer frames than asked for: repeat frames (True) or reject it as too short (False).
+    """segments: the shortest tail clip kept, as a fraction of a clip."""
     allow_repeats: bool = False
+    """A video with fewer frames than asked for: repeat frames (true) or reject it as too short (false)."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from webdataset.shardlists import expand_urls
 
 from lvu.errors import LvuError
 
@@ -202,8 +203,6 @@ def count_samples(path: Path) -> int:
 
 
 def _expand(source: str) -> list[str]:
-    from webdataset.shardlists import expand_urls
-
     return list(expand_urls(source))
 
 

@@ -22,16 +22,19 @@ class ShotConfig:
     """Recipe section ``data.shots`` (off by default)."""
 
     enabled: bool = False
-    # Thumbnails per second for detection, and their size.
+    """Detect shot boundaries while decoding."""
     fps: float = 4.0
+    """Thumbnails per second for detection."""
     width: int = 64
+    """Thumbnail width for detection."""
     height: int = 36
-    # Histogram distance (total variation, 0..1) above which consecutive thumbnails are a cut candidate.
+    """Thumbnail height for detection."""
     threshold: float = 0.3
-    # For this long after a candidate cut the picture must not return to what it was (flash suppression).
+    """Histogram distance (total variation, 0..1) above which consecutive thumbnails are a cut candidate."""
     persist_seconds: float = 1.0
-    # Shortest shot, in seconds: cuts closer than this to the previous one are dropped.
+    """For this long after a candidate cut the picture must not return to what it was (flash suppression)."""
     min_shot_seconds: float = 1.0
+    """Shortest shot, in seconds: cuts closer than this to the previous one are dropped."""
 
 
 def colour_histograms(frames: np.ndarray, bins: int = 8) -> np.ndarray:

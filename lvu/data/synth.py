@@ -20,6 +20,7 @@ decoded. Same seed, same bytes: all randomness comes from ``numpy.random.default
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -341,8 +342,6 @@ def make_video(index: int, *, seed: int, cfg: SynthConfig) -> tuple[str, dict[st
 def synthesize(out: Path, videos: int, *, seed: int = 0, cfg: SynthConfig | None = None, maxcount: int = 100,
                workers: int = 1, quiet: bool = False) -> WriteReport:
     """Write ``videos`` synthetic videos as shards into ``out`` (plus manifest.json and label_maps.json)."""
-    import json
-
     cfg = cfg or SynthConfig()
     if videos <= 0:
         raise LvuError(f"--videos must be positive, got {videos}")

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
 from lvu.data.shards import Manifest, ShardInfo, count_samples, shard_path, write_shard
 from lvu.errors import LvuError
 
@@ -64,8 +66,6 @@ def write_dataset(out: Path, count: int, make: Callable[[int], Produced], *, max
         maxcount: items per shard.
         resume: keep shards already present in ``out`` (from an interrupted run) instead of recomputing them.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     if maxcount <= 0:
         raise LvuError(f"--maxcount must be positive, got {maxcount}")
     out.mkdir(parents=True, exist_ok=True)

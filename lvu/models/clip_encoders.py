@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers import AutoConfig, CLIPModel, SiglipModel, VideoMAEModel, XCLIPModel
 
 from lvu.errors import LvuError
 
@@ -55,8 +56,6 @@ class ClipEncoder:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "auto", dtype: str = "float32") -> ClipEncoder:
-        from transformers import AutoConfig
-
         path = Path(path)
         if not (path / "config.json").is_file():
             raise LvuError(f"encoder {path}: no config.json (give a folder written by save_pretrained)")
@@ -116,8 +115,6 @@ class ClipEncoder:
 
 
 def _load(family: str, path: Path) -> torch.nn.Module:
-    from transformers import CLIPModel, SiglipModel, VideoMAEModel, XCLIPModel
-
     classes = {"clip": CLIPModel, "siglip": SiglipModel, "x_clip": XCLIPModel, "xclip": XCLIPModel,
                "videomae": VideoMAEModel}
     try:

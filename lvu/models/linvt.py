@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 
@@ -335,8 +336,6 @@ class LinVT(nn.Module):
     # (Not huggingface_hub's ModelHubMixin: its config handling would need LinVTConfig as plain kwargs and adds
     # hub download code paths we never want at run time.)
     def save_pretrained(self, folder: str | Path) -> None:
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         config = {**asdict(self.cfg), "variant": self.cfg.variant.value, "architecture": "LinVT"}
@@ -346,8 +345,6 @@ class LinVT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> LinVT:
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         config = json.loads((folder / "config.json").read_text())
         config.pop("architecture", None)

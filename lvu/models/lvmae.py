@@ -45,27 +45,36 @@ class ReconLoss(str, Enum):
 class LVMAEConfig:
     """LV-MAE architecture. Defaults are the paper's (LanguageBind clip embeddings, 256 tokens)."""
 
-    # Width of the clip embeddings fed in (LanguageBind: 1024).
     input_dim: int = 1024
-    # Encoder width; must equal input_dim unless input_proj is on.
+    """Width of the clip embeddings fed in (LanguageBind: 1024)."""
     embed_dim: int = 1024
+    """Encoder width; must equal input_dim unless input_proj is on."""
     depth: int = 32
+    """Encoder transformer blocks."""
     num_heads: int = 16
+    """Encoder attention heads."""
     decoder_dim: int = 512
+    """Decoder width."""
     decoder_depth: int = 8
+    """Decoder transformer blocks."""
     decoder_num_heads: int = 16
+    """Decoder attention heads."""
     mlp_ratio: float = 4.0
-    # Longest sequence (clips) the positional table covers; longer inputs are truncated or windowed by the data.
+    """MLP width as a multiple of the block width."""
     max_tokens: int = 256
-    # A linear input projection (the paper has none: encoder width = clip width).
+    """Longest sequence (clips) the positional table covers; longer inputs are truncated or windowed by the data."""
     input_proj: bool = False
+    """A linear input projection (the paper has none: encoder width = clip width)."""
     pos_embed: PosEmbed = PosEmbed.sincos
-    # Fraction of each sequence's real clips that is masked (paper ablation: 0.4 random, 0.5 semantic).
+    """Positional embeddings: fixed sin-cos (the paper's) or learned."""
     mask_ratio: float = 0.4
+    """Fraction of each sequence's real clips that is masked (paper ablation: 0.4 random, 0.5 semantic)."""
     masking: Masking = Masking.random
+    """random, or semantic (mask the clips least similar to their predecessor)."""
     loss: ReconLoss = ReconLoss.mse
-    # Reconstruct L2-normalised embeddings (the reference implementation's targets).
+    """Reconstruction loss on masked clips: mse or cosine (1 - cosine similarity)."""
     norm_targets: bool = True
+    """Reconstruct L2-normalised embeddings (the reference implementation's targets)."""
 
 
 def sincos_1d(positions: int, dim: int) -> torch.Tensor:

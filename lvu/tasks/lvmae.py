@@ -22,13 +22,14 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchmetrics
 from omegaconf import MISSING, OmegaConf
 
+from lvu.ckpt import consolidated_state_dict, read_entries, record_of
 from lvu.data.datamodule import ShardDataConfig, ShardDataModule, split_sources
 from lvu.data.decoders import FeatureDecoder
 from lvu.data.embed import feature_dim
 from lvu.errors import ConfigError, LvuError
+from lvu.metrics import LVUAccuracy, LVUMeanSquaredError, lvu_metric
 from lvu.models.lvmae import (
     LVMAE,
     AttentiveProbe,
@@ -39,7 +40,7 @@ from lvu.models.lvmae import (
 )
 from lvu.schema import RecipeConfig
 from lvu.tasks.optim import configure_optimizers
-from lvu.tasks.registry import TaskSpec, register_task
+from lvu.tasks.registry import TaskSpec, register_task, same_task
 
 # ----------------------------------------------------------------------------------------------------------------
 # Data
@@ -60,8 +61,10 @@ class LVMAEDataConfig(ShardDataConfig):
     """Clip-embedding shards (``lvu data embed``) and how long sequences are cut to the model's token cap."""
 
     overflow: Overflow = Overflow.truncate
-    # label_maps.json for probing; None = the one next to the first training shard folder.
+    """Videos with more clips than model.max_tokens: truncate (first clips) or window (a random window in
+    training, the middle one in evaluation)."""
     label_maps: str | None = None
+    """label_maps.json for probing; null = the one next to the first training shard folder."""
 
 
 class SequenceDecoder:
@@ -116,7 +119,9 @@ def _seed_for(*parts: int) -> int:
 @dataclass
 class LVMAEPretrainRecipe(RecipeConfig):
     data: LVMAEDataConfig = field(default_factory=LVMAEDataConfig)
+    """Clip-embedding shards (``lvu data embed``)."""
     model: LVMAEConfig = field(default_factory=LVMAEConfig)
+    """The LV-MAE architecture and masking."""
 
 
 class LVMAEPretrain(L.LightningModule):
@@ -183,21 +188,27 @@ class Backbone(str, Enum):
 @dataclass
 class ProbeConfig:
     kind: ProbeKind = ProbeKind.attentive
-    # A label task of the label map (e.g. "director"), a list of them, or "all".
+    """attentive (one transformer block + LayerNorm + linear on [CLS], Table 7) or linear (global average +
+    linear, Table 6)."""
     task: Any = MISSING
+    """A label task of the label map (e.g. "director"), a list of them, or "all" (one probe run each)."""
     backbone: Backbone = Backbone.lvmae
-    # LV-MAE pre-training checkpoint (backbone lvmae); its config gives the encoder's shape.
+    """lvmae (a frozen pre-trained encoder) or raw (the clip embeddings themselves: the baseline)."""
     pretrained: str | None = None
-    # Attention heads of the attentive probe's block (lowered to a divisor of the width when needed).
+    """LV-MAE pre-training checkpoint (file, DeepSpeed folder or converted file); its config gives the encoder's
+    shape."""
     num_heads: int = 16
-    # Token cap for the raw backbone (LV-MAE backbones use their own max_tokens).
+    """Attention heads of the attentive probe's block (lowered to a divisor of the width when needed)."""
     max_tokens: int = 256
+    """Token cap for the raw backbone (LV-MAE backbones use their own max_tokens)."""
 
 
 @dataclass
 class LVMAEProbeRecipe(RecipeConfig):
     data: LVMAEDataConfig = field(default_factory=LVMAEDataConfig)
+    """Clip-embedding shards with labels."""
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    """Which probe, on which backbone, for which label task."""
 
 
 @dataclass(frozen=True)
@@ -236,45 +247,46 @@ def probe_tasks(cfg: LVMAEProbeRecipe) -> list[str]:
     return names
 
 
-def _pretrained_file(cfg: LVMAEProbeRecipe) -> str:
+def _pretrained_path(cfg: LVMAEProbeRecipe) -> Path:
     if not cfg.probe.pretrained:
         raise ConfigError("probe.pretrained: set the LV-MAE pre-training checkpoint (or probe.backbone=raw)")
-    file = Path(cfg.probe.pretrained)
-    if file.is_dir():
-        raise LvuError(f"probe.pretrained: {file} is a folder; give a checkpoint file (a DeepSpeed checkpoint folder "
-                       f"can be consolidated with the zero_to_fp32.py script inside it)")
-    if not file.is_file():
-        raise LvuError(f"probe.pretrained: checkpoint {file} not found")
-    return str(file)
+    path = Path(cfg.probe.pretrained)
+    if not path.exists():
+        raise LvuError(f"probe.pretrained: checkpoint {path} not found")
+    return path
 
 
-def _read_pretrained(path: str) -> dict[str, Any]:
-    # Memory-mapped: reading the config does not read the weights.
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+@dataclass(frozen=True)
+class PretrainedEncoder:
+    """An ``lvmae.pretrain`` checkpoint's model settings and (when read) its LV-MAE weights."""
+
+    config: LVMAEConfig
+    state: dict[str, torch.Tensor]
+
+
+def _model_config(path: Path, record: dict[str, Any]) -> LVMAEConfig:
+    if not same_task(record.get("task") or "", "lvmae.pretrain"):
+        raise LvuError(f"probe.pretrained: {path} was written by task '{record.get('task')}', not lvmae.pretrain")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LVMAEConfig), record["config"]["model"]))
 
 
 @functools.lru_cache(maxsize=4)
 def _cached_config(path: str, mtime_ns: int) -> LVMAEConfig:
-    return load_pretrained(path, weights=False)[0]
+    return _model_config(Path(path), record_of(read_entries(Path(path))))
 
 
-def pretrained_config(path: str) -> LVMAEConfig:
-    """The encoder shape recorded in an ``lvmae.pretrain`` checkpoint (read once per file version)."""
-    return _cached_config(path, Path(path).stat().st_mtime_ns)
+def pretrained_config(path: Path) -> LVMAEConfig:
+    """The encoder shape recorded in an ``lvmae.pretrain`` checkpoint (read once per file version, tensors not
+    read)."""
+    return _cached_config(str(path), path.stat().st_mtime_ns)
 
 
-def load_pretrained(path: str, weights: bool = True) -> tuple[LVMAEConfig, dict[str, torch.Tensor]]:
-    """The encoder config and weights stored in an ``lvmae.pretrain`` checkpoint."""
-    ckpt = _read_pretrained(path)
-    file = Path(path)
-    info = ckpt.get("lvu") or {}
-    if info.get("task") != "lvmae.pretrain":
-        raise LvuError(f"probe.pretrained: {file} was written by task '{info.get('task')}', not lvmae.pretrain")
-    model_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LVMAEConfig), info["config"]["model"]))
-    if not weights:
-        return model_cfg, {}
-    state = {k.removeprefix("model."): v.clone() for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    return model_cfg, state
+def load_pretrained(path: Path) -> PretrainedEncoder:
+    """The model settings and weights of an ``lvmae.pretrain`` checkpoint: a Lightning file, a DeepSpeed folder
+    (partitions gathered) or an ``lvu ckpt convert`` file."""
+    loaded = consolidated_state_dict(path)
+    state = {k.removeprefix("model."): v.clone() for k, v in loaded.state.items() if k.startswith("model.")}
+    return PretrainedEncoder(_model_config(path, loaded.record), state)
 
 
 class LVMAEProbe(L.LightningModule):
@@ -293,9 +305,10 @@ class LVMAEProbe(L.LightningModule):
                               "command line so that `lvu fit` runs one probe per task")
         self.label = load_label_maps(cfg)[names[0]]
         if cfg.probe.backbone == Backbone.lvmae:
-            model_cfg, state = load_pretrained(_pretrained_file(cfg))
+            pretrained = load_pretrained(_pretrained_path(cfg))
+            model_cfg = pretrained.config
             backbone = LVMAE(model_cfg)
-            backbone.load_state_dict(state)
+            backbone.load_state_dict(pretrained.state)
             self.input_dim, self.max_tokens, width = model_cfg.input_dim, model_cfg.max_tokens, model_cfg.embed_dim
             backbone.requires_grad_(False).eval()
         else:
@@ -310,10 +323,7 @@ class LVMAEProbe(L.LightningModule):
             self.head = LinearProbe(width, self.label.outputs)
         else:
             self.head = AttentiveProbe(width, self.label.outputs, attention_heads_for(width, cfg.probe.num_heads))
-        if self.label.classes is not None:
-            metric = torchmetrics.classification.MulticlassAccuracy(self.label.outputs, average="micro")
-        else:
-            metric = torchmetrics.MeanSquaredError()
+        metric = lvu_metric(self.label.outputs if self.label.classes is not None else None)
         self.val_metric, self.test_metric = metric.clone(), metric.clone()
 
     @property
@@ -326,11 +336,10 @@ class LVMAEProbe(L.LightningModule):
             self.backbone.eval()
         return self
 
-    @property
-    def checkpoint_excludes(self) -> tuple[str, ...]:
-        """Tensors this module leaves out of its checkpoints and restores itself (the frozen pre-trained encoder,
-        from probe.pretrained): the compatibility check before resuming does not ask for them."""
-        return ("backbone.",) if self._frozen else ()
+    def saved_in_checkpoint(self, name: str) -> bool:
+        """Whether checkpoints hold tensor ``name``: not the frozen pre-trained encoder, which the probe restores
+        from probe.pretrained itself (the compatibility check before resuming does not ask for it)."""
+        return not (self._frozen and name.startswith("backbone."))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._frozen:
@@ -372,23 +381,21 @@ class LVMAEProbe(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["keys"]))
         return loss
 
-    def _evaluate(self, batch: dict[str, Any], metric: torchmetrics.Metric, split: str) -> None:
+    def _evaluate(self, batch: dict[str, Any], metric: LVUAccuracy | LVUMeanSquaredError, split: str) -> None:
         keep = ~batch["pad"].to(self.device)
         out, target = self(batch["x"], batch["valid"])[keep], self.targets(batch)[keep]
         if keep.any():
-            metric.update(out.argmax(-1) if self.label.classes is not None else out, target)
+            metric.update(out, target)
         # Log on every rank, also after a batch of padding only: the metric's epoch-end sync is a collective, and a
         # rank that had not logged it would hang the others.
-        name = "acc" if self.label.classes is not None else "mse"
-        self.log(f"{split}/{name}", metric, prog_bar=True, batch_size=max(1, int(keep.sum())))
+        self.log(f"{split}/{metric.name}", metric, prog_bar=True, batch_size=max(1, int(keep.sum())))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, self.val_metric, "val")
 
     def on_validation_epoch_end(self) -> None:
         # One higher-is-better number for model selection, whatever the task kind.
-        value = self.val_metric.compute()
-        self.log("val/score", value if self.label.classes is not None else -value, sync_dist=True)
+        self.log("val/score", self.val_metric.score(), sync_dist=True)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, self.test_metric, "test")
@@ -419,7 +426,7 @@ def _with_annotations(samples: list[dict[str, Any]]) -> dict[str, Any]:
 def _probe_data(cfg: LVMAEProbeRecipe) -> ShardDataModule:
     (task,) = probe_tasks(cfg)
     if cfg.probe.backbone == Backbone.lvmae:
-        model_cfg = pretrained_config(_pretrained_file(cfg))
+        model_cfg = pretrained_config(_pretrained_path(cfg))
         dim, cap = model_cfg.input_dim, model_cfg.max_tokens
     else:
         dim = feature_dim(split_sources(cfg.data, "train") or split_sources(cfg.data, "test") or [])

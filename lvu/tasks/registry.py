@@ -1,12 +1,14 @@
 """Task registry: maps a recipe's ``task:`` name to its schema, LightningModule and LightningDataModule.
 
 Only names registered in Python are reachable; a recipe cannot name an import path, so YAML never executes code.
-Built-in task modules are imported on first use so that ``lvu --help`` and config errors stay fast.
+A task named ``foo`` or ``foo.bar`` is registered by the module ``lvu.tasks.foo``, imported on first use (so that
+``lvu --help`` and config errors stay fast): a new method adds its task file and nothing here.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +20,8 @@ from lvu.schema import RecipeConfig
 if TYPE_CHECKING:
     import lightning as L
 
-# Task-name prefix -> the module that registers those tasks when imported.
-_BUILTIN_TASK_MODULES: dict[str, str] = {
-    "lvmae": "lvu.tasks.lvmae",
-    "linvt": "lvu.tasks.linvt",
-}
-
 _REGISTRY: dict[str, TaskSpec] = {}
+_ALIASES: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -42,6 +39,9 @@ class TaskSpec:
         summarize: optional; ``{name: metrics}`` of those runs -> a table printed at the end.
         export: optional; ``(typed recipe, consolidated state dict, checkpoint entries, out folder) -> summary``
             writes a checkpoint in a form that loads outside lvu (``lvu ckpt export``).
+        aliases: older names of this task; checkpoints written under them resume and export as this task.
+        upgrade: optional; a config recorded by an older version (plain dict) -> the same settings in today's
+            schema, so that old checkpoints still validate (``lvu ckpt export``, ``lvu fit --ckpt``).
     """
 
     name: str
@@ -52,6 +52,8 @@ class TaskSpec:
     expand: Callable[[Any], list[tuple[str, list[str]]] | None] | None = None
     summarize: Callable[[Any, dict[str, dict[str, float]]], str] | None = None
     export: Callable[[Any, dict[str, Any], dict[str, Any], Path], dict[str, Any]] | None = None
+    aliases: tuple[str, ...] = ()
+    upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:
@@ -60,19 +62,30 @@ def register_task(spec: TaskSpec) -> TaskSpec:
     if existing is not None and existing != spec:
         raise ValueError(f"task '{spec.name}' is already registered")
     _REGISTRY[spec.name] = spec
+    for alias in spec.aliases:
+        _ALIASES[alias] = spec.name
     return spec
 
 
-def _import_builtin(prefix: str) -> None:
-    module = _BUILTIN_TASK_MODULES.get(prefix)
-    if module is not None:
-        importlib.import_module(module)
+def _task_modules() -> list[str]:
+    """Modules of the lvu.tasks package that may register tasks (every plain module; the host-LM layer's package
+    and the infrastructure modules register none and are skipped)."""
+    return [info.name for info in pkgutil.iter_modules([str(Path(__file__).parent)])
+            if not info.ispkg and info.name not in ("registry", "optim") and not info.name.startswith("_")]
+
+
+def _import_for(name: str) -> None:
+    module = name.split(".", 1)[0]
+    if module in _task_modules():
+        importlib.import_module(f"lvu.tasks.{module}")
 
 
 def get_task(name: str) -> TaskSpec:
-    """The registered task called ``name``; a :class:`ConfigError` naming close matches otherwise."""
-    if name not in _REGISTRY:
-        _import_builtin(name.split(".", 1)[0])
+    """The registered task called ``name`` (or formerly called so); a :class:`ConfigError` naming close matches
+    otherwise."""
+    if name not in _REGISTRY and name not in _ALIASES:
+        _import_for(name)
+    name = _ALIASES.get(name, name)
     if name not in _REGISTRY:
         known = available_tasks()
         raise ConfigError(
@@ -81,8 +94,18 @@ def get_task(name: str) -> TaskSpec:
     return _REGISTRY[name]
 
 
+def same_task(recorded: str, name: str) -> bool:
+    """Whether a checkpoint recorded as task ``recorded`` (possibly an older name) belongs to task ``name``."""
+    if recorded == name:
+        return True
+    try:
+        return get_task(recorded).name == name
+    except ConfigError:
+        return False
+
+
 def available_tasks() -> list[str]:
     """Names of all tasks, built-in ones included."""
-    for prefix in _BUILTIN_TASK_MODULES:
-        _import_builtin(prefix)
+    for module in _task_modules():
+        importlib.import_module(f"lvu.tasks.{module}")
     return sorted(_REGISTRY)

@@ -9,12 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
 
+from lvu import __version__
+from lvu.ckpt import RECORD_KEY
 from lvu.errors import LvuError
+from lvu.tasks.registry import same_task
 
-CHECKPOINT_KEY = "lvu"
 BEST_RECORD = "best.json"
 
 
@@ -36,9 +41,7 @@ class RunInfo(Callback):
         self.config = config
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        from lvu import __version__
-
-        checkpoint[CHECKPOINT_KEY] = {
+        checkpoint[RECORD_KEY] = {
             "lvu_version": __version__,
             "task": self.task,
             "recipe": self.recipe_name,
@@ -50,8 +53,8 @@ class RunInfo(Callback):
         }
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        info = checkpoint.get(CHECKPOINT_KEY)
-        if info and info.get("task") != self.task:
+        info = checkpoint.get(RECORD_KEY)
+        if info and not same_task(info.get("task") or "", self.task):
             raise LvuError(
                 f"checkpoint was written by task '{info.get('task')}' (recipe {info.get('recipe')}), "
                 f"but this recipe runs task '{self.task}'"
@@ -68,8 +71,6 @@ def _portable_rng(states: dict[str, Any]) -> dict[str, Any]:
 
 
 def _native_rng(states: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
-
     kind, keys, pos, has_gauss, cached = states["numpy"]
     return {**states, "numpy": (kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached)}
 
@@ -88,8 +89,6 @@ class RngStates(Callback):
         self._pending: list[dict[str, Any]] | None = None
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        from lightning.fabric.utilities.seed import _collect_rng_states
-
         states = _portable_rng(_collect_rng_states(include_cuda=torch.cuda.is_available()))
         if trainer.world_size > 1:
             gathered: list[Any] = [None] * trainer.world_size
@@ -102,9 +101,6 @@ class RngStates(Callback):
         self._pending = checkpoint.get(RNG_KEY)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from lightning.fabric.utilities.seed import _set_rng_states
-        from lightning.pytorch.utilities import rank_zero_warn
-
         pending, self._pending = self._pending, None
         if pending is None:
             return

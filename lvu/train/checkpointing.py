@@ -22,24 +22,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from lvu.ckpt import atomic_save, checkpoint_step, fsync_path
+from lvu.train.rundir import LAST_CHECKPOINT, checkpoint_dir
 
 log = logging.getLogger(__name__)
 
 COMPLETE_RECORD = "lvu_complete.json"
-PARTIAL_FILE = ".{name}.partial-{pid}"
 PARTIAL_DIR = ".{name}.partial"
 OLD_DIR = ".{name}.old"
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's data, or a folder's entries (renames), to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -53,18 +45,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.parent / PARTIAL_FILE.format(name=target.name, pid=os.getpid())
-        try:
-            with partial.open("wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
-        _fsync(target.parent)
+        atomic_save(checkpoint, Path(path))
 
 
 def save_deepspeed_atomically(strategy: Any, save: Any, checkpoint: dict[str, Any], filepath: Any) -> None:
@@ -85,16 +66,16 @@ def save_deepspeed_atomically(strategy: Any, save: Any, checkpoint: dict[str, An
     if strategy.is_global_zero:
         for written in partial.rglob("*"):  # DeepSpeed does not fsync its shards
             if written.is_file():
-                _fsync(written)
+                fsync_path(written)
         record = {"global_step": checkpoint.get("global_step"), "epoch": checkpoint.get("epoch")}
         (partial / COMPLETE_RECORD).write_text(json.dumps(record) + "\n")
-        _fsync(partial / COMPLETE_RECORD)
-        _fsync(partial)
+        fsync_path(partial / COMPLETE_RECORD)
+        fsync_path(partial)
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():
             os.replace(target, old)
         os.replace(partial, target)
-        _fsync(target.parent)
+        fsync_path(target.parent)
         shutil.rmtree(old, ignore_errors=True)
         # A universal copy made to resume the previous checkpoint on another world size is stale now.
         shutil.rmtree(target.parent / f".{target.name}.universal", ignore_errors=True)
@@ -105,7 +86,7 @@ def _heal(target: Path, partial: Path, old: Path) -> None:
     """Finish a swap that a kill interrupted, so that starting a new save never deletes the only complete copy."""
     if target.exists():
         return
-    for leftover in sorted((p for p in (partial, old) if (p / COMPLETE_RECORD).is_file()), key=checkpoint_step,
+    for leftover in sorted((p for p in (partial, old) if (p / COMPLETE_RECORD).is_file()), key=_saved_step,
                            reverse=True)[:1]:
         os.replace(leftover, target)
         log.warning("restored %s from %s (a previous save was interrupted)", target, leftover)
@@ -123,18 +104,12 @@ def is_complete(path: Path) -> bool:
     return False
 
 
-def checkpoint_step(path: Path) -> int:
-    """The global step a checkpoint was saved at (-1 when unreadable)."""
-    if path.is_dir():
-        record = path / COMPLETE_RECORD
-        if record.is_file():
-            return int(json.loads(record.read_text()).get("global_step") or -1)
-    from lvu.train.ckpt_cli import read_checkpoint_info
-
-    try:
-        return int(read_checkpoint_info(path).get("global_step") or -1)
-    except Exception:  # a foreign or damaged file: never the one to resume
-        return -1
+def _saved_step(path: Path) -> int:
+    """The global step of a complete DeepSpeed folder (from its completion record) or checkpoint file."""
+    record = path / COMPLETE_RECORD
+    if path.is_dir() and record.is_file():
+        return int(json.loads(record.read_text()).get("global_step") or -1)
+    return checkpoint_step(path)
 
 
 def newest_complete(checkpoints: Path, last_name: str = "last.ckpt") -> Path | None:
@@ -147,7 +122,7 @@ def newest_complete(checkpoints: Path, last_name: str = "last.ckpt") -> Path | N
     complete = [p for p in leftovers if p.is_dir() and (p / COMPLETE_RECORD).is_file()]
     if not complete:
         return None
-    best = max(complete, key=checkpoint_step)
+    best = max(complete, key=_saved_step)
     log.warning("%s is missing or incomplete (a save was interrupted); resuming from %s", last, best)
     return best
 
@@ -159,3 +134,18 @@ def remove_partials(checkpoints: Path) -> list[Path]:
         path.unlink(missing_ok=True)
         removed.append(path)
     return removed
+
+
+def find_best_checkpoint(run_dir: Path) -> Path | None:
+    """The best checkpoint by the run's monitored metric (recorded in checkpoints/best.json), if any."""
+    record = checkpoint_dir(run_dir) / "best.json"
+    if not record.is_file():
+        return None
+    best = checkpoint_dir(run_dir) / json.loads(record.read_text())["path"]
+    return best if best.exists() else None
+
+
+def find_resume_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint a ``fit`` in an existing run directory continues from (the newest complete one: see
+    lvu.train.checkpointing), or None for a fresh run."""
+    return newest_complete(checkpoint_dir(run_dir), LAST_CHECKPOINT)

@@ -14,21 +14,15 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from omegaconf import OmegaConf
 
+from lvu.ckpt import convert
 from lvu.config import Recipe, load_recipe
 from lvu.errors import LvuError
 from lvu.schema import StrategyName
 from lvu.train.callbacks import RunInfo
-from lvu.train.checkpointing import remove_partials
+from lvu.train.checkpointing import find_best_checkpoint, find_resume_checkpoint, remove_partials
 from lvu.train.compat import check_compatible
 from lvu.train.preemption import PreemptionHandler
-from lvu.train.rundir import (
-    CONFIG_FILE,
-    RUN_DIR_ENV,
-    checkpoint_dir,
-    find_best_checkpoint,
-    find_resume_checkpoint,
-    resolve_run_dir,
-)
+from lvu.train.rundir import CONFIG_FILE, RUN_DIR_ENV, checkpoint_dir, resolve_run_dir
 from lvu.train.trainer import build_trainer
 
 STAGES = ("fit", "validate", "test", "predict")
@@ -87,12 +81,10 @@ def _consolidate_for_evaluation(folder: Path, run_dir: Path) -> Path:
     shards gathered into one file in the run directory, which Lightning then loads like any checkpoint; it is
     deleted when the stage ends. Each process writes its own copy, so no rank waits on another (evaluating a
     DeepSpeed checkpoint on several processes without DeepSpeed costs one consolidation each)."""
-    from lvu.train.ckpt_cli import convert_checkpoint
-
     out = run_dir / f"consolidated-rank{os.environ.get('RANK', os.environ.get('LOCAL_RANK', '0'))}.ckpt"
     rank_zero_info(f"{folder} is a DeepSpeed checkpoint and this run does not use DeepSpeed: consolidating it into "
                    f"{out.name}")
-    convert_checkpoint(folder, out)
+    convert(folder, out)
     return out
 
 

@@ -74,22 +74,3 @@ def resolve_run_dir(*, run_dir: str | None, runs_root: str, name: str, stage: st
 
 def checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / CHECKPOINT_DIR
-
-
-def find_best_checkpoint(run_dir: Path) -> Path | None:
-    """The best checkpoint by the run's monitored metric (recorded in checkpoints/best.json), if any."""
-    import json
-
-    record = checkpoint_dir(run_dir) / "best.json"
-    if not record.is_file():
-        return None
-    best = checkpoint_dir(run_dir) / json.loads(record.read_text())["path"]
-    return best if best.exists() else None
-
-
-def find_resume_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint a ``fit`` in an existing run directory continues from (the newest complete one: see
-    lvu.train.checkpointing), or None for a fresh run."""
-    from lvu.train.checkpointing import newest_complete
-
-    return newest_complete(checkpoint_dir(run_dir), LAST_CHECKPOINT)

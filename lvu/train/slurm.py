@@ -1,4 +1,4 @@
-"""``lvu slurm submit``: check a recipe against the job's shape, render ``slurm/train.sbatch``, submit it.
+"""Slurm jobs (``lvu slurm submit``): check a recipe against the job's shape, render ``slurm/train.sbatch``, submit.
 
 Checked before anything is queued (a mistake found after hours in the queue costs hours): the recipe resolves
 with its overrides (and with every ``--array`` override set), and ``trainer.devices`` / ``trainer.num_nodes`` agree
@@ -7,7 +7,6 @@ with ``--gpus-per-node`` / ``--nodes`` (Lightning's SLURMEnvironment needs one t
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shlex
@@ -18,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lvu.config import load_recipe
 from lvu.errors import LvuError
 
 TEMPLATE_ENV = "LVU_SLURM_TEMPLATE"
@@ -91,8 +91,6 @@ def _shape_overrides(cfg, shape: JobShape) -> list[str]:
 
 def check_job(recipe_ref: str, overrides: list[str], shape: JobShape,
               array_sets: list[list[str]] | None = None) -> CheckedJob:
-    from lvu.config import load_recipe
-
     if shape.nodes < 1 or shape.gpus_per_node < 1:
         raise LvuError("--nodes and --gpus-per-node must be at least 1")
     recipe = load_recipe(recipe_ref, overrides)
@@ -190,62 +188,30 @@ def submit(script: Path) -> str:
     return result.stdout.strip().split(";")[0]
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    shape = JobShape(nodes=args.nodes, gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
-                     time=args.time, partition=args.partition, account=args.account, mem=args.mem,
-                     job_name=args.job_name)
-    array_sets = read_array_file(Path(args.array)) if args.array else None
-    job = check_job(args.recipe, args.overrides, shape, array_sets)
-    template = Path(args.template) if args.template else default_template()
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    script: Path
+    log_dir: Path
+    runs: Path  # the recipe's runs folder; each job writes runs/<recipe>/slurm-<job id>/
+    name: str  # job name as given to Slurm
+    array_tasks: int
+
+
+def prepare_script(job: CheckedJob, shape: JobShape, template: Path, log_dir: Path, workdir: Path) -> str:
+    """The rendered sbatch script."""
     if not template.is_file():
         raise LvuError(f"slurm template {template} not found (set --template or ${TEMPLATE_ENV})")
-    log_dir = Path(args.log_dir).resolve()
-    workdir = Path.cwd()
-    fields = script_fields(job, shape, log_dir=log_dir, workdir=workdir)
-    text = render(template.read_text(), fields)
-    if args.dry_run:
-        print(text, end="")
-        return 0
+    return render(template.read_text(), script_fields(job, shape, log_dir=log_dir, workdir=workdir))
+
+
+def submit_job(job: CheckedJob, shape: JobShape, template: Path, log_dir: Path, workdir: Path) -> Submitted:
+    """Write the rendered script into ``log_dir`` and ``sbatch`` it."""
+    text = prepare_script(job, shape, template, log_dir, workdir)
+    name = script_fields(job, shape, log_dir=log_dir, workdir=workdir)["job_name"] or "lvu"
     log_dir.mkdir(parents=True, exist_ok=True)
-    script = log_dir / f"{fields['job_name']}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
+    script = log_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
     script.write_text(text)
     job_id = submit(script)
-    runs = (workdir / job.runs_root / job.recipe_name).resolve()
-    name = fields["job_name"]
-    if job.array_sets:
-        print(f"submitted array job {job_id} ({len(job.array_sets)} tasks, {shape.nodes} node(s) x "
-              f"{shape.gpus_per_node} task(s) each)")
-        print(f"  logs:        {log_dir}/{name}-{job_id}_<task>.out")
-        print(f"  checkpoints: {runs}/slurm-{job_id}_<task>/checkpoints/")
-    else:
-        print(f"submitted job {job_id} ({shape.nodes} node(s) x {shape.gpus_per_node} task(s))")
-        print(f"  logs:        {log_dir}/{name}-{job_id}.out")
-        print(f"  checkpoints: {runs}/slurm-{job_id}/checkpoints/")
-    print(f"  script:      {script}")
-    print(f"  watch: squeue -j {job_id}; tail -f {log_dir}/{name}-{job_id}*.out")
-    return 0
-
-
-def add_slurm_commands(subparsers: argparse._SubParsersAction) -> None:
-    from lvu.cli import add_command
-
-    sub = add_command(subparsers, "submit", "check a recipe, render slurm/train.sbatch and submit it with sbatch",
-                      "lvu slurm submit lvmae/pretrain data.train=feats --nodes 2 --gpus-per-node 8 --time 24:00:00")
-    sub.add_argument("recipe", help="recipe YAML file, or a built-in recipe name")
-    sub.add_argument("overrides", nargs="*", metavar="key=value", help="overrides, as for `lvu fit`")
-    sub.add_argument("--nodes", type=int, required=True, help="nodes (trainer.num_nodes)")
-    sub.add_argument("--gpus-per-node", type=int, required=True,
-                     help="GPUs per node = tasks per node (trainer.devices); with trainer.accelerator=cpu, processes "
-                          "per node and no GPUs requested")
-    sub.add_argument("--cpus-per-task", type=int, help="CPUs per task (default: data.num_workers + 1)")
-    sub.add_argument("--time", help="time limit, e.g. 24:00:00 (default: the partition's)")
-    sub.add_argument("--partition", help="partition (default: the cluster's)")
-    sub.add_argument("--account", help="account to charge")
-    sub.add_argument("--mem", help="memory per node, e.g. 200G")
-    sub.add_argument("--job-name", help="job name (default: the recipe name)")
-    sub.add_argument("--array", metavar="FILE",
-                     help="array job: one override set per line of FILE, one task each (e.g. slurm/lvu_tasks.txt)")
-    sub.add_argument("--log-dir", default="slurm-logs", help="folder for job logs and rendered scripts")
-    sub.add_argument("--template", help=f"sbatch template (default: slurm/train.sbatch, or ${TEMPLATE_ENV})")
-    sub.add_argument("--dry-run", action="store_true", help="print the rendered script, submit nothing")
-    sub.set_defaults(func=cmd_submit)
+    return Submitted(job_id, script, log_dir, (workdir / job.runs_root / job.recipe_name).resolve(), name,
+                     len(job.array_sets))

@@ -72,10 +72,36 @@ class LvuDeepSpeedStrategy(DeepSpeedStrategy):
                 raise LvuError(error)
             self.deepspeed_engine._config.load_universal_checkpoint = True
             path = universal
+        zero_optimizer = self.deepspeed_engine.optimizer
+        settings = _group_settings(zero_optimizer)
         client_state = super().load_checkpoint(path, weights_only)
         if self.deepspeed_engine._config.load_universal_checkpoint:
-            _unshare_adam_steps(self.deepspeed_engine.optimizer)
+            _unshare_adam_steps(zero_optimizer)
+            _restore_group_settings(zero_optimizer, settings)
         return client_state
+
+
+def _group_settings(zero_optimizer: Any) -> list[dict[str, Any]]:
+    """Every parameter group's settings but its parameters (learning rate, weight decay, name, betas, ...)."""
+    inner = getattr(zero_optimizer, "optimizer", None)
+    return [{k: v for k, v in group.items() if k != "params"} for group in getattr(inner, "param_groups", [])]
+
+
+def _restore_group_settings(zero_optimizer: Any, before: list[dict[str, Any]]) -> None:
+    """DeepSpeed 0.19's ZeRO-3 universal loading copies the *first* parameter group's settings onto every group, so
+    after a resume on another world size the no-decay group would decay and every part of a model would train at
+    the first part's learning rate. Give each group its own settings back (as built from the recipe), with the
+    learning rate at the restored point of the schedule: one LambdaLR factor scales every group's base rate
+    (lvu.tasks.optim), and group 0's restored rate says which factor."""
+    inner = getattr(zero_optimizer, "optimizer", None)
+    groups = getattr(inner, "param_groups", [])
+    if len(groups) != len(before) or not groups:
+        return
+    base = before[0].get("initial_lr", before[0].get("lr"))
+    factor = groups[0]["lr"] / base if base else 1.0
+    for group, settings in zip(groups, before, strict=True):
+        group.update(settings)
+        group["lr"] = settings.get("initial_lr", settings.get("lr")) * factor
 
 
 def _unshare_adam_steps(zero_optimizer: Any) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
@@ -104,8 +106,6 @@ def trainer_kwargs(cfg: TrainerConfig) -> dict[str, Any]:
 def build_plugins(cfg: TrainerConfig) -> list[Any]:
     """Atomic checkpoint files; under Slurm, Lightning's cluster environment with its own requeue handler off
     (PreemptionHandler stops at a step boundary instead of saving from inside the signal handler)."""
-    from lightning.fabric.plugins.environments import SLURMEnvironment
-
     plugins: list[Any] = [] if cfg.strategy.name.value == "deepspeed" else [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():
         plugins.append(SLURMEnvironment(auto_requeue=not cfg.preemption.enabled))
@@ -115,10 +115,6 @@ def build_plugins(cfg: TrainerConfig) -> list[Any]:
 def slurm_shape(cfg: TrainerConfig) -> dict[str, Any]:
     """Under an ``srun`` launch: ``devices``/``num_nodes`` checked against the job's tasks per node and nodes
     (``auto`` takes the job's), so a mismatch fails here, in one line, before any process group is set up."""
-    import os
-
-    from lightning.fabric.plugins.environments import SLURMEnvironment
-
     if not SLURMEnvironment.detect():
         return {}
     tasks, nodes = os.environ.get("SLURM_NTASKS_PER_NODE"), os.environ.get("SLURM_NNODES")

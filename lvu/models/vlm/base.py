@@ -1,19 +1,21 @@
 """The interface every image-LLM host implements, so video methods (LinVT, FiLA-Video, SEAL) plug into any of them.
 
 A host wraps a transformers vision-language model (or a vision encoder + LLM pair) loaded with
-``from_pretrained(path)`` and exposes exactly what a video tokenizer needs:
+``from_pretrained(path)`` and exposes exactly what a video method needs:
 
 * :meth:`encode_frames`: per-frame visual tokens already in the LLM's embedding space, computed by the host's own
-  vision encoder at its own intermediate layer and projector (weights untouched);
-* :meth:`embed_text`: the LLM's token embeddings;
-* :meth:`build_inputs_embeds`: text embeddings with visual tokens written at the placeholder positions;
+  vision encoder at its own intermediate layer and projector;
+* :meth:`encode_images`: an image's tokens exactly as the family's image path computes them;
+* :meth:`encode_videos`: videos' tokens as the family's own video path computes them (the no-method baseline);
+* :meth:`embed_text`, :meth:`build_inputs_embeds`: text embeddings with visual tokens at the placeholder positions;
 * :meth:`forward`: the LLM on ``inputs_embeds`` (loss when ``labels`` are given);
-* :meth:`generate`: greedy or sampled decoding from ``inputs_embeds`` (returns only the new tokens).
+* :meth:`generate`: greedy or sampled decoding from ``inputs_embeds`` (returns only the new tokens);
+* :attr:`part_paths`: which submodules are its vision encoder, projector and LLM (trained or frozen per part).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -25,9 +27,13 @@ SIGLIP_NORM = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 CLIP_NORM = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
+PARTS = ("vision", "projector", "llm")  # a host's parts; a method's own module is the fourth ("method")
+PartPaths = dict[str, tuple[str, ...]]  # part -> attribute paths of its submodules or parameters
+
 
 class Host(nn.Module):
-    """Base class: subclasses set ``model``, ``tokenizer``, ``placeholder`` and implement :meth:`encode_frames`."""
+    """Base class: subclasses set ``model``, ``tokenizer``, ``placeholder``, :attr:`part_paths` and implement
+    :meth:`encode_frames`."""
 
     family: str = ""
     model: nn.Module
@@ -36,6 +42,9 @@ class Host(nn.Module):
     image_norm: tuple[tuple[float, ...], tuple[float, ...]] = SIGLIP_NORM  # (mean, std) of RGB in [0, 1]
     placeholder_config = "image_token_id"  # the model config field holding the placeholder's id
     language_model_path = "model.model.language_model"  # attribute path of the decoder LLM (what LoRA adapts)
+    # Attribute paths (submodules or parameters) of each part; a parameter belongs to the part of its longest
+    # matching path, so a projector nested inside the vision tower (Qwen's merger) is still the projector.
+    part_paths: ClassVar[PartPaths] = {}
     # Tokens the family's chat format puts around an image's placeholders (Qwen: vision start/end; InternVL: <img>).
     visual_open: str = ""
     visual_close: str = ""
@@ -62,21 +71,19 @@ class Host(nn.Module):
         """``frames [N, 3, H, W]`` (normalised as the host's processor would) -> visual tokens ``[N, T, D]``."""
         raise NotImplementedError
 
-    @property
-    def language_model(self) -> nn.Module:
-        """The decoder LLM (what LoRA adapts)."""
-        return self.get_submodule(self.language_model_path)
-
-    @property
-    def vision_modules(self) -> list[nn.Module]:
-        """Vision encoder and projector (frozen by video methods)."""
-        raise NotImplementedError
-
     def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
         """``images [N, 3, H, W]`` -> each image's visual tokens ``[K_i, D]``, exactly as the family's own image path
         computes them (so a video method that passes images through keeps the host's image behaviour). Families
         whose image path is the per-frame path use this default."""
         return list(self.encode_frames(images))
+
+    def encode_videos(self, frames: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+        """The family's own video path: ``frames [sum(counts), 3, H, W]``, the frames of each video one after the
+        other (``counts[v]`` of video ``v``) -> each video's tokens ``[K_v, D]``. One pass of the vision encoder for
+        every frame of the batch. This default concatenates each frame's :meth:`encode_frames` tokens in time
+        order; families with a video path of their own override it."""
+        tokens = self.encode_frames(frames)
+        return [chunk.flatten(0, 1) for chunk in tokens.split(counts)]
 
     def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      image_sizes: list[list[tuple[int, int]]] | None = None) -> torch.Tensor | None:
@@ -90,6 +97,54 @@ class Host(nn.Module):
         return f"{self.visual_open}{self.placeholder * count}{self.visual_close}" if count else ""
 
     # -- shared ----------------------------------------------------------------------------------------------------
+
+    @property
+    def language_model(self) -> nn.Module:
+        """The decoder LLM (what LoRA adapts)."""
+        return self.get_submodule(self.language_model_path)
+
+    @classmethod
+    def part_of(cls, name: str) -> str:
+        """The part (vision, projector, llm) holding the host parameter or buffer ``name`` (a class method: an export
+        sorts a checkpoint's tensors without building the host)."""
+        return cls.part_path(name)[0]
+
+    @classmethod
+    def part_path(cls, name: str) -> tuple[str, str]:
+        """(part, the longest of its :attr:`part_paths` that holds ``name``)."""
+        best, part = "", None
+        for candidate, paths in cls.part_paths.items():
+            for path in paths:
+                if (name == path or name.startswith(path + ".")) and len(path) > len(best):
+                    best, part = path, candidate
+        if part is None:
+            raise LvuError(f"{cls.family} host: {name} belongs to none of its parts ({', '.join(cls.part_paths)})")
+        return part, best
+
+    def part_modules(self, part: str) -> list[tuple[str, nn.Module]]:
+        """``(path, module)`` of each submodule listed for ``part`` (parameters listed directly are skipped)."""
+        modules = dict(self.named_modules())
+        return [(path, modules[path]) for path in self.part_paths[part] if path in modules]
+
+    def unreachable_parameters(self, frame_size: int) -> set[str]:
+        """Vision and projector parameters whose values never reach the LLM (transformer layers past the feature
+        layer the family reads, a pooling head, a final norm): found by one backward pass from every visual path
+        on a blank frame. A part trained in full keeps them frozen, or they would never get a gradient (DDP
+        stops on such parameters; LLaVA-NeXT deletes them)."""
+        trainable = {name: p.requires_grad for name, p in self.named_parameters()}
+        watched = [(name, p) for name, p in self.named_parameters() if self.part_of(name) in ("vision", "projector")]
+        for _, p in watched:
+            p.requires_grad_(True)
+            p.grad = None
+        blank = torch.zeros(1, frame_size, frame_size, 3, dtype=torch.uint8, device=self.embed_layer.weight.device)
+        pixels = self.normalize(blank)
+        outputs = [self.encode_frames(pixels), *self.encode_images(pixels), *self.encode_videos(pixels, [1])]
+        sum(out.float().sum() for out in outputs).backward()
+        unreachable = {name for name, p in watched if p.grad is None}
+        for name, p in self.named_parameters():
+            p.grad = None
+            p.requires_grad_(trainable[name])
+        return unreachable
 
     @property
     def hidden_size(self) -> int:
@@ -143,7 +198,3 @@ class Host(nn.Module):
         return self.model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                    max_new_tokens=max_new_tokens, do_sample=kwargs.pop("do_sample", False),
                                    **extra, **kwargs)
-
-    def freeze_vision(self) -> None:
-        for module in self.vision_modules:
-            module.requires_grad_(False)

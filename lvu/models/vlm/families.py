@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+import transformers
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
 
 from lvu.errors import LvuError
-from lvu.models.vlm.base import CLIP_NORM, IMAGENET_NORM, SIGLIP_NORM, Host
+from lvu.models.vlm.base import CLIP_NORM, IMAGENET_NORM, SIGLIP_NORM, Host, PartPaths
+
+LLM_PATHS = ("model.model.language_model", "model.lm_head")
 
 
 def _select_layer(hidden_states: tuple[torch.Tensor, ...], layer: int | list[int]) -> torch.Tensor:
@@ -28,13 +33,16 @@ class LlavaOnevisionHost(Host):
     """LLaVA-OneVision: SigLIP tower -> ``vision_feature_layer`` -> 2-layer MLP projector -> Qwen2.
 
     Per frame: the (H/patch)^2 projected patch tokens of the base resolution, without AnyRes tiling (a video frame
-    in LLaVA-OneVision is never tiled) and without the image-newline token.
+    in LLaVA-OneVision is never tiled) and without the image-newline token. Its video path pools each frame's grid
+    2x2 (bilinear, 27x27 -> 14x14 at 384 px) and ends each video with one image-newline token.
     """
 
     family = "llava_onevision"
     image_norm = SIGLIP_NORM
-
     placeholder_config = "image_token_index"
+    part_paths: ClassVar[PartPaths] = {"vision": ("model.model.vision_tower",),
+                                       "projector": ("model.model.multi_modal_projector", "model.model.image_newline"),
+                                       "llm": LLM_PATHS}
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         inner = self.model.model
@@ -44,16 +52,18 @@ class LlavaOnevisionHost(Host):
             features = features[:, 1:]  # drop [CLS] (towers that have one)
         return inner.multi_modal_projector(features)
 
-    @property
-    def vision_modules(self) -> list[nn.Module]:
-        return [self.model.model.vision_tower, self.model.model.multi_modal_projector]
+    def encode_videos(self, frames: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+        """transformers' ``get_video_features``, for videos of different lengths in one vision pass: each frame's
+        projected grid pooled 2x2, the frames of a video in a row, then the image-newline token."""
+        inner = self.model.model
+        pooled = inner.apply_pooling(self.encode_frames(frames))
+        newline = inner.image_newline[None].to(pooled.dtype)
+        return [torch.cat([chunk.flatten(0, 1), newline]) for chunk in pooled.split(counts)]
 
     def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The AnyRes image path for square images at the tower's input size S: the processor makes a base view and
         one S x S tile of the same pixels (the best grid pinpoint for such an image is [S, S]); the model packs the
         tile's tokens with an image-newline token per row after the base view's tokens."""
-        from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
-
         config = self.model.config
         size = config.vision_config.image_size
         n, _, h, w = images.shape
@@ -69,10 +79,6 @@ class LlavaOnevisionHost(Host):
             vision_aspect_ratio=config.vision_aspect_ratio)
         return list(out.pooler_output)
 
-    def freeze_vision(self) -> None:
-        super().freeze_vision()
-        self.model.model.image_newline.requires_grad_(False)
-
 
 class QwenVLHost(Host):
     """Qwen2-VL and Qwen2.5-VL: ViT with 2x2 patch merger (the projector) and M-RoPE positions in the LLM.
@@ -83,6 +89,8 @@ class QwenVLHost(Host):
 
     family = "qwen_vl"
     image_norm = CLIP_NORM
+    part_paths: ClassVar[PartPaths] = {"vision": ("model.model.visual",), "projector": ("model.model.visual.merger",),
+                                       "llm": LLM_PATHS}
     visual_open, visual_close = "<|vision_start|>", "<|vision_end|>"
     visual_separator = ""  # Qwen's template: "<|vision_end|>What ..."
 
@@ -132,10 +140,6 @@ class QwenVLHost(Host):
         self.model.model.rope_deltas = None
         return super().generate(inputs_embeds, attention_mask, max_new_tokens, position_ids, **kwargs)
 
-    @property
-    def vision_modules(self) -> list[nn.Module]:
-        return [self.model.model.visual]
-
 
 class InternVLHost(Host):
     """InternVL (transformers' native port): InternViT -> pixel shuffle (downsample) -> MLP projector -> LLM."""
@@ -143,48 +147,74 @@ class InternVLHost(Host):
     family = "internvl"
     image_norm = IMAGENET_NORM
     visual_open, visual_close = "<img>", "</img>"
+    part_paths: ClassVar[PartPaths] = {"vision": ("model.model.vision_tower",),
+                                       "projector": ("model.model.multi_modal_projector",), "llm": LLM_PATHS}
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         out = self.model.model.get_image_features(pixel_values=frames)
         return out.pooler_output if hasattr(out, "pooler_output") else out
 
-    @property
-    def vision_modules(self) -> list[nn.Module]:
-        return [self.model.model.vision_tower, self.model.model.multi_modal_projector]
+
+COMPOSED_RECORD = "composed.json"  # marks a folder written by ComposedHost.save_pretrained
 
 
 class ComposedHost(Host):
-    """A LLaVA-style model from parts: a named vision encoder, a named LLM, and a new 2-layer GELU MLP projector
-    (the LLaVA-1.5 / FiLA-Video stage-1 recipe). The placeholder token is added to the tokenizer if missing."""
+    """A LLaVA-style model from parts: a named vision encoder, a named LLM, and a 2-layer GELU MLP projector (the
+    LLaVA-1.5 / FiLA-Video stage-1 recipe): new, or trained and saved with the host by :meth:`save_pretrained`.
+    The placeholder token is added to the tokenizer (and the LLM's embeddings) if missing."""
 
     family = "composed"
     language_model_path = "model"
+    part_paths: ClassVar[PartPaths] = {"vision": ("vision",), "projector": ("projector",), "llm": ("model",)}
 
     def __init__(self, vision_path: str | Path, llm_path: str | Path, *, vision_layer: int = -2,
-                 placeholder: str = "<image>", drop_cls: bool = False) -> None:
-        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
-
+                 placeholder: str = "<image>", drop_cls: bool = False, projector: Path | None = None) -> None:
         super().__init__()
-        vision = AutoModel.from_pretrained(str(vision_path))
-        self.vision = getattr(vision, "vision_model", vision)  # dual encoders (CLIP, SigLIP): their image side
-        self.model = AutoModelForCausalLM.from_pretrained(str(llm_path))
-        self.tokenizer = AutoTokenizer.from_pretrained(str(llm_path))
+        loaded = transformers.AutoModel.from_pretrained(str(vision_path))
+        # Dual encoders (CLIP, SigLIP) keep their image side in vision_model. The loaded model is kept (not as a
+        # submodule: its parameters are self.vision's) so that save_pretrained writes a folder it can load again.
+        self.vision = getattr(loaded, "vision_model", loaded)
+        object.__setattr__(self, "vision_checkpoint", loaded)
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(str(llm_path))
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(llm_path))
         self.placeholder, self.vision_layer, self.drop_cls = placeholder, vision_layer, drop_cls
+        self.image_norm = processor_norm(Path(vision_path)) or self.image_norm
         if placeholder not in self.tokenizer.get_vocab():
             self.tokenizer.add_special_tokens({"additional_special_tokens": [placeholder]})
             self.model.resize_token_embeddings(len(self.tokenizer))
         width = self.model.get_input_embeddings().embedding_dim
         self.projector = nn.Sequential(nn.Linear(self.vision.config.hidden_size, width), nn.GELU(),
                                        nn.Linear(width, width))
+        if projector is not None:
+            self.projector.load_state_dict(load_file(str(projector)))
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         hidden = self.vision(pixel_values=frames, output_hidden_states=True).hidden_states[self.vision_layer]
         return self.projector(hidden[:, 1:] if self.drop_cls else hidden)
 
-    @property
-    def vision_modules(self) -> list[nn.Module]:
-        return [self.vision]  # the projector is new and trains
+    def save_pretrained(self, folder: Path) -> None:
+        """``vision/``, ``llm/`` (with the tokenizer), ``projector.safetensors`` and ``composed.json``: a folder
+        ``load_host`` (and so ``host.path``) takes."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.vision_checkpoint.save_pretrained(folder / "vision")
+        self.model.save_pretrained(folder / "llm")
+        self.tokenizer.save_pretrained(folder / "llm")
+        save_file({k: v.detach().contiguous() for k, v in self.projector.state_dict().items()},
+                  str(folder / "projector.safetensors"))
+        record = {"vision": "vision", "llm": "llm", "projector": "projector.safetensors",
+                  "vision_layer": self.vision_layer, "drop_cls": self.drop_cls, "placeholder": self.placeholder,
+                  "image_norm": [list(v) for v in self.image_norm]}
+        (folder / COMPOSED_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
+    @classmethod
+    def from_folder(cls, folder: Path) -> ComposedHost:
+        """The host :meth:`save_pretrained` wrote."""
+        record = json.loads((folder / COMPOSED_RECORD).read_text())
+        host = cls(folder / record["vision"], folder / record["llm"], vision_layer=record["vision_layer"],
+                   placeholder=record["placeholder"], drop_cls=record["drop_cls"],
+                   projector=folder / record["projector"])
+        host.image_norm = tuple(tuple(v) for v in record["image_norm"])
+        return host
 
 FAMILIES: dict[str, tuple[str, type[Host]]] = {
     "llava_onevision": ("LlavaOnevisionForConditionalGeneration", LlavaOnevisionHost),
@@ -194,12 +224,23 @@ FAMILIES: dict[str, tuple[str, type[Host]]] = {
 }
 
 
-def load_host(path: str | Path, **from_pretrained: Any) -> Host:
-    """The host for the checkpoint at ``path`` (a ``save_pretrained`` folder with its tokenizer), picked by the
-    ``model_type`` in its config.json."""
-    import transformers
+def processor_norm(path: Path) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(mean, std) from a checkpoint's own processor settings, which win over the family's usual ones."""
+    processor = path / "preprocessor_config.json"
+    if not processor.is_file():
+        return None
+    settings = json.loads(processor.read_text())
+    if "image_mean" in settings and "image_std" in settings:
+        return tuple(settings["image_mean"]), tuple(settings["image_std"])
+    return None
 
+
+def load_host(path: str | Path, **from_pretrained: Any) -> Host:
+    """The host for the checkpoint at ``path``: a ``save_pretrained`` folder with its tokenizer, picked by the
+    ``model_type`` in its config.json, or a composed host's folder (:meth:`ComposedHost.save_pretrained`)."""
     path = Path(path)
+    if (path / COMPOSED_RECORD).is_file():
+        return ComposedHost.from_folder(path)
     config_file = path / "config.json"
     if not config_file.is_file():
         raise LvuError(f"host checkpoint {path}: no config.json (expected a save_pretrained folder)")
@@ -211,9 +252,17 @@ def load_host(path: str | Path, **from_pretrained: Any) -> Host:
     model = getattr(transformers, class_name).from_pretrained(str(path), **from_pretrained)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
     host = host_class(model, tokenizer)
-    processor = path / "preprocessor_config.json"
-    if processor.is_file():  # the checkpoint's own processor settings win over the family's usual ones
-        settings = json.loads(processor.read_text())
-        if "image_mean" in settings and "image_std" in settings:
-            host.image_norm = (tuple(settings["image_mean"]), tuple(settings["image_std"]))
+    host.image_norm = processor_norm(path) or host.image_norm
     return host
+
+
+def host_class_of(path: Path) -> type[Host]:
+    """The host class a checkpoint folder loads as, read from its files (no weights loaded)."""
+    if (path / COMPOSED_RECORD).is_file():
+        return ComposedHost
+    if not (path / "config.json").is_file():
+        raise LvuError(f"host checkpoint {path}: no config.json (expected a save_pretrained folder)")
+    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    if model_type not in FAMILIES:
+        raise LvuError(f"host checkpoint {path}: model type '{model_type}' is not a supported host family")
+    return FAMILIES[model_type][1]

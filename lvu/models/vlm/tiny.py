@@ -10,6 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import transformers as tf
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
 
 FRAME = 32
 WIDTH = 64
@@ -27,9 +30,6 @@ FAMILY_TOKENS = {
 
 
 def make_tokenizer(family: str, out: Path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *FAMILY_TOKENS[family]]
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -53,8 +53,6 @@ def _text(tokenizer) -> dict:
 
 def save_tiny_host(family: str, out: Path, seed: int = 0) -> Path:
     """A tiny random ``family`` model and its tokenizer in ``out``; returns ``out``."""
-    import transformers as tf
-
     out.mkdir(parents=True, exist_ok=True)
     tok = make_tokenizer(family, out)
     ids = tok.convert_tokens_to_ids
@@ -91,8 +89,6 @@ def save_tiny_host(family: str, out: Path, seed: int = 0) -> Path:
 
 def save_tiny_parts(out: Path, seed: int = 0) -> tuple[Path, Path]:
     """A tiny SigLIP vision encoder and a tiny Qwen2 LLM (with tokenizer), for the composed host."""
-    import transformers as tf
-
     torch.manual_seed(seed)
     vision = out / "siglip"
     tf.SiglipVisionModel(tf.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,

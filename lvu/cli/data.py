@@ -1,4 +1,8 @@
-"""``lvu data ...``: synthesise, pack, inspect, concatenate and index shards."""
+"""``lvu data ...``: arguments for synthesising, packing, inspecting, concatenating, embedding and indexing shards.
+
+Each command imports its lvu.data module when it runs (they import numpy, PyAV or torch): `lvu --help` stays
+instant.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from lvu.cli.common import add_command
 from lvu.errors import LvuError
 
 
@@ -27,7 +32,7 @@ def _summary(report, out: Path, verb: str) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from lvu.data.synth import SynthConfig, synthesize
+    from lvu.data.synth import SynthConfig, synthesize  # see the module docstring
 
     try:
         cfg = SynthConfig(min_seconds=args.seconds[0], max_seconds=args.seconds[1], fps=args.fps,
@@ -41,7 +46,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from lvu.data.pack import pack
+    from lvu.data.pack import pack  # see the module docstring
 
     report = pack(args.format, Path(args.videos), Path(args.annotations), Path(args.out), maxcount=args.maxcount,
                   workers=args.workers)
@@ -50,8 +55,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from lvu.data.inspect import contact_sheet, format_report, inspect_shards, report_json
-    from lvu.data.shards import resolve_shards
+    from lvu.data.inspect import contact_sheet, format_report, inspect_shards, report_json  # see the docstring
+    from lvu.data.shards import resolve_shards  # (idem)
 
     report = inspect_shards(args.shards, decode=not args.quick, quiet=args.json)
     print(report_json(report) if args.json else format_report(report))
@@ -66,7 +71,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_concat(args: argparse.Namespace) -> int:
-    from lvu.data.concat import concat
+    from lvu.data.concat import concat  # see the module docstring
 
     report = concat(args.shards, Path(args.out), min_minutes=args.minutes[0], max_minutes=args.minutes[1],
                     seed=args.seed, maxcount=args.maxcount)
@@ -75,7 +80,7 @@ def cmd_concat(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from lvu.data.embed import embed_videos
+    from lvu.data.embed import embed_videos  # see the module docstring
 
     report = embed_videos(args.shards, Path(args.out), args.encoder, segment_seconds=args.segment_seconds,
                           frames_per_clip=args.frames_per_clip, batch_size=args.batch_size, workers=args.workers,
@@ -85,7 +90,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from lvu.data.shards import Manifest, ShardInfo, count_samples
+    from lvu.data.shards import Manifest, ShardInfo, count_samples  # see the module docstring
 
     folder = Path(args.folder)
     tars = sorted(folder.glob("*.tar"))
@@ -98,10 +103,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
-    from lvu.cli import add_command
-
     sub = add_command(subparsers, "synth", "generate synthetic long videos with every annotation kind",
-                   "lvu data synth shards/synth --videos 200 --seed 0 --seconds 30 90 --fps 8 --size 128x96")
+                      "lvu data synth shards/synth --videos 200 --seed 0 --seconds 30 90 --fps 8 --size 128x96")
     sub.add_argument("out", help="output shard folder")
     sub.add_argument("--videos", type=int, required=True, help="how many videos")
     sub.add_argument("--seed", type=int, default=0)
@@ -115,7 +118,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     sub.set_defaults(func=cmd_synth)
 
     sub = add_command(subparsers, "pack", "pack a public dataset (videos + annotations) into shards",
-                   "lvu data pack --format llava --videos /data/videos --annotations train.json --out shards/train")
+                      "lvu data pack --format llava --videos /data/videos --annotations train.json --out shards/train")
     sub.add_argument("--format", required=True, choices=["llava", "lvu", "lvbench", "grounding"])
     sub.add_argument("--videos", required=True, help="folder the annotation's video paths are relative to")
     sub.add_argument("--annotations", required=True, help="annotation file (LVU: the folder of task CSVs)")
@@ -125,7 +128,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     sub.set_defaults(func=cmd_pack)
 
     sub = add_command(subparsers, "inspect", "counts, durations, annotation kinds and unreadable samples of shards",
-                   "lvu data inspect shards/train --grid sheet.png")
+                      "lvu data inspect shards/train --grid sheet.png")
     sub.add_argument("shards", nargs="+", help="shard folders, .tar files, globs or brace patterns")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_argument("--grid", help="write a PNG contact sheet of sampled frames with timestamps")
@@ -135,7 +138,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     sub.set_defaults(func=cmd_inspect)
 
     sub = add_command(subparsers, "concat", "join short captioned videos into long ones (FiLA-Video Sec. 3.3)",
-                   "lvu data concat shards/captioned shards/long --minutes 5 30")
+                      "lvu data concat shards/captioned shards/long --minutes 5 30")
     sub.add_argument("shards", nargs="+", help="input shard folders")
     sub.add_argument("out", help="output shard folder")
     sub.add_argument("--minutes", type=float, nargs=2, default=(5.0, 30.0), metavar=("MIN", "MAX"))
@@ -159,7 +162,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     sub.set_defaults(func=cmd_embed)
 
     sub = add_command(subparsers, "index", "write manifest.json for a folder of shards made by another tool",
-                   "lvu data index /data/video2dataset_shards")
+                      "lvu data index /data/video2dataset_shards")
     sub.add_argument("folder", help="folder of .tar shards")
     sub.add_argument("--kind", default="video", choices=["video", "features", "mixed"])
     sub.set_defaults(func=cmd_index)

@@ -1,7 +1,8 @@
 """The ``lvu`` command line: subcommands mapped to plain functions.
 
 argparse (stdlib) rather than click/typer: every run command takes a recipe plus free-form ``key=value``
-overrides, which those libraries handle no better, and argparse keeps ``lvu --help`` instant.
+overrides, which those libraries handle no better, and argparse keeps ``lvu --help`` instant. Commands import the
+library code they run (torch, Lightning, transformers behind it) inside their functions, for that reason.
 
 Exit codes: 0 success, 1 a user error (one line on stderr; ``--debug`` adds the traceback), 2 bad usage,
 130 interrupted, 128 + N a graceful stop on signal N (checkpoint saved; e.g. 138 for SIGUSR1, 143 for SIGTERM).
@@ -14,37 +15,30 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lvu import __version__
+from lvu.cli.ckpt import add_ckpt_commands
+from lvu.cli.common import Formatter, add_command, add_recipe_args
+from lvu.cli.data import add_data_commands
+from lvu.cli.slurm import add_slurm_commands
+from lvu.config import available_recipes, explain, load_recipe, recipes_dir
 from lvu.errors import LvuError, Preempted
+from lvu.quickstart.registry import QUICKSTARTS
+from lvu.tasks.registry import available_tasks, get_task
+from lvu.train.rundir import global_rank
 
-# Registered subcommand groups: ``lvu data ...``, ``lvu ckpt ...``. Each adds its commands to the parser it is given.
+# Subcommand groups: ``lvu data ...``, ``lvu ckpt ...``. Each adds its commands to the parser it is given.
 CommandGroup = Callable[[argparse._SubParsersAction], None]
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=32, width=110)
-
-
-def add_command(subparsers: argparse._SubParsersAction, name: str, help: str, example: str,
-             description: str | None = None) -> argparse.ArgumentParser:
-    """A subcommand whose help ends with an example."""
-    parser = subparsers.add_parser(
-        name, help=help, description=description or help, epilog=f"example:\n  {example}", formatter_class=_Formatter
-    )
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the full traceback on errors")
-    return parser
-
-
-def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="recipe YAML file, or a built-in recipe name (see `lvu recipes`)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="overrides, e.g. trainer.max_steps=10 data.batch_size=4; trainer=ddp picks a preset")
+COMMAND_GROUPS: dict[str, tuple[str, CommandGroup]] = {
+    "data": ("data tools: synth, pack, inspect, concat, embed, index", add_data_commands),
+    "ckpt": ("checkpoint tools: inspect, convert, universal, export", add_ckpt_commands),
+    "slurm": ("Slurm jobs: submit", add_slurm_commands),
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -52,8 +46,7 @@ def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lvu.config import load_recipe
-    from lvu.train.run import run
+    from lvu.train.run import run  # Lightning and torch: see the module docstring
 
     if getattr(args, "video", None) or getattr(args, "question", None):
         return _predict_one(args)
@@ -66,11 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _predict_one(args: argparse.Namespace) -> int:
     """``lvu predict RECIPE --video V --question Q``: a one-sample shard, the usual predict run, the answer on
     stdout."""
-    import tempfile
-
-    from lvu.config import load_recipe
-    from lvu.data.pack import query_shard
-    from lvu.train.run import run
+    from lvu.data.pack import query_shard  # PyAV, Lightning and torch: see the module docstring
+    from lvu.train.run import run  # (idem)
 
     if not (args.video and args.question):
         raise LvuError("--video and --question go together")
@@ -89,12 +79,10 @@ def _predict_one(args: argparse.Namespace) -> int:
 
 
 def _print_result(result) -> None:
-    from lightning.pytorch.utilities import rank_zero_only
+    from rich.console import Console  # only after a run, which imported it anyway
 
-    if rank_zero_only.rank != 0:
+    if global_rank() != 0:
         return
-    from rich.console import Console
-
     console = Console(stderr=True)
     lines = [f"[bold green]{result.stage} finished[/] (step {result.global_step}) -> {result.run_dir}"]
     if result.predictions is not None:
@@ -105,10 +93,8 @@ def _print_result(result) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from lvu.config import load_recipe
-
     recipe = load_recipe(args.recipe, args.overrides, allow_missing=True)
-    sys.stdout.write(recipe.to_yaml())
+    sys.stdout.write(explain(recipe) if args.explain else recipe.to_yaml())
     missing = recipe.missing_keys()
     if missing:
         print(f"lvu: note: still to be set before running: {', '.join(missing)}", file=sys.stderr)
@@ -116,22 +102,12 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    if args.method == "linvt":
-        from lvu.quickstart_linvt import run_linvt_quickstart
-
-        run_linvt_quickstart(Path(args.out or "runs/quickstart-linvt"))
-        return 0
-    from lvu.quickstart import run_quickstart
-
-    run_quickstart(Path(args.out or "runs/quickstart"))
+    entry = QUICKSTARTS[args.method]
+    entry.run(Path(args.out or entry.default_out))
     return 0
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from lvu.config import available_recipes, recipes_dir
-
     print(f"# built-in recipes in {recipes_dir()}")
     for name in available_recipes():
         print(name)
@@ -139,8 +115,6 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from lvu.tasks import available_tasks, get_task
-
     for name in available_tasks():
         print(f"{name:24s} {get_task(name).description}")
     return 0
@@ -160,34 +134,21 @@ _RUN_HELP = {
 }
 
 
-def command_groups() -> dict[str, tuple[str, CommandGroup]]:
-    """``lvu <group> ...`` command groups filled by the subsystems that own them."""
-    from lvu.data.cli import add_data_commands
-    from lvu.train.ckpt_cli import add_ckpt_commands
-    from lvu.train.slurm import add_slurm_commands
-
-    return {
-        "data": ("data tools: synth, pack, inspect, concat, embed, index", add_data_commands),
-        "ckpt": ("checkpoint tools: inspect, convert, universal, export", add_ckpt_commands),
-        "slurm": ("Slurm jobs: submit", add_slurm_commands),
-    }
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lvu",
         description="Long-video understanding (LinVT, FiLA-Video, LV-MAE, SEAL) on one Lightning stack.",
         epilog="examples:\n  lvu config lvmae/pretrain\n  lvu fit lvmae/pretrain trainer=ddp trainer.devices=2\n"
         "Run `lvu COMMAND --help` for a command's options.",
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    parser.add_argument("--version", action="version", version=f"lvu {_version()}")
+    parser.add_argument("--version", action="version", version=f"lvu {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     for stage, (help_text, example) in _RUN_HELP.items():
         sub = add_command(subparsers, stage, help_text, example)
-        _add_recipe_args(sub)
+        add_recipe_args(sub)
         sub.add_argument("--ckpt", help="checkpoint file, DeepSpeed checkpoint folder, or run directory")
         if stage == "predict":
             sub.add_argument("--out", help="JSON-lines output (default: <run_dir>/predictions.jsonl)")
@@ -196,18 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--question", help="the question to ask about --video")
         sub.set_defaults(func=cmd_run, stage=stage)
 
-    sub = add_command(subparsers, "config", "print the resolved recipe as YAML",
-                      "lvu config lvmae/pretrain trainer=ddp")
-    _add_recipe_args(sub)
+    sub = add_command(subparsers, "config", "print the resolved recipe as YAML (--explain: every key described)",
+                      "lvu config lvmae/pretrain trainer=ddp\n  lvu config linvt/instruct --explain")
+    add_recipe_args(sub)
+    sub.add_argument("--explain", action="store_true",
+                     help="one line per resolved key: its value, type and what it does")
     sub.set_defaults(func=cmd_config)
 
-    sub = add_command(subparsers, "quickstart",
-                      "a whole method on synthetic videos on a CPU: lvmae (embed clips, pre-train, probe) or linvt "
-                      "(both stages with a tiny host, answers, export)",
-                      "lvu quickstart --out runs/quickstart\n  lvu quickstart linvt")
-    sub.add_argument("method", nargs="?", default="lvmae", choices=["lvmae", "linvt"],
-                     help="which pipeline (default lvmae)")
-    sub.add_argument("--out", help="folder for everything it makes (default runs/quickstart, runs/quickstart-linvt)")
+    methods = "\n".join(f"  {name}: {entry.description}" for name, entry in QUICKSTARTS.items())
+    sub = add_command(subparsers, "quickstart", "a whole method on synthetic videos on a CPU, in minutes",
+                      "lvu quickstart --out runs/quickstart\n  lvu quickstart linvt",
+                      description=f"A whole method on synthetic videos on a CPU, in minutes. Methods:\n{methods}")
+    sub.add_argument("method", nargs="?", default="lvmae", choices=list(QUICKSTARTS),
+                     help="which method (default lvmae)")
+    sub.add_argument("--out", help="folder for everything it makes (default runs/quickstart-METHOD; "
+                                   "runs/quickstart for lvmae)")
     sub.set_defaults(func=cmd_quickstart)
 
     sub = add_command(subparsers, "recipes", "list the built-in recipes", "lvu recipes")
@@ -215,17 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add_command(subparsers, "tasks", "list the registered tasks", "lvu tasks")
     sub.set_defaults(func=cmd_tasks)
 
-    for name, (help_text, add_commands) in command_groups().items():
-        group = subparsers.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter)
+    for name, (help_text, add_commands) in COMMAND_GROUPS.items():
+        group = subparsers.add_parser(name, help=help_text, description=help_text, formatter_class=Formatter)
         group_sub = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
         add_commands(group_sub)
     return parser
-
-
-def _version() -> str:
-    from lvu import __version__
-
-    return __version__
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -265,8 +223,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Preempted as exc:
-        from lvu.train.rundir import global_rank
-
         if global_rank() == 0:  # every rank stopped the same way; one line says it
             print(f"lvu: {exc}", file=sys.stderr)
         return exc.exit_code

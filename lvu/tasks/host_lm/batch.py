@@ -1,0 +1,105 @@
+"""Shards to batches for host-LM tasks: decoded videos, images and text-only samples, with their conversations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lvu.data.datamodule import ShardDataModule
+from lvu.data.decoders import VideoDecoder
+from lvu.data.sampling import SamplerConfig
+from lvu.tasks.host_lm.config import HostLMRecipe, SampleKind, Target
+from lvu.tasks.host_lm.conversation import Conversation, conversation_of, question_of
+
+
+@dataclass
+class MediaBatch:
+    """A batch of samples of any kind, frames padded to the longest video.
+
+    Lightning moves the tensors to the device (it handles dataclasses); the rest rides along.
+    """
+
+    keys: list[str]
+    kinds: list[str]  # "video", "image" or "text" per sample
+    frames: torch.Tensor  # [B, T, H, W, 3] uint8; an image is one frame, a text-only sample none
+    frame_mask: torch.Tensor  # [B, T] bool
+    timestamps: torch.Tensor  # [B, T] float seconds of each sampled frame
+    durations: torch.Tensor  # [B] float seconds of each video
+    conversations: list[Conversation]  # training: every turn; prediction: up to the question asked
+    captions: list[str | None]  # each sample's caption, when its json has one
+    pad: torch.Tensor  # [B] bool: evaluation padding copies (no loss, no prediction)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def is_video(self) -> torch.Tensor:
+        return torch.tensor([k == "video" for k in self.kinds], device=self.frames.device)
+
+    @property
+    def is_image(self) -> torch.Tensor:
+        return torch.tensor([k == "image" for k in self.kinds], device=self.frames.device)
+
+
+def sample_kind(sample: dict[str, Any]) -> str:
+    return "text" if sample.get("is_text") else "image" if sample.get("is_image") else "video"
+
+
+def collate(samples: list[dict[str, Any]], conversations: list[Conversation]) -> MediaBatch:
+    longest = max(len(s["frames"]) for s in samples)
+    first = samples[0]["frames"]
+    frames = torch.zeros((len(samples), longest, *first.shape[1:]), dtype=first.dtype)
+    mask = torch.zeros((len(samples), longest), dtype=torch.bool)
+    times = torch.zeros((len(samples), longest), dtype=torch.float32)
+    for i, s in enumerate(samples):
+        n = len(s["frames"])
+        frames[i, :n] = s["frames"]
+        mask[i, :n] = True
+        times[i, :n] = torch.as_tensor(s["timestamps"][:n], dtype=torch.float32)
+    return MediaBatch(
+        keys=[s["__key__"] for s in samples], kinds=[sample_kind(s) for s in samples], frames=frames,
+        frame_mask=mask, timestamps=times,
+        durations=torch.tensor([float(s.get("duration_s") or 0.0) for s in samples]),
+        conversations=conversations, captions=[s["annotation"].get("caption") for s in samples],
+        pad=torch.tensor([bool(s.get("__pad__", False)) for s in samples]))
+
+
+class Collate:
+    """Training/evaluation collate (picklable for loader workers): each sample's training conversation."""
+
+    def __init__(self, caption: bool, caption_prompt: str) -> None:
+        self.caption, self.caption_prompt = caption, caption_prompt
+
+    def __call__(self, samples: list[dict[str, Any]]) -> MediaBatch:
+        return collate(samples, [conversation_of(s, caption=self.caption, caption_prompt=self.caption_prompt)
+                                 for s in samples])
+
+
+class CollateQuestions:
+    """Prediction collate: each sample's question (a caption-only sample is asked prompt.caption_prompt)."""
+
+    def __init__(self, caption_prompt: str) -> None:
+        self.caption_prompt = caption_prompt
+
+    def __call__(self, samples: list[dict[str, Any]]) -> MediaBatch:
+        return collate(samples, [question_of(s, caption_prompt=self.caption_prompt) for s in samples])
+
+
+def video_decoder(cfg: HostLMRecipe, split: str) -> VideoDecoder:
+    """Videos sampled as the recipe says (evaluation: ``data.eval_frames`` uniform frames), images as one frame,
+    text-only samples as none; kinds the stage does not take are skipped and counted (prediction takes all)."""
+    data = cfg.data
+    sampler = data.sampler if split == "train" else SamplerConfig(num_frames=data.eval_frames, allow_repeats=True)
+    kinds = {SampleKind(k) for k in data.kinds} if split != "predict" else set(SampleKind)
+    return VideoDecoder(sampler, size=(data.frame_size, data.frame_size), allow_images=SampleKind.image in kinds,
+                        allow_text=SampleKind.text in kinds, allow_videos=SampleKind.video in kinds)
+
+
+def host_lm_data(cfg: HostLMRecipe) -> ShardDataModule:
+    """The DataModule of a host-LM recipe."""
+    train = Collate(cfg.data.target == Target.caption, cfg.prompt.caption_prompt)
+    ask = CollateQuestions(cfg.prompt.caption_prompt)
+    return ShardDataModule(cfg.data, cfg.seed, decode=lambda split: video_decoder(cfg, split),
+                           collate=lambda split: ask if split == "predict" else train)

@@ -1,0 +1,324 @@
+"""The LightningModule every video-LLM method on an image-LLM host builds on.
+
+It owns the host and what every such method needs around it:
+
+* which parts train and how (:mod:`lvu.tasks.host_lm.parts`): vision encoder, projector, LLM and the method's own
+  module, each frozen, fully trained or adapted with LoRA, at its own learning rate;
+* prompts in the host's chat template with labels on every assistant turn, and the optional time instruction
+  (:mod:`lvu.tasks.host_lm.conversation`);
+* batches that mix videos, images and text-only samples: videos through the method, images through the host's own
+  image path, and every rank running the same modules whatever its local mix (ZeRO-3 gathers weights collectively);
+* greedy generation for ``lvu predict`` (lockstep under ZeRO-3);
+* ``init.from`` (:mod:`lvu.tasks.host_lm.source`) and checkpoints that hold only what trains.
+
+A method subclasses :class:`HostLMTask`, builds its module in :meth:`~HostLMTask.build_method`, turns videos into
+tokens in :meth:`~HostLMTask.video_tokens` and may add losses in :meth:`~HostLMTask.extra_losses`. Without a method,
+videos take the host's own video path: the no-method baseline (``lvu.tasks.uniform``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+
+from lvu.data.sampling import time_instruction
+from lvu.errors import LvuError
+from lvu.schema import user_keys
+from lvu.tasks.host_lm.batch import MediaBatch
+from lvu.tasks.host_lm.config import HostLMRecipe, Target, TimeInstruction
+from lvu.tasks.host_lm.conversation import (
+    IGNORE,
+    Conversation,
+    chat_messages,
+    tokenize_for_generation,
+    tokenize_for_training,
+)
+from lvu.tasks.host_lm.host import build_host
+from lvu.tasks.host_lm.parts import PartPlan
+from lvu.tasks.host_lm.source import load_init, read_source
+from lvu.tasks.optim import configure_optimizers
+
+
+@dataclass
+class VideoInput:
+    """The videos of a batch (padded to the longest), as a method receives them."""
+
+    frames: torch.Tensor  # [V, T, H, W, 3] uint8
+    frame_mask: torch.Tensor  # [V, T] bool
+    timestamps: torch.Tensor  # [V, T] seconds
+    durations: torch.Tensor  # [V] seconds
+
+
+@dataclass
+class TextInput:
+    """Each video's first question as the LLM's input token embeddings (text conditioning; no gradient)."""
+
+    embeds: torch.Tensor  # [V, L, D]
+    mask: torch.Tensor  # [V, L] bool
+
+
+@dataclass
+class VisualTokens:
+    """Every sample's visual tokens for its prompt."""
+
+    per_sample: list[torch.Tensor]  # [K_b, D] in batch order; [0, D] for a text-only sample
+    videos: list[torch.Tensor]  # the method's tokens of each video sample, in batch order
+    is_video: torch.Tensor  # [B] bool
+    anchor: torch.Tensor  # a zero that ties stand-in outputs into the loss (see HostLMTask.visual_tokens)
+    times: list[list[float] | None]  # per sample: the frame times its tokens describe (videos only)
+
+
+@dataclass
+class LLMInputs:
+    ids: torch.Tensor  # [B, L] token ids, left-padded (placeholders where visual tokens go)
+    embeds: torch.Tensor  # [B, L, D]
+    mask: torch.Tensor  # [B, L]
+    labels: torch.Tensor  # [B, L], IGNORE outside answers
+    positions: torch.Tensor | None  # what the host's LLM needs (Qwen: M-RoPE [3, B, L])
+
+
+@dataclass
+class LossTerm:
+    """A method's extra loss: ``weight * value`` joins the total; ``value`` is logged."""
+
+    value: torch.Tensor
+    weight: float = 1.0
+
+
+def zero_stage(strategy: Any) -> int | None:
+    config = getattr(strategy, "config", None)
+    return (config or {}).get("zero_optimization", {}).get("stage") if isinstance(config, dict) else None
+
+
+class HostLMTask(L.LightningModule):
+    """A video method on an image-LLM host (see the module docstring)."""
+
+    uses_text: ClassVar[bool] = False  # the method reads each video's question (TextInput) in video_tokens
+
+    def __init__(self, cfg: HostLMRecipe) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.host = build_host(cfg.host)
+        self.plan = PartPlan(self.host, cfg.parts, cfg.lora)
+        built = self.build_method()
+        for name, part in built.items():  # registered after the host: parameter order host, then method
+            setattr(self, name, part)
+        self.method_modules = tuple(name for name, part in built.items() if isinstance(part, nn.Module))
+        self.plan.inject_lora(self, {name: getattr(self, name) for name in self.method_modules})
+        self.plan.set_trainable(self, cfg.data.frame_size)
+        self.weights_source: str | None = None  # where trained weights came from at build time (init.from)
+        if cfg.init.from_:
+            load_init(self, self.plan, read_source(Path(cfg.init.from_)), _part_names(cfg.init.parts),
+                      self.method_modules, user_keys(_plain(cfg)))
+            self.weights_source = cfg.init.from_
+        # Checkpoints hold only what trains (frozen parts are rebuilt from host.path and init.from): a module load
+        # must not ask for the rest. `lvu fit --ckpt` compatibility is checked before loading (lvu.train.compat).
+        self.strict_loading = False
+
+    # -- what a method provides ------------------------------------------------------------------------------------
+
+    def build_method(self) -> dict[str, nn.Module | nn.Parameter]:
+        """The method's own modules (and loss parameters) by attribute name, built from ``self.cfg`` and
+        ``self.host``; they form the ``method`` part. None for the no-method baseline."""
+        return {}
+
+    def video_tokens(self, videos: VideoInput, text: TextInput | None) -> list[torch.Tensor]:
+        """Each video's tokens ``[K_v, D]`` in the LLM's embedding space. This default is the host's own video path
+        (the uniform-frames baseline). A method must run the same modules once per call whatever the number of
+        videos (ZeRO-3 needs every rank to call them alike): encode all frames of the batch in one pass."""
+        frames = videos.frames[videos.frame_mask]
+        counts = videos.frame_mask.sum(1).tolist()
+        return self.host.encode_videos(self.host.normalize(frames), counts)
+
+    def token_times(self, videos: VideoInput) -> list[list[float]]:
+        """The times (s) each video's tokens describe, for the time instruction: its sampled frames' times."""
+        return [t[m].tolist() for t, m in zip(videos.timestamps, videos.frame_mask, strict=True)]
+
+    def extra_losses(self, batch: MediaBatch, visual: VisualTokens) -> dict[str, LossTerm]:
+        """Losses the method adds to the answer loss (LinVT's contrastive alignment)."""
+        return {}
+
+    # -- modes, checkpoints, optimiser ------------------------------------------------------------------------------
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if hasattr(self, "plan"):
+            self.plan.set_modes(self, mode)
+        return self
+
+    def saved_in_checkpoint(self, name: str) -> bool:
+        """Whether checkpoints hold tensor ``name`` (the parts that train; see lvu.tasks.host_lm.parts)."""
+        return self.plan.saved(name)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "state_dict" in checkpoint:
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if self.plan.saved(k)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "state_dict" in checkpoint:  # DeepSpeed restores the module itself and passes no state_dict
+            own = {k: v for k, v in self.state_dict().items() if not self.plan.saved(k)}
+            checkpoint["state_dict"] = {**own, **checkpoint["state_dict"]}
+
+    def configure_optimizers(self):
+        optim = self.cfg.optim
+        return configure_optimizers(self, optim, rates=lambda name: self.plan.rate(name, optim.lr,
+                                                                                   optim.weight_decay))
+
+    def on_fit_start(self) -> None:
+        init = self.cfg.init
+        if init.required and not init.from_ and self.trainer.ckpt_path is None:
+            raise LvuError(f"{self.cfg.name} starts from an earlier stage: set init.from=CKPT (a checkpoint of that "
+                           f"stage, a DeepSpeed folder or an `lvu ckpt export` folder); init.required=false starts "
+                           f"from fresh weights instead")
+
+    # -- the forward path -------------------------------------------------------------------------------------------
+
+    def question_embeddings(self, conversations: list[Conversation]) -> TextInput:
+        tok = self.host.tokenizer
+        enc = tok([c.first_question for c in conversations], add_special_tokens=False, padding=True,
+                  return_tensors="pt")
+        with torch.no_grad():
+            embeds = self.host.embed_text(enc["input_ids"].to(self.device))
+        return TextInput(embeds, enc["attention_mask"].to(self.device).bool())
+
+    def visual_tokens(self, batch: MediaBatch) -> VisualTokens:
+        """Each sample's visual tokens: a video's from the method, an image's exactly as the host encodes images
+        (the host's image ability is kept), nothing for a text-only sample.
+
+        Every step runs the same modules on every rank, whatever the mix of the local batch (ZeRO-3 gathers each
+        module's weights collectively and hangs if one rank skips a module): the image path and the method each
+        see a blank stand-in when the batch has nothing for them, and the stand-in's output joins the loss times
+        zero (the anchor) so that its backward runs too.
+        """
+        frames, is_video, is_image = batch.frames, batch.is_video, batch.is_image
+        anchor = frames.new_zeros((), dtype=torch.float32)
+        blank = frames.new_zeros(1, *frames.shape[2:])
+        has_images = bool(is_image.any())
+        image_tokens = self.host.encode_images(self.host.normalize(frames[is_image, 0] if has_images else blank))
+        if not has_images:
+            anchor = anchor + sum(t.float().sum() for t in image_tokens) * 0.0
+            image_tokens = []
+        rows = is_video.nonzero().squeeze(1).tolist()
+        if rows:
+            videos = VideoInput(frames[rows], batch.frame_mask[rows], batch.timestamps[rows], batch.durations[rows])
+            text = self.question_embeddings([batch.conversations[i] for i in rows]) if self.uses_text else None
+            video_tokens, times = self.video_tokens(videos, text), self.token_times(videos)
+        else:
+            stand_in = VideoInput(blank[None], batch.frame_mask.new_ones(1, 1), batch.timestamps.new_zeros(1, 1),
+                                  batch.durations.new_zeros(1))
+            text = self.question_embeddings(batch.conversations[:1]) if self.uses_text else None
+            anchor = anchor + sum(t.float().sum() for t in self.video_tokens(stand_in, text)) * 0.0
+            video_tokens, times = [], []
+        per_sample, sample_times = [], []
+        videos_left, times_left, images_left = iter(video_tokens), iter(times), iter(image_tokens)
+        nothing = frames.new_zeros(0, self.host.hidden_size, dtype=torch.float)
+        for kind in batch.kinds:
+            if kind == "video":
+                per_sample.append(next(videos_left))
+                sample_times.append(next(times_left))
+            else:
+                per_sample.append(next(images_left) if kind == "image" else nothing)
+                sample_times.append(None)
+        return VisualTokens(per_sample, video_tokens, is_video, anchor, sample_times)
+
+    def llm_inputs(self, batch: MediaBatch, visual: VisualTokens, *, answers: bool) -> LLMInputs:
+        """The chat-template prompts of the batch, left-padded, with the visual tokens in place. ``answers``: the
+        conversations' answers are in the prompts and labelled (training, validation); otherwise the prompts end
+        with the assistant's turn (generation)."""
+        tok, prompt = self.host.tokenizer, self.cfg.prompt
+        style = TimeInstruction(prompt.time_instruction)
+        rows, labels = [], []
+        for b, (conversation, tokens) in enumerate(zip(batch.conversations, visual.per_sample, strict=True)):
+            times = visual.times[b]
+            timing = (time_instruction(times, float(batch.durations[b]), style=style.value)
+                      if style != TimeInstruction.off and times else None)
+            messages = chat_messages(conversation, self.host.visual_prompt(len(tokens)), self.host.visual_separator,
+                                     timing)
+            if answers:
+                # Evaluation padding copies (and their answers) carry no loss.
+                encoded = tokenize_for_training(tok, messages, prompt.max_answer_tokens, train=not bool(batch.pad[b]))
+                rows.append(encoded.ids)
+                labels.append(encoded.labels)
+            else:
+                rows.append(tokenize_for_generation(tok, messages))
+                labels.append([IGNORE] * len(rows[-1]))
+        length = max(map(len, rows))
+        pad = tok.pad_token_id
+        ids = torch.tensor([[pad] * (length - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (length - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        lab = torch.tensor([[IGNORE] * (length - len(r)) + r for r in labels], device=self.device)
+        size = tuple(batch.frames.shape[2:4])
+        image_sizes = [[size] if kind == "image" else [] for kind in batch.kinds]
+        # The anchor (zero) makes the LLM's input need a gradient on every rank, as method tokens make it on a rank
+        # with videos: backward then visits the same modules everywhere (ZeRO-3 gathers frozen ones there too).
+        embeds = self.host.build_inputs_embeds(ids, visual.per_sample) + visual.anchor
+        return LLMInputs(ids, embeds, mask, lab, self.host.position_ids(ids, mask, image_sizes))
+
+    @staticmethod
+    def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy averaged over the answer tokens of the batch (zero, still in the graph, when
+        the batch has none: evaluation padding only)."""
+        targets = labels[:, 1:]
+        scores = logits[:, :-1].float()
+        count = (targets != IGNORE).sum()
+        total = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), targets.reshape(-1), ignore_index=IGNORE,
+                                reduction="sum")
+        return total / count.clamp(min=1)
+
+    @property
+    def answer_loss_name(self) -> str:
+        return "caption_loss" if self.cfg.data.target == Target.caption else "answer_loss"
+
+    def losses(self, batch: MediaBatch) -> dict[str, LossTerm]:
+        """Every loss term of a batch: the answers', then the method's."""
+        visual = self.visual_tokens(batch)
+        inputs = self.llm_inputs(batch, visual, answers=True)
+        out = self.host(inputs.embeds, inputs.mask, None, inputs.positions)
+        return {self.answer_loss_name: LossTerm(self.answer_loss(out.logits, inputs.labels)),
+                **self.extra_losses(batch, visual)}
+
+    # -- steps ---------------------------------------------------------------------------------------------------------
+
+    def _step(self, batch: MediaBatch, split: str) -> torch.Tensor:
+        terms = self.losses(batch)
+        loss = sum(term.weight * term.value for term in terms.values())
+        values = {"loss": loss, **{name: term.value for name, term in terms.items()}}
+        real = max(1, int((~batch.pad).sum()))
+        self.log_dict({f"{split}/{k}": v for k, v in values.items()}, prog_bar=split == "train",
+                      sync_dist=split != "train", batch_size=real)
+        return loss
+
+    def training_step(self, batch: MediaBatch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: MediaBatch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def predict_step(self, batch: MediaBatch, batch_idx: int) -> list[dict[str, Any]]:
+        """Greedy answers to each sample's last question (padding copies of the last batch are left out)."""
+        inputs = self.llm_inputs(batch, self.visual_tokens(batch), answers=False)
+        # ZeRO-3 gathers weights collectively at every forward: ranks must decode in lockstep even when one rank's
+        # answers end early (transformers' synced_gpus keeps every rank stepping until all are done).
+        synced = self.trainer.world_size > 1 and zero_stage(self.trainer.strategy) == 3
+        new = self.host.generate(inputs.embeds, inputs.mask, max_new_tokens=self.cfg.generation.max_new_tokens,
+                                 position_ids=inputs.positions, **({"synced_gpus": True} if synced else {}))
+        answers = self.host.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return [{"key": key, "question": c.last_question, "answer": a.strip(), "reference": c.reference}
+                for key, c, a, pad in zip(batch.keys, batch.conversations, answers, batch.pad.tolist(), strict=True)
+                if not pad]
+
+
+def _part_names(parts: list[Any] | None) -> list[str] | None:
+    return None if parts is None else [getattr(p, "value", p) for p in parts]
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    """The typed recipe as plain values (for the settings named in init.from's error)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)  # type: ignore[return-value]
