@@ -184,16 +184,21 @@ def test_inspect_reports_counts_durations_kinds_and_unreadable(synth_shards, tmp
     assert "samples       10 (readable 10, unreadable 0)" in text and "label tasks   act_order x10" in text
 
 
-def test_concat_builds_long_videos_with_timed_captions(synth_shards, tmp_path):
+@pytest.mark.parametrize("join", ["mp4", "parts"])
+def test_concat_builds_long_videos_with_timed_captions(synth_shards, tmp_path, join):
+    """Each clip one scene of a long video with its time range in the caption; stored as one re-encoded mp4 (what
+    any tool reads) or as the clips' own bytes; either way the loader sees the clips' frames at those times."""
     out = tmp_path / "long"
-    assert main(["data", "concat", str(synth_shards), str(out), "--minutes", "0.5", "1.0", "--seed", "1"]) == 0
+    assert main(["data", "concat", str(synth_shards), str(out), "--minutes", "0.5", "1.0", "--seed", "1",
+                 "--join", join]) == 0
     longs = _samples(out)
     assert longs
     for raw in longs:
         ann = json.loads(raw["json"])
         assert 30 <= ann["duration_s"] <= 60
         parts = ann["parts"]
-        assert [k for k in raw if k.startswith("part")] == [f"part{i:03d}.mp4" for i in range(len(parts))]
+        members = [k for k in raw if k.startswith("part") or k == "mp4"]
+        assert members == (["mp4"] if join == "mp4" else [f"part{i:03d}.mp4" for i in range(len(parts))])
         assert parts[0]["start_s"] == 0 and all(a["end_s"] == b["start_s"] for a, b in itertools.pairwise(parts))
         assert ann["caption"].splitlines()[1].startswith(f"{parts[1]['start_s']:.1f}s-{parts[1]['end_s']:.1f}s: ")
         # The loader decodes the composite on the same timeline: a frame sampled in part 1 shows part 1's frame.

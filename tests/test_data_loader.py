@@ -260,3 +260,28 @@ def test_the_worker_fork_server_preloads_what_defines_the_decoder_and_collate():
 
     modules = _defining_modules(FeatureDecoder(4), functools.partial(Collate(False, "q")), len)
     assert modules == ["lvu.data.decoders", "lvu.tasks.host_lm.batch"]
+
+
+def test_train_weights_mix_sources_in_proportion_once_and_reproducibly(tmp_path):
+    """FiLA-Video mixes real and synthetic videos about 40 : 1: the first source is taken whole and each other source
+    contributes its share, drawn without replacement by the seed."""
+    from support.features import make_features
+
+    from lvu.data.datamodule import ShardDataConfig, ShardDataModule
+    from lvu.errors import ConfigError
+
+    real = make_features(tmp_path / "real", 20, seed=1)
+    synthetic = make_features(tmp_path / "synthetic", 12, seed=2)
+
+    def mixed(weights, seed=0):
+        cfg = ShardDataConfig(train=[str(real), str(synthetic)], train_weights=weights)
+        samples = ShardDataModule(cfg, seed, decode=lambda s: None, collate=lambda s: None).samples("train")
+        return [(samples.shards[int(s)].path.parent.name, samples.shards[int(s)].path.name, int(i))
+                for s, i in zip(samples.shard_ids, samples.indices, strict=True)]
+
+    quarter = mixed([4, 1])
+    assert sum(s[0] == "real" for s in quarter) == 20 and sum(s[0] == "synthetic" for s in quarter) == 5
+    assert len(set(quarter)) == 25 and mixed([4, 1]) == quarter and mixed([4, 1], seed=1) != quarter
+    assert sum(s[0] == "synthetic" for s in mixed([1, 1])) == 12  # asks for 20, has 12: all of them
+    with pytest.raises(ConfigError, match=r"one positive weight per data.train source \(2\)"):
+        mixed([1])

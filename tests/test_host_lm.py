@@ -1,9 +1,8 @@
 """The host-LM layer (lvu.tasks.host_lm): parts and their modes, prompts with every assistant turn labelled, the
-host's own video path, init.from, exports, and full fine-tuning under ZeRO-3 on a composed host."""
+host's own video path, init.from, exports, and what ZeRO-3 needs of a host."""
 
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
@@ -235,46 +234,17 @@ def test_uniform_baseline_trains_answers_and_exports_a_loadable_host(hosts, synt
     assert torch.equal(module.state_dict()[key], state[key])
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Full fine-tuning under ZeRO-3
+# Full fine-tuning of the vision encoder, projector and LLM of a tiny composed host at their own learning rates, resumed
+# bit-exactly under ZeRO-3 on 2 processes: tests/test_fila_tasks.py (FiLA-Video's stage 4, which trains exactly that
+# plus its merge module).
 
 
-def _lr_columns(run_dir) -> dict[str, float]:
-    with next((run_dir / "logs" / "csv").rglob("metrics.csv")).open() as f:
-        rows = [r for r in csv.DictReader(f)]
-    return {k: float(v) for r in rows for k, v in r.items() if k.startswith("lr-") and v}
+def test_parameters_read_outside_their_modules_forward_are_registered_for_zero3(hosts):
+    """LLaVA-OneVision's image newline is read by get_image_features and the video path, outside its module's
+    forward: it is handed to ZeRO-3 as an external parameter of the host's ParameterUser, which runs those reads."""
+    from lvu.train.strategies import register_external_parameters
 
-
-@pytest.mark.slow
-def test_full_fine_tuning_of_every_part_resumes_bit_exactly_under_zero3(hosts, synth_shards, tmp_path):
-    """Vision encoder, projector and LLM of a composed host all train in full, each at its own learning rate, on 2
-    ZeRO-3 processes; stopped mid-epoch and resumed, the run ends with the same weights as an uninterrupted one."""
-    from test_resume import _assert_identical, _ok, launch
-
-    from lvu.ckpt import consolidated_state_dict
-
-    total = 4
-
-    def args(run_dir, steps):
-        return _fit_args(hosts, "composed", synth_shards, run_dir, "trainer=deepspeed_zero3", "trainer.accelerator=cpu",
-                         "trainer.devices=2", "data.batch_size=1", f"trainer.max_steps={steps}",
-                         f"optim.scheduler.total_steps={total}", "parts.vision.mode=full", "parts.vision.lr=1e-3",
-                         "parts.projector.mode=full", "parts.projector.lr=4e-3", "parts.llm.mode=full",
-                         "parts.llm.lr=2e-3", "trainer.strategy.exclude_frozen_parameters=false")[1:]
-
-    reference, run = tmp_path / "reference", tmp_path / "run"
-    _ok(launch(["fit", *args(reference, total)], timeout=400))
-    _ok(launch(["fit", *args(run, 2)], timeout=400))
-    _ok(launch(["fit", *args(run, total)], timeout=400))
-    final = [consolidated_state_dict(r / "checkpoints" / "last.ckpt") for r in (reference, run)]
-    assert final[0].global_step == final[1].global_step == total
-    _assert_identical(final[0].state, final[1].state)
-    # Every part trained, each at its rate (groups are named after their parts).
-    parts = {k.split(".")[1] for k in final[0].state if k.startswith("host.")}
-    assert parts == {"vision", "projector", "model"}
-    lrs = _lr_columns(reference)
-    assert {k.split("/", 1)[-1] for k in lrs} == {"vision", "projector", "llm"}, lrs
-    initial = HostLMTask(load_recipe(run / "config.yaml").to_object()).state_dict()
-    for name in ("host.vision.embeddings.patch_embedding.weight", "host.projector.0.weight",
-                 "host.model.model.layers.0.mlp.up_proj.weight"):
-        assert not torch.equal(initial[name], final[0].state[name]), name
+    module = _module(hosts, "llava_onevision")
+    register_external_parameters(module)
+    newline = module.host.model.model.image_newline
+    assert [p for p in module.host.newline_user._external_params.values()] == [newline]

@@ -61,3 +61,19 @@ def test_uniform_quickstart_is_one_registry_entry_on_the_shared_pipeline(tmp_pat
     assert len(answers) == 4
     export = json.loads((tmp_path / "qs" / "export" / "export.json").read_text())
     assert export["task"] == "uniform" and export["adapters"]["llm"]["path"] == "adapter"
+
+
+@pytest.mark.slow
+def test_fila_quickstart_chains_four_stages_on_images_then_videos(tmp_path):
+    from lvu.models.vlm import load_host
+    from lvu.quickstart.host_lm import HostLMQuickstartConfig
+    from lvu.quickstart.registry import QUICKSTARTS
+
+    cfg = HostLMQuickstartConfig(train_videos=8, val_videos=4, epochs=1, workers=1)
+    summary = QUICKSTARTS["fila"].run(tmp_path / "qs", cfg=cfg)
+    assert list(summary["train_loss"]) == ["stage1", "stage2", "stage3", "stage4"]
+    assert (tmp_path / "qs" / "images" / "train" / "shard-000000.tar").is_file()
+    assert len((tmp_path / "qs" / "answers.jsonl").read_text().splitlines()) == 4
+    export = json.loads((tmp_path / "qs" / "export" / "export.json").read_text())
+    assert export["task"] == "fila" and export["host_weights"] == "host" and "merge" in export["method"]
+    assert load_host(tmp_path / "qs" / "export" / "host").family == "composed"  # the trained host, whole

@@ -74,7 +74,7 @@ def cmd_concat(args: argparse.Namespace) -> int:
     from lvu.data.concat import concat  # see the module docstring
 
     report = concat(args.shards, Path(args.out), min_minutes=args.minutes[0], max_minutes=args.minutes[1],
-                    seed=args.seed, maxcount=args.maxcount)
+                    seed=args.seed, maxcount=args.maxcount, join=args.join, size=args.size)
     _summary(report, Path(args.out), "joined")
     return 0
 
@@ -144,6 +144,11 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     sub.add_argument("--minutes", type=float, nargs=2, default=(5.0, 30.0), metavar=("MIN", "MAX"))
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--maxcount", type=int, default=10, help="long videos per shard")
+    sub.add_argument("--join", default="mp4", choices=["mp4", "parts"],
+                     help="mp4: one re-encoded mp4 per long video (default); parts: the clips' own bytes, played back "
+                          "to back by lvu (no re-encoding)")
+    sub.add_argument("--size", type=_size, default=None, metavar="WxH",
+                     help="frame size of joined mp4s (default: the first clip's)")
     sub.set_defaults(func=cmd_concat)
 
     sub = add_command(subparsers, "embed",

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
+import numpy as np
 
 from lvu.data.loader import Collate, Decode, SampleSet, ShardLoader
 from lvu.data.shards import resolve_shards
 from lvu.errors import ConfigError
 
 SPLITS = ("train", "val", "test", "predict")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -21,6 +24,10 @@ class ShardDataConfig:
 
     train: Any = None
     """Training shards: a shard folder, a .tar, a glob or brace pattern, or a list of those (null: not used)."""
+    train_weights: list[float] | None = None
+    """Mix the data.train sources (a list) in these proportions: the first is taken whole, source i contributes
+    w_i / w_0 times as many samples, drawn once without replacement (seeded); e.g. [40, 1] for FiLA-Video's real to
+    synthetic long videos. Null: every sample of every source."""
     val: Any = None
     """Validation shards, as for train."""
     test: Any = None
@@ -58,6 +65,24 @@ def split_sources(cfg: ShardDataConfig, split: str) -> list[str] | None:
     raise ConfigError(f"data.{split}: expected a shard path or a list of shard paths, got {value!r}")
 
 
+def mixture(sources: list[str], weights: list[float], seed: int) -> SampleSet:
+    """The training samples of ``sources`` in the proportions ``weights`` (see ShardDataConfig.train_weights)."""
+    if len(weights) != len(sources) or any(w <= 0 for w in weights):
+        raise ConfigError(f"data.train_weights: one positive weight per data.train source ({len(sources)}), got "
+                          f"{weights}")
+    sets = [SampleSet(resolve_shards([source])) for source in sources]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x6D6978]))  # its own stream ("mix")
+    chosen = [sets[0]]
+    for source, part, weight in zip(sources[1:], sets[1:], weights[1:], strict=True):
+        wanted = round(weight / weights[0] * len(sets[0]))
+        if wanted > len(part):
+            log.warning("data.train_weights asks for %d samples of %s, which has %d: all of them are used", wanted,
+                        source, len(part))
+            wanted = len(part)
+        chosen.append(part.subset(np.sort(rng.choice(len(part), size=wanted, replace=False))))
+    return SampleSet.join(chosen)
+
+
 class ShardDataModule(L.LightningDataModule):
     """Builds a :class:`ShardLoader` per split from a :class:`ShardDataConfig`.
 
@@ -83,7 +108,10 @@ class ShardDataModule(L.LightningDataModule):
             sources = split_sources(self.cfg, split)
             if sources is None:
                 raise ConfigError(f"data.{split} is not set: this stage needs {split} shards")
-            samples = SampleSet(resolve_shards(sources))
+            if split == "train" and self.cfg.train_weights is not None:
+                samples = mixture(sources, list(self.cfg.train_weights), self.seed)
+            else:
+                samples = SampleSet(resolve_shards(sources))
             keep = self._select(split) if self._select is not None else None
             if keep is not None:
                 samples = samples.select(keep)

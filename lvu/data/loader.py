@@ -93,6 +93,22 @@ class SampleSet:
         keep_idx = np.asarray(chosen, dtype=np.int64)
         return SampleSet(self.shards, self.shard_ids[keep_idx], self.indices[keep_idx])
 
+    def subset(self, positions: np.ndarray) -> SampleSet:
+        """The samples at ``positions`` (indices into this set)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        return SampleSet(self.shards, self.shard_ids[positions], self.indices[positions])
+
+    @staticmethod
+    def join(sets: Sequence[SampleSet]) -> SampleSet:
+        """One set holding every sample of ``sets`` (their shard lists concatenated)."""
+        shards, shard_ids, indices, offset = [], [], [], 0
+        for part in sets:
+            shards += part.shards
+            shard_ids.append(part.shard_ids + offset)
+            indices.append(part.indices)
+            offset += len(part.shards)
+        return SampleSet(shards, np.concatenate(shard_ids), np.concatenate(indices))
+
 
 @dataclass(frozen=True)
 class PlanSpec:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -184,6 +184,27 @@ class VideoFile:
         return out
 
 
+    def iter_frames(self, size: tuple[int, int] | None = None) -> Iterator[tuple[np.ndarray, float]]:
+        """Every frame in display order with its time (s from the first frame), decoded one at a time (memory holds
+        one frame, whatever the video's length)."""
+        info = self.info
+        assert self._pts is not None
+        pts_to_index = {int(p): i for i, p in enumerate(self._pts)}
+        width, height = size if size is not None else (None, None)
+        try:
+            with _open(self.source) as container:
+                stream = container.streams.video[0]
+                stream.codec_context.thread_count = self.threads
+                for frame in container.decode(stream):
+                    index = pts_to_index.get(frame.pts)
+                    if index is None:
+                        continue
+                    self.frames_decoded += 1
+                    yield frame.to_ndarray(format="rgb24", width=width, height=height), float(info.frame_times[index])
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise VideoError("undecodable_video", f"decoding failed: {exc}") from None
+
+
 class CompositeVideo:
     """Several videos played back to back as one timeline (a long video stored as its parts)."""
 
@@ -235,6 +256,58 @@ class CompositeVideo:
         return out
 
 
+def _h264_stream(container, frame: np.ndarray, rate: Fraction, crf: int, gop: int):
+    """An H.264 stream for frames like ``frame``: single-threaded and bit-exact (see :func:`encode_mp4`)."""
+    height, width = frame.shape[:2]
+    if width % 2 or height % 2:
+        raise ValueError(f"width and height must be even for yuv420p, got {width}x{height}")
+    stream = container.add_stream("libx264", rate=rate, options={
+        "crf": str(crf), "preset": "veryfast", "g": str(max(1, gop)), "threads": "1",
+        "x264-params": "mbtree=0:rc-lookahead=0"})
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    stream.codec_context.flags |= av.codec.context.Flags.bitexact
+    return stream
+
+
+def _encode(frames: Iterable[tuple[np.ndarray, int | None]], rate: Fraction, crf: int, gop: int,
+            time_base: Fraction | None) -> bytes:
+    """Mux ``(frame, pts)`` pairs (pts None: the encoder counts frames at ``rate``) as mp4 bytes."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
+        stream = None
+        for frame, pts in frames:
+            if stream is None:
+                stream = _h264_stream(container, frame, rate, crf, gop)
+                if time_base is not None:
+                    stream.codec_context.time_base = stream.time_base = time_base
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            if pts is not None:
+                picture.pts, picture.time_base = pts, time_base
+            for packet in stream.encode(picture):
+                container.mux(packet)
+        if stream is None:
+            raise ValueError("no frames to encode")
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def encode_timed_mp4(frames: Iterable[tuple[np.ndarray, float]], *, crf: int = 23, gop_seconds: float = 2.0,
+                     nominal_fps: float = 30.0) -> bytes:
+    """Encode ``(RGB uint8 [H, W, 3], time in s)`` pairs as H.264 mp4 bytes whose frames keep those times (variable
+    frame rate: millisecond timestamps), e.g. clips of different frame rates joined into one video. Times must
+    increase; width and height must be even. Single-threaded and bit-exact, as :func:`encode_mp4`."""
+
+    def stamped() -> Iterator[tuple[np.ndarray, int]]:
+        last = -1
+        for frame, seconds in frames:
+            last = max(round(seconds * 1000), last + 1)  # strictly increasing, whatever the rounding
+            yield frame, last
+
+    rate = Fraction(nominal_fps).limit_denominator(1001)
+    return _encode(stamped(), rate, crf, round(nominal_fps * gop_seconds), Fraction(1, 1000))
+
+
 def encode_mp4(frames, fps: float, *, crf: int = 18, gop_seconds: float = 2.0) -> bytes:
     """Encode RGB uint8 frames (an iterable of ``[H, W, 3]``) as H.264 mp4 bytes, reproducibly.
 
@@ -247,27 +320,5 @@ def encode_mp4(frames, fps: float, *, crf: int = 18, gop_seconds: float = 2.0) -
     and valgrind found no uninitialised reads. With both off, output was identical in every trial; the cost is a
     little compression efficiency, which synthetic data does not need.
     """
-    buffer = io.BytesIO()
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(buffer, mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
-        stream = None
-        for frame in frames:
-            if stream is None:
-                height, width = frame.shape[:2]
-                if width % 2 or height % 2:
-                    raise ValueError(f"width and height must be even for yuv420p, got {width}x{height}")
-                stream = container.add_stream(
-                    "libx264",
-                    rate=rate,
-                    options={"crf": str(crf), "preset": "veryfast", "g": str(max(1, round(fps * gop_seconds))),
-                             "threads": "1", "x264-params": "mbtree=0:rc-lookahead=0"},
-                )
-                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-                stream.codec_context.flags |= av.codec.context.Flags.bitexact
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        if stream is None:
-            raise ValueError("no frames to encode")
-        for packet in stream.encode():
-            container.mux(packet)
-    return buffer.getvalue()
+    return _encode(((frame, None) for frame in frames), rate, crf, round(fps * gop_seconds), None)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from transformers.utils import logging as transformers_logging
 
 
 def step_printer(console: Console, steps: int) -> Callable[[int, str], None]:
@@ -25,16 +26,21 @@ def step_printer(console: Console, steps: int) -> Callable[[int, str], None]:
 
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:
-    """Lightning's per-run banners (devices, restored checkpoints) would bury the quickstart's own progress lines."""
+    """Lightning's per-run banners (devices, restored checkpoints) and transformers' loading bars would bury the
+    quickstart's own progress lines."""
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lvu.data")]
     levels = [log.level for log in loggers]
     for log in loggers:
         log.setLevel(logging.WARNING)
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
     try:
         yield
     finally:
         for log, level in zip(loggers, levels, strict=True):
             log.setLevel(level)
+        if bars:
+            transformers_logging.enable_progress_bar()
 
 
 def loss_curve(run_dir: Path, name: str = "train/loss") -> list[float]:

@@ -23,13 +23,17 @@ class Quickstart:
         runner: ``module:function`` called as ``function(out, entry)``; it returns the summary it writes.
         stages: host-LM methods: their quickstart recipes, run in order, each starting from the previous one's
             checkpoint (``init.from``); the last one answers the val questions and is exported.
-        host_family: host-LM methods: the tiny random host to build (lvu.models.vlm.tiny).
+        stage_data: what each stage trains on: "videos" (synthetic captioned videos with conversations) or
+            "images" (a frame of each with a question about it); default videos for every stage.
+        host_family: host-LM methods: the tiny random host to build (lvu.models.vlm.tiny), or "composed" (a tiny
+            vision encoder and LLM, composed with a new projector).
     """
 
     name: str
     description: str
     runner: str = "lvu.quickstart.host_lm:run_host_lm_quickstart"
     stages: tuple[str, ...] = ()
+    stage_data: tuple[str, ...] = ()
     host_family: str = "qwen2_vl"
 
     @property
@@ -48,4 +52,9 @@ QUICKSTARTS: dict[str, Quickstart] = {entry.name: entry for entry in (
                stages=("quickstart/linvt_align", "quickstart/linvt_instruct")),
     Quickstart("uniform", "the uniform-frames baseline (the host's own video path) with LoRA, answers, export",
                stages=("quickstart/uniform_instruct",), host_family="llava_onevision"),
+    Quickstart("fila", "FiLA-Video's four stages on a tiny composed host (images, then merged videos), answers "
+               "with scene selection, export",
+               stages=("quickstart/fila_stage1", "quickstart/fila_stage2", "quickstart/fila_stage3",
+                       "quickstart/fila_stage4"),
+               stage_data=("images", "images", "images", "videos"), host_family="composed"),
 )}

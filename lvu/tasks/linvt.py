@@ -31,6 +31,7 @@ from lvu.tasks.host_lm import (
     MediaBatch,
     TextInput,
     VideoInput,
+    VideoTokens,
     VisualTokens,
     export_host_lm,
     host_lm_data,
@@ -99,13 +100,13 @@ class LinVTTask(HostLMTask):
             parts["log_scale"] = nn.Parameter(torch.tensor([math.log(1 / cfg.loss.temperature)]))
         return parts
 
-    def video_tokens(self, videos: VideoInput, text: TextInput | None) -> list[torch.Tensor]:
+    def video_tokens(self, videos: VideoInput, text: TextInput | None) -> VideoTokens:
         """Every frame of the batch through the host's encoder and projector in one pass, then LinVT per video."""
         per_frame = self.host.encode_frames(self.host.normalize(videos.frames[videos.frame_mask]))
         grid = per_frame.new_zeros(*videos.frame_mask.shape, *per_frame.shape[1:])
         grid[videos.frame_mask] = per_frame
         assert text is not None  # uses_text
-        return list(self.linvt(grid, videos.frame_mask, text.embeds, text.mask).tokens)
+        return VideoTokens(list(self.linvt(grid, videos.frame_mask, text.embeds, text.mask).tokens))
 
     def extra_losses(self, batch: MediaBatch, visual: VisualTokens) -> dict[str, LossTerm]:
         weight = self.cfg.loss.contrastive_weight

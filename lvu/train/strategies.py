@@ -46,6 +46,10 @@ class LvuDeepSpeedStrategy(DeepSpeedStrategy):
     written (lvu.train.checkpointing). Training itself is unchanged.
     """
 
+    def setup(self, trainer: Any) -> None:
+        register_external_parameters(trainer.lightning_module)
+        super().setup(trainer)
+
     def save_checkpoint(self, checkpoint: dict, filepath: Any, storage_options: Any | None = None) -> None:
         save_deepspeed_atomically(self, lambda ckpt, path: super(LvuDeepSpeedStrategy, self).save_checkpoint(
             ckpt, path, storage_options), checkpoint, filepath)
@@ -79,6 +83,17 @@ class LvuDeepSpeedStrategy(DeepSpeedStrategy):
             _unshare_adam_steps(zero_optimizer)
             _restore_group_settings(zero_optimizer, settings)
         return client_state
+
+
+def register_external_parameters(module: torch.nn.Module) -> None:
+    """Tell ZeRO-3 about parameters read outside their owner's forward: every submodule's ``external`` list (see
+    lvu.models.vlm.base.ParameterUser) is gathered around that submodule's forward."""
+    users = [(m, p) for m in module.modules() for p in getattr(m, "external", ())]
+    if users:
+        import deepspeed  # DeepSpeed strategies only, and it takes seconds to import
+
+        for user, parameter in users:
+            deepspeed.zero.register_external_parameter(user, parameter)
 
 
 def _group_settings(zero_optimizer: Any) -> list[dict[str, Any]]:

@@ -31,6 +31,21 @@ PARTS = ("vision", "projector", "llm")  # a host's parts; a method's own module 
 PartPaths = dict[str, tuple[str, ...]]  # part -> attribute paths of its submodules or parameters
 
 
+class ParameterUser(nn.Module):
+    """Runs ``fn`` inside a forward of its own, for host code that reads a parameter outside the forward of the module
+    that owns it (LLaVA-OneVision's image newline, read by ``get_image_features`` and by its video path). ZeRO-3
+    gathers a module's weights only around its forward: read anywhere else, a partitioned weight is an empty tensor
+    (which ``torch.cat`` silently drops). ``external`` lists those parameters; lvu.train.strategies registers them with
+    DeepSpeed as this module's external parameters, so they are gathered around this forward."""
+
+    def __init__(self, *parameters: nn.Parameter) -> None:
+        super().__init__()
+        object.__setattr__(self, "external", list(parameters))  # owned elsewhere: not registered here
+
+    def forward(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+
 class Host(nn.Module):
     """Base class: subclasses set ``model``, ``tokenizer``, ``placeholder``, :attr:`part_paths` and implement
     :meth:`encode_frames`."""
@@ -68,8 +83,28 @@ class Host(nn.Module):
     # -- what subclasses provide -------------------------------------------------------------------------------------
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """``frames [N, 3, H, W]`` (normalised as the host's processor would) -> visual tokens ``[N, T, D]``."""
-        raise NotImplementedError
+        """``frames [N, 3, H, W]`` (normalised as the host's processor would) -> visual tokens ``[N, T, D]``: the
+        vision encoder's features at the family's layer through the projector."""
+        return self.project(self.vision_features(frames))
+
+    def vision_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames [N, 3, H, W]`` -> the vision encoder's features ``[N, L, Dv]`` that the projector reads (for
+        methods that act before the projector, e.g. FiLA-Video's merge or scene selection)."""
+        raise LvuError(f"{self.family} host: its vision features before the projector are not exposed (LLaVA-OneVision "
+                       f"and composed hosts expose them)")
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """:meth:`vision_features` ``[N, L, Dv]`` -> tokens in the LLM's embedding space ``[N, T, D]``."""
+        raise LvuError(f"{self.family} host: its projector cannot be run on its own (LLaVA-OneVision and composed "
+                       f"hosts can)")
+
+    def pool_video_frames(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The family's per-frame reduction in its video path, ``[N, T, D] -> [N, T', D]`` (none by default)."""
+        return tokens
+
+    def video_end(self) -> torch.Tensor:
+        """Tokens that close a video in the family's video path, ``[E, D]`` (none by default)."""
+        return self.embed_layer.weight.new_zeros(0, self.hidden_size)
 
     def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
         """``images [N, 3, H, W]`` -> each image's visual tokens ``[K_i, D]``, exactly as the family's own image path
@@ -79,11 +114,21 @@ class Host(nn.Module):
 
     def encode_videos(self, frames: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
         """The family's own video path: ``frames [sum(counts), 3, H, W]``, the frames of each video one after the
-        other (``counts[v]`` of video ``v``) -> each video's tokens ``[K_v, D]``. One pass of the vision encoder for
-        every frame of the batch. This default concatenates each frame's :meth:`encode_frames` tokens in time
-        order; families with a video path of their own override it."""
-        tokens = self.encode_frames(frames)
-        return [chunk.flatten(0, 1) for chunk in tokens.split(counts)]
+        other (``counts[v]`` of video ``v``) -> each video's tokens ``[K_v, D]``: each frame's :meth:`encode_frames`
+        tokens reduced by :meth:`pool_video_frames`, in time order, then :meth:`video_end`. One pass of the vision
+        encoder for every frame of the batch."""
+        pooled = self.pool_video_frames(self.encode_frames(frames))
+        return self.join_video_frames(pooled, counts)
+
+    def join_video_frames(self, pooled: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+        """Each video's pooled frame tokens ``[n_v, T', D]`` in a row, then :meth:`video_end` (inside the host's
+        :class:`ParameterUser`, when its video end is a parameter)."""
+        user = getattr(self, "newline_user", None)
+        return user(self._join, pooled, counts) if user is not None else self._join(pooled, counts)
+
+    def _join(self, pooled: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+        end = self.video_end().to(pooled.dtype)
+        return [torch.cat([chunk.flatten(0, 1), end]) for chunk in pooled.split(counts)]
 
     def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      image_sizes: list[list[tuple[int, int]]] | None = None) -> torch.Tensor | None:

@@ -8,17 +8,19 @@ image behaviour (tested against the family's own ``get_image_features``).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 import transformers
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
 
 from lvu.errors import LvuError
-from lvu.models.vlm.base import CLIP_NORM, IMAGENET_NORM, SIGLIP_NORM, Host, PartPaths
+from lvu.models.vlm.base import CLIP_NORM, IMAGENET_NORM, SIGLIP_NORM, Host, ParameterUser, PartPaths
 
 LLM_PATHS = ("model.model.language_model", "model.lm_head")
 
@@ -44,21 +46,29 @@ class LlavaOnevisionHost(Host):
                                        "projector": ("model.model.multi_modal_projector", "model.model.image_newline"),
                                        "llm": LLM_PATHS}
 
-    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        inner = self.model.model
-        hidden = inner.vision_tower(frames, output_hidden_states=True).hidden_states
+    def __init__(self, model: nn.Module | None = None, tokenizer: Any = None) -> None:
+        super().__init__(model, tokenizer)
+        # The image newline is read outside its module's forward (get_image_features, the video path): see
+        # ParameterUser.
+        self.newline_user = ParameterUser(self.model.model.image_newline)
+
+    def vision_features(self, frames: torch.Tensor) -> torch.Tensor:
+        hidden = self.model.model.vision_tower(frames, output_hidden_states=True).hidden_states
         features = _select_layer(hidden, self.model.config.vision_feature_layer)
         if self.model.config.vision_feature_select_strategy == "default":
             features = features[:, 1:]  # drop [CLS] (towers that have one)
-        return inner.multi_modal_projector(features)
+        return features
 
-    def encode_videos(self, frames: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
-        """transformers' ``get_video_features``, for videos of different lengths in one vision pass: each frame's
-        projected grid pooled 2x2, the frames of a video in a row, then the image-newline token."""
-        inner = self.model.model
-        pooled = inner.apply_pooling(self.encode_frames(frames))
-        newline = inner.image_newline[None].to(pooled.dtype)
-        return [torch.cat([chunk.flatten(0, 1), newline]) for chunk in pooled.split(counts)]
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.model.multi_modal_projector(features)
+
+    # The video path is transformers' ``get_video_features``, for videos of different lengths in one vision pass:
+    # each frame's projected grid pooled 2x2, the frames of a video in a row, then the image-newline token.
+    def pool_video_frames(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.model.apply_pooling(tokens)
+
+    def video_end(self) -> torch.Tensor:
+        return self.model.model.image_newline[None]
 
     def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The AnyRes image path for square images at the tower's input size S: the processor makes a base view and
@@ -73,8 +83,8 @@ class LlavaOnevisionHost(Host):
                            f"with [{size}, {size}] among image_grid_pinpoints; got {h}x{w}")
         pixels = images[:, None].expand(-1, 2, -1, -1, -1)
         sizes = torch.tensor([[h, w]] * n, device=images.device)
-        out = self.model.model.get_image_features(
-            pixels, sizes, vision_feature_layer=config.vision_feature_layer,
+        out = self.newline_user(
+            self.model.model.get_image_features, pixels, sizes, vision_feature_layer=config.vision_feature_layer,
             vision_feature_select_strategy=config.vision_feature_select_strategy,
             vision_aspect_ratio=config.vision_aspect_ratio)
         return list(out.pooler_output)
@@ -161,14 +171,21 @@ COMPOSED_RECORD = "composed.json"  # marks a folder written by ComposedHost.save
 class ComposedHost(Host):
     """A LLaVA-style model from parts: a named vision encoder, a named LLM, and a 2-layer GELU MLP projector (the
     LLaVA-1.5 / FiLA-Video stage-1 recipe): new, or trained and saved with the host by :meth:`save_pretrained`.
-    The placeholder token is added to the tokenizer (and the LLM's embeddings) if missing."""
+    The placeholder token is added to the tokenizer (and the LLM's embeddings) if missing.
+
+    Args:
+        video_pool: the video path pools each frame's square patch grid by this factor (bilinear, rounding up), as
+            LLaVA-OneVision pools 2x2; 1 keeps every token.
+        video_newline: a learned token closes each video (LLaVA-OneVision's image newline; part of the projector).
+    """
 
     family = "composed"
     language_model_path = "model"
-    part_paths: ClassVar[PartPaths] = {"vision": ("vision",), "projector": ("projector",), "llm": ("model",)}
+    part_paths: ClassVar[PartPaths] = {"vision": ("vision",), "projector": ("projector", "newline"), "llm": ("model",)}
 
     def __init__(self, vision_path: str | Path, llm_path: str | Path, *, vision_layer: int = -2,
-                 placeholder: str = "<image>", drop_cls: bool = False, projector: Path | None = None) -> None:
+                 placeholder: str = "<image>", drop_cls: bool = False, projector: Path | None = None,
+                 video_pool: int = 1, video_newline: bool = False) -> None:
         super().__init__()
         loaded = transformers.AutoModel.from_pretrained(str(vision_path))
         # Dual encoders (CLIP, SigLIP) keep their image side in vision_model. The loaded model is kept (not as a
@@ -178,6 +195,7 @@ class ComposedHost(Host):
         self.model = transformers.AutoModelForCausalLM.from_pretrained(str(llm_path))
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(llm_path))
         self.placeholder, self.vision_layer, self.drop_cls = placeholder, vision_layer, drop_cls
+        self.video_pool = video_pool
         self.image_norm = processor_norm(Path(vision_path)) or self.image_norm
         if placeholder not in self.tokenizer.get_vocab():
             self.tokenizer.add_special_tokens({"additional_special_tokens": [placeholder]})
@@ -185,12 +203,37 @@ class ComposedHost(Host):
         width = self.model.get_input_embeddings().embedding_dim
         self.projector = nn.Sequential(nn.Linear(self.vision.config.hidden_size, width), nn.GELU(),
                                        nn.Linear(width, width))
+        # LLaVA-OneVision initialises its image newline as randn / sqrt(width).
+        self.newline = nn.Parameter(torch.randn(1, width) / width**0.5) if video_newline else None
+        if self.newline is not None:
+            self.newline_user = ParameterUser(self.newline)  # read outside any forward of its owner (the host)
         if projector is not None:
-            self.projector.load_state_dict(load_file(str(projector)))
+            weights = load_file(str(projector))
+            if self.newline is not None:
+                self.newline.data.copy_(weights.pop("newline"))
+            self.projector.load_state_dict(weights)
 
-    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+    def vision_features(self, frames: torch.Tensor) -> torch.Tensor:
         hidden = self.vision(pixel_values=frames, output_hidden_states=True).hidden_states[self.vision_layer]
-        return self.projector(hidden[:, 1:] if self.drop_cls else hidden)
+        return hidden[:, 1:] if self.drop_cls else hidden
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        return self.projector(features)
+
+    def pool_video_frames(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.video_pool == 1:
+            return tokens
+        n, length, d = tokens.shape
+        side = math.isqrt(length)
+        if side * side != length:
+            raise LvuError(f"composed host: video_pool needs a square patch grid per frame, got {length} tokens")
+        grid = tokens.view(n, side, side, d).permute(0, 3, 1, 2)
+        size = math.ceil(side / self.video_pool)
+        pooled = F.interpolate(grid, size=[size, size], mode="bilinear")
+        return pooled.permute(0, 2, 3, 1).reshape(n, size * size, d)
+
+    def video_end(self) -> torch.Tensor:
+        return self.newline if self.newline is not None else super().video_end()
 
     def save_pretrained(self, folder: Path) -> None:
         """``vision/``, ``llm/`` (with the tokenizer), ``projector.safetensors`` and ``composed.json``: a folder
@@ -199,11 +242,14 @@ class ComposedHost(Host):
         self.vision_checkpoint.save_pretrained(folder / "vision")
         self.model.save_pretrained(folder / "llm")
         self.tokenizer.save_pretrained(folder / "llm")
-        save_file({k: v.detach().contiguous() for k, v in self.projector.state_dict().items()},
-                  str(folder / "projector.safetensors"))
+        projector = dict(self.projector.state_dict())
+        if self.newline is not None:
+            projector["newline"] = self.newline.data
+        save_file({k: v.detach().contiguous() for k, v in projector.items()}, str(folder / "projector.safetensors"))
         record = {"vision": "vision", "llm": "llm", "projector": "projector.safetensors",
                   "vision_layer": self.vision_layer, "drop_cls": self.drop_cls, "placeholder": self.placeholder,
-                  "image_norm": [list(v) for v in self.image_norm]}
+                  "image_norm": [list(v) for v in self.image_norm], "video_pool": self.video_pool,
+                  "video_newline": self.newline is not None}
         (folder / COMPOSED_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
     @classmethod
@@ -212,7 +258,8 @@ class ComposedHost(Host):
         record = json.loads((folder / COMPOSED_RECORD).read_text())
         host = cls(folder / record["vision"], folder / record["llm"], vision_layer=record["vision_layer"],
                    placeholder=record["placeholder"], drop_cls=record["drop_cls"],
-                   projector=folder / record["projector"])
+                   projector=folder / record["projector"], video_pool=record.get("video_pool", 1),
+                   video_newline=record.get("video_newline", False))
         host.image_norm = tuple(tuple(v) for v in record["image_norm"])
         return host
 

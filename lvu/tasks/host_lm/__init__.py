@@ -23,7 +23,7 @@ from lvu.tasks.host_lm.config import (
     TimeInstruction,
 )
 from lvu.tasks.host_lm.export import export_host_lm
-from lvu.tasks.host_lm.module import HostLMTask, LossTerm, TextInput, VideoInput, VisualTokens
+from lvu.tasks.host_lm.module import HostLMTask, LossTerm, TextInput, VideoInput, VideoTokens, VisualTokens
 
 __all__ = [
     "GenerationSection",
@@ -45,6 +45,7 @@ __all__ = [
     "TextInput",
     "TimeInstruction",
     "VideoInput",
+    "VideoTokens",
     "VisualTokens",
     "export_host_lm",
     "host_lm_data",

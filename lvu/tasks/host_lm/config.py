@@ -84,6 +84,10 @@ class HostSection:
     """Compose: the vision encoder's hidden layer the projector reads (LLaVA: the second to last)."""
     drop_cls: bool = False
     """Compose: drop the first token of each frame (encoders with a [CLS] token; SigLIP has none)."""
+    video_pool: int = 1
+    """Compose: the video path pools each frame's patch grid by this factor (2: LLaVA-OneVision's 2x2)."""
+    video_newline: bool = False
+    """Compose: a learned token closes each video (LLaVA-OneVision's image newline; trains with the projector)."""
 
 
 class Target(str, Enum):

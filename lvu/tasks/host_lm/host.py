@@ -28,7 +28,8 @@ def build_host(section: HostSection) -> Host:
     if section.path:
         return load_host(section.path)
     return ComposedHost(section.vision, section.llm, vision_layer=section.vision_layer,  # type: ignore[arg-type]
-                        drop_cls=section.drop_cls)
+                        drop_cls=section.drop_cls, video_pool=section.video_pool,
+                        video_newline=section.video_newline)
 
 
 def host_class(section: HostSection) -> type[Host]:
@@ -42,7 +43,7 @@ def host_record(section: HostSection) -> dict[str, str | int | bool | None]:
     if section.path:
         return {"path": section.path}
     return {"vision": section.vision, "llm": section.llm, "vision_layer": section.vision_layer,
-            "drop_cls": section.drop_cls}
+            "drop_cls": section.drop_cls, "video_pool": section.video_pool, "video_newline": section.video_newline}
 
 
 def host_hidden_size(section: HostSection) -> int:

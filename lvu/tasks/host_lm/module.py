@@ -65,6 +65,14 @@ class TextInput:
 
 
 @dataclass
+class VideoTokens:
+    """What a method makes of a batch's videos."""
+
+    tokens: list[torch.Tensor]  # each video's tokens [K_v, D] in the LLM's embedding space
+    times: list[list[float]] | None = None  # per video, the times (s) its tokens describe (None: the sampled frames')
+
+
+@dataclass
 class VisualTokens:
     """Every sample's visual tokens for its prompt."""
 
@@ -106,13 +114,13 @@ class HostLMTask(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.host = build_host(cfg.host)
-        self.plan = PartPlan(self.host, cfg.parts, cfg.lora)
+        self.plan = PartPlan(self.host, cfg.parts, cfg.lora, cfg.data.frame_size)
         built = self.build_method()
         for name, part in built.items():  # registered after the host: parameter order host, then method
             setattr(self, name, part)
         self.method_modules = tuple(name for name, part in built.items() if isinstance(part, nn.Module))
         self.plan.inject_lora(self, {name: getattr(self, name) for name in self.method_modules})
-        self.plan.set_trainable(self, cfg.data.frame_size)
+        self.plan.set_trainable(self)
         self.weights_source: str | None = None  # where trained weights came from at build time (init.from)
         if cfg.init.from_:
             load_init(self, self.plan, read_source(Path(cfg.init.from_)), _part_names(cfg.init.parts),
@@ -129,17 +137,14 @@ class HostLMTask(L.LightningModule):
         ``self.host``; they form the ``method`` part. None for the no-method baseline."""
         return {}
 
-    def video_tokens(self, videos: VideoInput, text: TextInput | None) -> list[torch.Tensor]:
-        """Each video's tokens ``[K_v, D]`` in the LLM's embedding space. This default is the host's own video path
-        (the uniform-frames baseline). A method must run the same modules once per call whatever the number of
-        videos (ZeRO-3 needs every rank to call them alike): encode all frames of the batch in one pass."""
+    def video_tokens(self, videos: VideoInput, text: TextInput | None) -> VideoTokens:
+        """Each video's tokens ``[K_v, D]`` in the LLM's embedding space (and, when the method regroups frames, the
+        times they describe, for the time instruction). This default is the host's own video path (the
+        uniform-frames baseline). A method must run the same modules once per call whatever the number of videos
+        (ZeRO-3 needs every rank to call them alike): encode all frames of the batch in one pass."""
         frames = videos.frames[videos.frame_mask]
         counts = videos.frame_mask.sum(1).tolist()
-        return self.host.encode_videos(self.host.normalize(frames), counts)
-
-    def token_times(self, videos: VideoInput) -> list[list[float]]:
-        """The times (s) each video's tokens describe, for the time instruction: its sampled frames' times."""
-        return [t[m].tolist() for t, m in zip(videos.timestamps, videos.frame_mask, strict=True)]
+        return VideoTokens(self.host.encode_videos(self.host.normalize(frames), counts))
 
     def extra_losses(self, batch: MediaBatch, visual: VisualTokens) -> dict[str, LossTerm]:
         """Losses the method adds to the answer loss (LinVT's contrastive alignment)."""
@@ -209,12 +214,14 @@ class HostLMTask(L.LightningModule):
         if rows:
             videos = VideoInput(frames[rows], batch.frame_mask[rows], batch.timestamps[rows], batch.durations[rows])
             text = self.question_embeddings([batch.conversations[i] for i in rows]) if self.uses_text else None
-            video_tokens, times = self.video_tokens(videos, text), self.token_times(videos)
+            made = self.video_tokens(videos, text)
+            video_tokens = made.tokens
+            times = made.times or [t[m].tolist() for t, m in zip(videos.timestamps, videos.frame_mask, strict=True)]
         else:
             stand_in = VideoInput(blank[None], batch.frame_mask.new_ones(1, 1), batch.timestamps.new_zeros(1, 1),
                                   batch.durations.new_zeros(1))
             text = self.question_embeddings(batch.conversations[:1]) if self.uses_text else None
-            anchor = anchor + sum(t.float().sum() for t in self.video_tokens(stand_in, text)) * 0.0
+            anchor = anchor + sum(t.float().sum() for t in self.video_tokens(stand_in, text).tokens) * 0.0
             video_tokens, times = [], []
         per_sample, sample_times = [], []
         videos_left, times_left, images_left = iter(video_tokens), iter(times), iter(image_tokens)

@@ -50,9 +50,16 @@ class PartPlan:
         lora: the recipe's ``lora`` section (for parts in lora mode).
     """
 
-    def __init__(self, host: Host, parts: PartsConfig, lora: LoraSection) -> None:
-        self.host, self.parts, self.lora = host, parts, lora
-        self.frozen_always: set[str] = set()  # host parameters that never reach the LLM (kept frozen)
+    def __init__(self, host: Host, parts: PartsConfig, lora: LoraSection, frame_size: int) -> None:
+        self.host, self.parts, self.lora, self.frame_size = host, parts, lora, frame_size
+        self.frozen_always: set[str] = set()  # host parameters that never reach the LLM, kept frozen when training
+        self._unreachable: set[str] | None = None
+
+    def unreachable(self) -> set[str]:
+        """Host parameters (task names) that never reach the LLM (found once, by a backward pass)."""
+        if self._unreachable is None:
+            self._unreachable = {HOST_PREFIX + n for n in self.host.unreachable_parameters(self.frame_size)}
+        return self._unreachable
 
     def config(self, part: str) -> PartConfig:
         return getattr(self.parts, part)
@@ -90,10 +97,10 @@ class PartPlan:
                 raise LvuError(f"lora.targets {list(self.lora.targets)} match no module of the {part} part "
                                f"(parts.{part}.mode=lora); name linear layers it has")
 
-    def set_trainable(self, module: nn.Module, frame_size: int) -> None:
+    def set_trainable(self, module: nn.Module) -> None:
         """``requires_grad`` of every parameter as its part's mode says."""
         if any(self.mode(p) != PartMode.frozen for p in ("vision", "projector")):
-            self.frozen_always = {HOST_PREFIX + n for n in self.host.unreachable_parameters(frame_size)}
+            self.frozen_always = self.unreachable()
             if self.frozen_always:
                 log.info("%d vision/projector parameters never reach the LLM and stay frozen (e.g. %s)",
                          len(self.frozen_always), sorted(self.frozen_always)[0])

@@ -167,6 +167,8 @@ def _host_part(part: str, plan: PartPlan, found: dict[str, torch.Tensor], ours: 
         by_base = {base_name(k): k for k in ours if not is_lora(k)}
         # Parameters must all be there; buffers (position ids, rotary tables) are taken when present.
         expected = {b: ours[k] for b, k in by_base.items() if k in params}
+        if set(expected) - set(weights):  # weights that never reach the LLM are never trained, so never saved
+            expected = {b: t for b, t in expected.items() if by_base[b] not in plan.unreachable()}
         present = {k: v for k, v in weights.items() if k in expected}
         problems += shape_differences(_shapes(present), _shapes(expected), where="init.from source")
         extra = sorted(k for k in weights if k not in by_base)
