@@ -458,8 +458,11 @@ def _type_error(exc: oc_errors.ValidationError, schema: type) -> ConfigError:
         value = OmegaConf.to_container(value)
     if expected is None:
         return ConfigError(f"{user_dotted(full_key) or 'recipe'}: {_first_line(exc)}")
+    hint = ""
+    if isinstance(value, bool) and not typing.get_origin(expected) and expected is not bool:
+        hint = " (YAML reads a bare on/off/yes/no as a boolean: quote the word, e.g. key='off')"
     return ConfigError(
-        f"{user_dotted(full_key)}: expected {_describe_type(expected)}, got {type(value).__name__} {value!r}"
+        f"{user_dotted(full_key)}: expected {_describe_type(expected)}, got {type(value).__name__} {value!r}{hint}"
     )
 
 

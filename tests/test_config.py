@@ -99,6 +99,7 @@ def test_saved_config_round_trips(tmp_path):
         (["trainer.precision=fp64"], "trainer.precision: expected one of 32-true, bf16-mixed, 16-mixed, bf16-true, "
                                      "got str 'fp64'"),
         (["trainer.gradient_clip_val=big"], "trainer.gradient_clip_val: expected float or null, got str 'big'"),
+        (["trainer.precision=off"], "got bool False (YAML reads a bare on/off/yes/no as a boolean: quote the word"),
         (["trainer=3"], "trainer preset '3' not found; choose one of: cpu, ddp, deepspeed_zero2"),
         (["trainer=dpp"], "trainer preset 'dpp' not found (did you mean 'ddp'?)"),
         (["trainer.strategy=fast"], "trainer.strategy: expected a mapping (StrategyConfig), got str 'fast'"),

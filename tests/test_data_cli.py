@@ -110,7 +110,7 @@ def test_pack_llava_with_missing_corrupt_image_and_text_only_entries(media, tmp_
     assert "jpg" in samples["d"] and set(samples["e"]) == {"__key__", "__shard__", "__index__", "json"}
 
 
-def test_pack_lvu_builds_label_maps_over_all_splits_and_regression_targets(media, tmp_path):
+def test_pack_lvu_builds_label_maps_over_all_splits_and_regression_targets(media, tmp_path, capsys):
     ann = tmp_path / "lvu"
     for task, split, rows in [
         ("director", "train", ["0 nolan vid0 tt1", "2 kubrick vid1 tt2"]),
@@ -118,25 +118,38 @@ def test_pack_lvu_builds_label_maps_over_all_splits_and_regression_targets(media
         ("like_ratio", "val", ["90 10 vid0 tt1"]),
         ("view_count", "train", ["1000000 vid1 tt2"]),
         ("genre", "train", ["3 science fiction vid9 tt9"]),
+        ("way_speaking", "train", ["0 confident vid1 tt2", "1 loud vid0 tt1"]),  # the release's folder name
     ]:
         (ann / task).mkdir(parents=True, exist_ok=True)
         header = {"like_ratio": "like dislike youtube_id imdb_id", "view_count": "views youtube_id imdb_id"}.get(
             task, "class_id class_name youtube_id imdb_id")
         (ann / task / f"{split}.csv").write_text("\n".join([header, *rows]) + "\n")
     out = tmp_path / "lvu_shards"
-    assert main(["data", "pack", "--format", "lvu", "--videos", str(media), "--annotations", str(ann),
-                 "--out", str(out)]) == 1  # genre ids 0-2 are missing: a broken label map is an error
+    pack = ["data", "pack", "--format", "lvu", "--videos", str(media), "--annotations", str(ann), "--out", str(out)]
+    # Tasks and splits the release has but this folder lacks are an error that lists every one of them...
+    assert main(pack) == 1
+    error = capsys.readouterr().err
+    assert "21 LVU annotation files missing: relationship/train.csv," in error and "--allow-missing-tasks" in error
+    assert "way_speaking/val.csv" in error and "way_speaking/train.csv" not in error
+    assert not out.exists()
+    assert main([*pack, "--allow-missing-tasks"]) == 1  # genre ids 0-2 are missing: a broken label map is an error
     (ann / "genre" / "train.csv").unlink()
     (ann / "genre").rmdir()
-    assert main(["data", "pack", "--format", "lvu", "--videos", str(media), "--annotations", str(ann),
-                 "--out", str(out)]) == 0
+    # ...or, when allowed, a warning that lists them, also kept in the manifest.
+    assert main([*pack, "--allow-missing-tasks"]) == 0
+    assert "warning: " in capsys.readouterr().err and "genre/train.csv" in (out / "manifest.json").read_text()
     maps = json.loads((out / "label_maps.json").read_text())
+    assert maps["way_speaking"] == {"type": "classification", "classes": ["confident", "loud"]}
     assert maps["director"] == {"type": "classification", "classes": ["nolan", "lynch", "kubrick"]}
     assert maps["like_ratio"] == {"type": "regression"} and maps["view_count"] == {"type": "regression"}
     labels = {raw["__key__"]: json.loads(raw["json"]) for raw in _samples(out)}
     assert labels["vid0"]["labels"]["like_ratio"] == pytest.approx(90 / 100 * 10 - 9.138)
     assert labels["vid1"]["labels"]["view_count"] == pytest.approx(math.log(1e6) - 11.764)
     assert labels["vid2"]["splits"] == {"director": "test"} and labels["vid0"]["splits"]["like_ratio"] == "val"
+    # A folder renamed to the name lvu once expected still packs as the release's task.
+    (ann / "way_speaking").rename(ann / "speaking_style")
+    assert main([*pack, "--allow-missing-tasks"]) == 0
+    assert json.loads((out / "label_maps.json").read_text())["way_speaking"]["classes"] == ["confident", "loud"]
 
 
 def test_pack_lvbench_and_grounding(media, tmp_path):

@@ -137,6 +137,9 @@ def test_part_modes_set_gradients_train_modes_checkpoints_and_learning_rates(hos
     # The vision tower's last layer and final norm never reach the LLM (feature layer -2): they stay frozen.
     assert plan.frozen_always and not plan.frozen_always & trainable
     assert any("post_layernorm" in n for n in plan.frozen_always)
+    with torch.no_grad():  # evaluation scripts build tasks inside no_grad: the probe for such parameters still works
+        again = _module(hosts, "llava_onevision", "parts.vision.mode=full", "parts.llm.mode=frozen")
+    assert again.plan.frozen_always == plan.frozen_always
     module.train()
     assert module.host.model.model.vision_tower.training and not module.host.model.model.language_model.training
     projector = module.host.model.model.multi_modal_projector

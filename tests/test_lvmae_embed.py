@@ -31,7 +31,7 @@ def _features(folder):
 
 
 @pytest.mark.parametrize(("family", "frames", "dim"), [("clip", 3, 24), ("siglip", 3, 32), ("xclip", 4, 24),
-                                                       ("videomae", 4, 32)])
+                                                       ("videomae", 4, 32), ("vjepa2", 2, 32), ("video_llava", 3, 32)])
 def test_every_family_embeds_consecutive_clips(synth_shards, tmp_path, family, frames, dim, capsys):
     encoder = save_tiny_encoder(family, tmp_path / family)
     out = tmp_path / "feats"
@@ -109,10 +109,29 @@ def test_encoder_errors(tmp_path, synth_shards):
 
     Qwen2Model(Qwen2Config(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                            num_key_value_heads=1, vocab_size=32)).save_pretrained(tmp_path / "llm")
-    with pytest.raises(LvuError, match="model type 'qwen2' is not supported; use CLIP, SigLIP, X-CLIP or VideoMAE"):
+    with pytest.raises(LvuError, match="model type 'qwen2' is not supported; use CLIP, SigLIP, X-CLIP, "
+                                         "VideoMAE, V-JEPA 2 or Video-LLaVA"):
         ClipEncoder.from_pretrained(tmp_path / "llm", device="cpu")
     with pytest.raises(LvuError, match=r"no config\.json"):
         ClipEncoder.from_pretrained(tmp_path, device="cpu")
     encoder = save_tiny_encoder("videomae", tmp_path / "vmae")
     assert main(["data", "embed", str(synth_shards), str(tmp_path / "x"), "--encoder", str(encoder),
                  "--frames-per-clip", "3", "--device", "cpu"]) == 1
+
+
+def test_video_llava_tower_is_read_alone_and_equals_the_whole_models_tower(tmp_path):
+    """LanguageBind's stand-in: only Video-LLaVA's video tower is loaded, with the checkpoint's weights (a tower left
+    at random init would differ), and a clip is the mean of its frames' pooled states."""
+    from transformers import VideoLlavaForConditionalGeneration
+
+    path = save_tiny_encoder("video_llava", tmp_path / "vl")
+    encoder = ClipEncoder.from_pretrained(path, device="cpu")
+    clips = torch.randint(0, 256, (2, 3, 40, 48, 3), dtype=torch.uint8)
+    whole = VideoLlavaForConditionalGeneration.from_pretrained(path).eval()
+    with torch.no_grad():
+        pooled = whole.model.video_tower(pixel_values=encoder.preprocess(clips.flatten(0, 1))).pooler_output
+    torch.testing.assert_close(encoder.embed(clips), pooled.view(2, 3, -1).mean(1))
+    assert sum(p.numel() for p in encoder.model.parameters()) < sum(p.numel() for p in whole.parameters()) / 2
+    vjepa = ClipEncoder.from_pretrained(save_tiny_encoder("vjepa2", tmp_path / "vj"), device="cpu")
+    with pytest.raises(LvuError, match="whole tubelets of 2 frames, got 3 frames per clip"):
+        vjepa.embed(clips)

@@ -14,8 +14,8 @@ from support.features import make_features
 from lvu.cli import main
 from lvu.data.loader import SampleSet, ShardLoader
 from lvu.data.shards import Manifest, ShardInfo, resolve_shards, write_shard
-from lvu.errors import LvuError
-from lvu.tasks.lvmae import Overflow, SequenceDecoder, pad_sequences
+from lvu.errors import ConfigError, LvuError
+from lvu.tasks.lvmae import LVMAEDataConfig, Overflow, RandomCropConfig, SequenceDecoder, pad_sequences
 
 TINY_MODEL = ["model.input_dim=8", "model.embed_dim=8", "model.depth=1", "model.num_heads=2", "model.decoder_dim=8",
               "model.decoder_num_heads=2", "model.max_tokens=32"]
@@ -114,8 +114,12 @@ def _good(i: int, n: int = 5, dim: int = 8):
     return (f"g{i}", {"npy": np.ones((n, dim), np.float32) * i, "json": {"labels": {"kind": "one"}}})
 
 
+def _data(overflow=Overflow.truncate, normalize=False, crop=False, min_clips=2) -> LVMAEDataConfig:
+    return LVMAEDataConfig(overflow=overflow, normalize=normalize, crop=RandomCropConfig(crop, min_clips))
+
+
 def _loader(folder: Path, dim: int = 8, max_tokens: int = 32, overflow=Overflow.truncate, train=True):
-    return ShardLoader(SampleSet(resolve_shards(str(folder))), SequenceDecoder(dim, max_tokens, overflow, train),
+    return ShardLoader(SampleSet(resolve_shards(str(folder))), SequenceDecoder(dim, max_tokens, _data(overflow), train),
                        pad_sequences, batch_size=2, num_workers=0)
 
 
@@ -145,13 +149,37 @@ def test_sequences_over_the_cap_are_truncated_or_windowed(tmp_path):
 
     raw = ShardReader(resolve_shards(str(folder))).read(0, 0)
     rng = np.random.default_rng(0)
-    truncated = SequenceDecoder(8, 32, Overflow.truncate, True)(raw, rng)["features"]
+    truncated = SequenceDecoder(8, 32, _data(Overflow.truncate), True)(raw, rng)["features"]
     assert truncated.shape == (32, 8) and truncated[0, 0] == 0 and truncated[-1, 0] == 31
-    starts = {int(SequenceDecoder(8, 32, Overflow.window, True)(raw, np.random.default_rng(s))["features"][0, 0])
+    starts = {int(SequenceDecoder(8, 32, _data(Overflow.window), True)(raw, np.random.default_rng(s))["features"][0, 0])
               for s in range(20)}
     assert len(starts) > 1 and all(0 <= s <= 8 for s in starts)  # random 32-clip windows in training
-    centred = SequenceDecoder(8, 32, Overflow.window, False)(raw, rng)["features"]
+    centred = SequenceDecoder(8, 32, _data(Overflow.window), False)(raw, rng)["features"]
     assert centred[0, 0] == 4  # the middle window in evaluation
+
+
+def test_inputs_are_l2_normalised_and_training_crops_have_random_length_and_start(tmp_path):
+    long = (np.arange(40, dtype=np.float32)[:, None] + 1).repeat(8, 1)  # clip i is (i + 1) * ones: norm ~ 3 * (i + 1)
+    folder = _write(tmp_path, [("long", {"npy": long, "json": {}})])
+    from lvu.data.shards import ShardReader
+
+    raw = ShardReader(resolve_shards(str(folder))).read(0, 0)
+    rng = np.random.default_rng(0)
+    plain = SequenceDecoder(8, 32, _data(), True)(raw, rng)["features"]
+    unit = SequenceDecoder(8, 32, _data(normalize=True), True)(raw, rng)["features"]
+    assert plain.norm(dim=-1)[0] == pytest.approx(8**0.5) and torch.allclose(unit.norm(dim=-1), torch.ones(32))
+    assert torch.allclose(unit * plain.norm(dim=-1, keepdim=True), plain)
+    crop = SequenceDecoder(8, 32, _data(crop=True, min_clips=2), True)
+    windows = [crop(raw, np.random.default_rng(s))["features"][:, 0] for s in range(200)]
+    lengths, starts = {len(w) for w in windows}, {int(w[0]) - 1 for w in windows}
+    assert min(lengths) == 2 and max(lengths) == 32 and len(lengths) > 20  # 10 s up to the token cap
+    assert min(starts) == 0 and max(starts) > 30 and all(int(w[-1] - w[0]) == len(w) - 1 for w in windows)
+    again = [crop(raw, np.random.default_rng(s))["features"][:, 0] for s in range(200)]
+    assert all(torch.equal(a, b) for a, b in zip(windows, again, strict=True))  # seeded by the loader's generator
+    evaluation = SequenceDecoder(8, 32, _data(crop=True), False)(raw, rng)["features"]
+    assert evaluation.shape == (32, 8) and evaluation[0, 0] == 1  # no crop outside training: the overflow rule
+    with pytest.raises(ConfigError, match=r"data\.crop\.min_clips must be between 1 and the token cap 32, got 40"):
+        SequenceDecoder(8, 32, _data(crop=True, min_clips=40), True)
 
 
 def test_a_label_missing_from_the_label_map_is_an_error(features, tmp_path, capsys):
@@ -166,17 +194,20 @@ def test_a_label_missing_from_the_label_map_is_an_error(features, tmp_path, caps
     assert "label 'seven' of task kind is not in the label map (classes: zero, one, two)" in capsys.readouterr().err
 
 
-def test_probe_configuration_errors(features, tmp_path, capsys):
+def test_probe_configuration_errors(features, pretrained, tmp_path, capsys):
     base = ["fit", "quickstart/lvmae_probe", f"data.train={features['train']}", f"data.val={features['val']}",
             f"data.test={features['test']}", f"run_dir={tmp_path / 'r'}"]
+    # The encoder was pre-trained on L2-normalised embeddings (the default): probing it on raw ones is refused.
+    assert main([*base, "probe.task=kind", f"probe.pretrained={pretrained / 'checkpoints' / 'last.ckpt'}",
+                 "data.normalize=false"]) == 1
+    assert ("data.normalize=false, but the encoder was pre-trained with data.normalize=true"
+            in capsys.readouterr().err)
     assert main([*base, "probe.task=colour", "probe.backbone=raw"]) == 1
     assert "probe.task: colour not in the label map (tasks: kind, order, size)" in capsys.readouterr().err
     assert main([*base, "probe.task=kind", "probe.pretrained=null"]) == 1
     assert "probe.pretrained: set the LV-MAE pre-training checkpoint" in capsys.readouterr().err
     assert main([*base, "probe.task=kind", f"probe.pretrained={tmp_path / 'none.ckpt'}"]) == 1
     assert "probe.pretrained: checkpoint" in capsys.readouterr().err
-
-
 
 
 @pytest.mark.slow

@@ -49,7 +49,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from lvu.data.pack import pack  # see the module docstring
 
     report = pack(args.format, Path(args.videos), Path(args.annotations), Path(args.out), maxcount=args.maxcount,
-                  workers=args.workers)
+                  workers=args.workers, allow_missing_tasks=args.allow_missing_tasks)
     _summary(report, Path(args.out), "packed")
     return 0
 
@@ -125,6 +125,8 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     sub.add_argument("--out", required=True, help="output shard folder")
     sub.add_argument("--maxcount", type=int, default=100, help="samples per shard")
     sub.add_argument("--workers", type=int, default=1, help="parallel processes")
+    sub.add_argument("--allow-missing-tasks", action="store_true",
+                     help="LVU: pack even if some of the nine tasks' {train,val,test}.csv are missing (listed)")
     sub.set_defaults(func=cmd_pack)
 
     sub = add_command(subparsers, "inspect", "counts, durations, annotation kinds and unreadable samples of shards",

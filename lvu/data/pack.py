@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +37,11 @@ from lvu.errors import LvuError
 
 FORMATS = ("llava", "lvu", "lvbench", "grounding")
 
-# LVU (Wu & Krahenbuhl 2021): task folders and the regression target transforms of the official code.
-LVU_CLASSIFICATION = ("relationship", "speaking_style", "scene", "director", "writer", "year", "genre")
+# LVU (Wu & Krahenbuhl 2021): task folders as the release (lvu_1.0/<task>/) and its scripts name them, and the
+# regression target transforms of the official code.
+LVU_CLASSIFICATION = ("relationship", "way_speaking", "scene", "director", "writer", "year", "genre")
+# Other folder names read as a task: lvu itself once looked for "speaking_style", so folders renamed for it still pack.
+LVU_FOLDER_ALIASES = {"way_speaking": ("speaking_style",)}
 LVU_REGRESSION = ("like_ratio", "view_count")
 LVU_TASKS = LVU_CLASSIFICATION + LVU_REGRESSION
 LVU_SPLITS = ("train", "val", "test")
@@ -68,6 +72,7 @@ class PackItem:
 class PackPlan:
     items: list[PackItem]
     label_maps: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # printed, and kept in the dataset's manifest
 
 
 def sanitize_key(raw: str) -> str:
@@ -145,15 +150,28 @@ def _lvu_rows(path: Path) -> list[list[str]]:
     return lines[1:]  # header
 
 
-def read_lvu(annotations: Path, videos: Path) -> PackPlan:
+def _lvu_folder(annotations: Path, task: str) -> Path:
+    """The task's folder: its release name, or an alias of it that exists."""
+    for name in (task, *LVU_FOLDER_ALIASES.get(task, ())):
+        if (annotations / name).is_dir():
+            return annotations / name
+    return annotations / task
+
+
+def read_lvu(annotations: Path, videos: Path, *, allow_missing_tasks: bool = False) -> PackPlan:
+    """Every task's three splits are expected: a missing one is an error (a task silently absent from the packed data
+    would be a column silently absent from Table 8), or, with ``allow_missing_tasks``, a warning that lists them."""
     media = _index_media(videos)
     per_video: dict[str, dict[str, Any]] = {}
     classes: dict[str, dict[int, str]] = {t: {} for t in LVU_CLASSIFICATION}
     found_any = False
+    missing: list[str] = []
     for task in LVU_TASKS:
+        folder = _lvu_folder(annotations, task)
         for split in LVU_SPLITS:
-            path = annotations / task / f"{split}.csv"
+            path = folder / f"{split}.csv"
             if not path.is_file():
+                missing.append(f"{task}/{split}.csv")
                 continue
             found_any = True
             for n, row in enumerate(_lvu_rows(path), 2):
@@ -181,6 +199,13 @@ def read_lvu(annotations: Path, videos: Path) -> PackPlan:
     if not found_any:
         raise LvuError(f"{annotations}: no LVU CSVs found (expected <task>/{{train,val,test}}.csv, tasks: "
                        f"{', '.join(LVU_TASKS)})")
+    warnings = []
+    if missing:
+        listed = f"{annotations}: {len(missing)} LVU annotation files missing: {', '.join(missing)}"
+        if not allow_missing_tasks:
+            raise LvuError(f"{listed} (the release has <task>/{{train,val,test}}.csv for all nine tasks); pass "
+                           "--allow-missing-tasks to pack the others")
+        warnings.append(listed)
     items = []
     for youtube_id in sorted(per_video):
         annotation = {**per_video[youtube_id], "youtube_id": youtube_id, "source": "lvu"}
@@ -200,7 +225,7 @@ def read_lvu(annotations: Path, videos: Path) -> PackPlan:
     for task in LVU_REGRESSION:
         if any(task in e["labels"] for e in per_video.values()):
             label_maps[task] = {"type": "regression"}
-    return PackPlan(items, label_maps)
+    return PackPlan(items, label_maps, warnings)
 
 
 def _parse_options(question: str) -> tuple[str, list[str]]:
@@ -276,7 +301,7 @@ def read_grounding(annotations: Path, videos: Path) -> PackPlan:
     return PackPlan(items)
 
 
-READERS: dict[str, Callable[[Path, Path], PackPlan]] = {
+READERS: dict[str, Callable[..., PackPlan]] = {
     "llava": read_llava,
     "lvu": read_lvu,
     "lvbench": read_lvbench,
@@ -318,8 +343,9 @@ def _make_item(index: int) -> tuple[str, dict[str, Any]] | Skipped:
 
 
 def pack(fmt: str, videos: Path, annotations: Path, out: Path, *, maxcount: int = 100, workers: int = 1,
-         quiet: bool = False) -> WriteReport:
-    """Read ``annotations`` in format ``fmt``, then write shards (and label_maps.json for LVU) into ``out``."""
+         quiet: bool = False, allow_missing_tasks: bool = False) -> WriteReport:
+    """Read ``annotations`` in format ``fmt``, then write shards (and label_maps.json for LVU) into ``out``.
+    ``allow_missing_tasks`` (LVU only) packs a release with task files missing, listing them as a warning."""
     global _ITEMS
     if fmt not in READERS:
         raise LvuError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
@@ -327,14 +353,19 @@ def pack(fmt: str, videos: Path, annotations: Path, out: Path, *, maxcount: int 
         raise LvuError(f"annotations {annotations} not found")
     if not videos.is_dir():
         raise LvuError(f"videos folder {videos} not found")
-    plan = READERS[fmt](annotations, videos)
+    options = {"allow_missing_tasks": allow_missing_tasks} if fmt == "lvu" else {}
+    plan = READERS[fmt](annotations, videos, **options)
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     if not plan.items:
         raise LvuError(f"{annotations}: no entries to pack")
     _unique_keys(plan.items)
     _ITEMS = plan.items
     try:
         report = write_dataset(out, len(plan.items), _make_item, maxcount=maxcount, workers=workers,
-                               kind="video", extra={"packed_from": fmt}, description=f"packing {fmt}", quiet=quiet)
+                               kind="video", extra={"packed_from": fmt, **({"warnings": plan.warnings} if plan.warnings
+                                                                                  else {})},
+                               description=f"packing {fmt}", quiet=quiet)
     finally:
         _ITEMS = []
     if plan.label_maps:

@@ -1,8 +1,18 @@
 """Frozen clip encoders for LV-MAE's clip embeddings (paper Sec. 3.1), loaded with ``from_pretrained(path)``.
 
 * image encoders (CLIP, SigLIP): every frame of a clip is embedded and the clip embedding is their mean;
-* video encoders (X-CLIP, VideoMAE): the clip's frames go in together. X-CLIP gives its projected video embedding;
-  VideoMAE the mean of its last hidden states.
+* video encoders (X-CLIP, VideoMAE, V-JEPA 2): the clip's frames go in together. X-CLIP gives its projected video
+  embedding; VideoMAE and V-JEPA 2 the mean of their last hidden states;
+* Video-LLaVA's video tower (``video_llava``): a frame encoder like CLIP's, read out of a Video-LLaVA checkpoint.
+
+The paper's encoders, LanguageBind and InternVideo2, are not in transformers. Stand-ins, by closeness:
+
+* LanguageBind-Video: Video-LLaVA's ``video_tower`` *is* LanguageBind's video encoder (a CLIP ViT-L/14, 1024 wide, as
+  Video-LLaVA took it from LanguageBind; transformers' port runs it frame by frame). Point ``--encoder`` at a
+  Video-LLaVA folder (e.g. LanguageBind/Video-LLaVA-7B-hf); only the video tower's tensors are read, and each clip is
+  the mean of its frames' pooled [CLS] states: 1024-wide, the paper's width.
+* InternVideo2: its stage-2 clip embedding (the one LV-MAE reads) comes from video-text contrastive training, which
+  X-CLIP shares; V-JEPA 2 is the masked-video-modelling video ViT closest to InternVideo2's stage 1.
 
 Pixels are resized (shorter side) and centre-cropped to the encoder's image size, scaled to [0, 1] and normalised
 with the mean/std of the checkpoint's ``preprocessor_config.json`` when there is one, else the family's defaults.
@@ -16,7 +26,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, CLIPModel, SiglipModel, VideoMAEModel, XCLIPModel
+from safetensors import safe_open
+from transformers import (
+    AutoConfig,
+    CLIPModel,
+    CLIPVisionModel,
+    SiglipModel,
+    VideoMAEModel,
+    VJEPA2Model,
+    XCLIPModel,
+)
 
 from lvu.errors import LvuError
 
@@ -31,7 +50,10 @@ FAMILIES = {
     "x_clip": ("video", CLIP_MEAN, CLIP_STD),
     "xclip": ("video", CLIP_MEAN, CLIP_STD),
     "videomae": ("video", IMAGENET_MEAN, IMAGENET_STD),
+    "vjepa2": ("video", IMAGENET_MEAN, IMAGENET_STD),
+    "video_llava": ("image", CLIP_MEAN, CLIP_STD),
 }
+SUPPORTED = "CLIP, SigLIP, X-CLIP, VideoMAE, V-JEPA 2 or Video-LLaVA (its LanguageBind video tower)"
 
 
 def _pooled(output) -> torch.Tensor:
@@ -62,8 +84,7 @@ class ClipEncoder:
         config = AutoConfig.from_pretrained(path)
         family = config.model_type
         if family not in FAMILIES:
-            raise LvuError(f"encoder {path}: model type '{family}' is not supported; use CLIP, SigLIP, X-CLIP or "
-                           f"VideoMAE")
+            raise LvuError(f"encoder {path}: model type '{family}' is not supported; use {SUPPORTED}")
         kind, mean, std = FAMILIES[family]
         preprocessor = path / "preprocessor_config.json"
         if preprocessor.is_file():
@@ -77,11 +98,15 @@ class ClipEncoder:
         num_frames = getattr(vision, "num_frames", None) if kind == "video" else None
         if family == "videomae":
             num_frames = config.num_frames
-        encoder = cls(model=model, family=family, kind=kind, image_size=int(vision.image_size), num_frames=num_frames,
+        image_size = config.crop_size if family == "vjepa2" else vision.image_size
+        if family == "vjepa2":  # rotary positions take any clip length of whole tubelets; a clip is one tubelet+
+            num_frames = None
+        encoder = cls(model=model, family=family, kind=kind, image_size=int(image_size), num_frames=num_frames,
                       mean=torch.tensor(mean, device=torch_device).view(1, 3, 1, 1),
                       std=torch.tensor(std, device=torch_device).view(1, 3, 1, 1), dim=0, device=torch_device,
                       dtype=torch_dtype)
-        probe = torch.zeros(1, num_frames or 1, encoder.image_size, encoder.image_size, 3, dtype=torch.uint8)
+        probe_frames = num_frames or (config.tubelet_size if family == "vjepa2" else 1)
+        probe = torch.zeros(1, probe_frames, encoder.image_size, encoder.image_size, 3, dtype=torch.uint8)
         encoder.dim = int(encoder.embed(probe).shape[-1])
         return encoder
 
@@ -104,20 +129,47 @@ class ClipEncoder:
         if self.num_frames is not None and t != self.num_frames:
             raise LvuError(f"{self.family} encoder takes {self.num_frames} frames per clip, got {t}; "
                            f"set --frames-per-clip {self.num_frames}")
+        if self.family == "vjepa2" and t % self.model.config.tubelet_size:
+            raise LvuError(f"vjepa2 encoder takes whole tubelets of {self.model.config.tubelet_size} frames, got {t} "
+                           "frames per clip; set --frames-per-clip to a multiple")
         pixels = self.preprocess(clips.reshape(n * t, *clips.shape[2:]))
+        if self.family == "video_llava":
+            return self.model(pixel_values=pixels).pooler_output.float().view(n, t, -1).mean(1)
         if self.kind == "image":
             features = _pooled(self.model.get_image_features(pixel_values=pixels)).float()
             return features.view(n, t, -1).mean(1)
         pixels = pixels.view(n, t, *pixels.shape[1:])
         if self.family == "videomae":
             return self.model(pixel_values=pixels).last_hidden_state.float().mean(1)
+        if self.family == "vjepa2":
+            return self.model(pixel_values_videos=pixels, skip_predictor=True).last_hidden_state.float().mean(1)
         return _pooled(self.model.get_video_features(pixel_values=pixels)).float()
 
 
 def _load(family: str, path: Path) -> torch.nn.Module:
     classes = {"clip": CLIPModel, "siglip": SiglipModel, "x_clip": XCLIPModel, "xclip": XCLIPModel,
-               "videomae": VideoMAEModel}
+               "videomae": VideoMAEModel, "vjepa2": VJEPA2Model}
     try:
+        if family == "video_llava":
+            return _video_tower(path)
         return classes[family].from_pretrained(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:
         raise LvuError(f"cannot load encoder {path}: {exc}") from None
+
+
+def _video_tower(path: Path) -> CLIPVisionModel:
+    """Video-LLaVA's video tower alone, its tensors read from the checkpoint's safetensors files (the 7B LLM beside
+    it is never loaded). Written by hand because transformers loads the tower only as part of the whole model; the
+    prefix before ``video_tower.`` differs between checkpoint versions (``video_tower.``, ``model.video_tower.``)."""
+    tower = CLIPVisionModel(AutoConfig.from_pretrained(path).vision_config)
+    state: dict[str, torch.Tensor] = {}
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise LvuError(f"encoder {path}: no .safetensors files (Video-LLaVA towers are read from safetensors)")
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                if "video_tower." in key:
+                    state[key.split("video_tower.", 1)[1]] = f.get_tensor(key)
+    tower.load_state_dict(state, strict=True)
+    return tower

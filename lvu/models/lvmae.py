@@ -75,6 +75,8 @@ class LVMAEConfig:
     """Reconstruction loss on masked clips: mse or cosine (1 - cosine similarity)."""
     norm_targets: bool = True
     """Reconstruct L2-normalised embeddings (the reference implementation's targets)."""
+    norm_eps: float = 1e-6
+    """LayerNorm epsilon. The paper is silent; the reference (built on MAE) uses 1e-6, torch's default is 1e-5."""
 
 
 def sincos_1d(positions: int, dim: int) -> torch.Tensor:
@@ -107,11 +109,11 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: self-attention and an MLP, each with a residual."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, eps: float = 1e-6) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
@@ -174,14 +176,15 @@ class LVMAE(nn.Module):
             raise ValueError(f"input_dim {cfg.input_dim} != embed_dim {cfg.embed_dim}: set input_proj=true")
         self.input_proj = nn.Linear(cfg.input_dim, cfg.embed_dim) if cfg.input_proj else nn.Identity()
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
-        self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
-        self.norm = nn.LayerNorm(cfg.embed_dim)
+        self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.norm_eps)
+                                    for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
         self.decoder_embed = nn.Linear(cfg.embed_dim, cfg.decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.decoder_dim))
         self.decoder_blocks = nn.ModuleList(
-            Block(cfg.decoder_dim, cfg.decoder_num_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth)
+            Block(cfg.decoder_dim, cfg.decoder_num_heads, cfg.mlp_ratio, cfg.norm_eps) for _ in range(cfg.decoder_depth)
         )
-        self.decoder_norm = nn.LayerNorm(cfg.decoder_dim)
+        self.decoder_norm = nn.LayerNorm(cfg.decoder_dim, eps=cfg.norm_eps)
         self.decoder_pred = nn.Linear(cfg.decoder_dim, cfg.input_dim)
         if cfg.pos_embed == PosEmbed.sincos:
             self.register_buffer("pos_embed", sincos_1d(cfg.max_tokens, cfg.embed_dim)[None], persistent=False)
@@ -349,12 +352,13 @@ class LinearProbe(nn.Module):
 
 
 class AttentiveProbe(nn.Module):
-    """One transformer block over the encoder outputs, then LayerNorm and a linear layer on [CLS] (Sec. 8)."""
+    """One transformer block over the encoder outputs, then LayerNorm and a linear layer on [CLS] (Sec. 8); LayerNorm
+    epsilon 1e-6 as in the reference."""
 
-    def __init__(self, dim: int, outputs: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, dim: int, outputs: int, num_heads: int, mlp_ratio: float = 4.0, eps: float = 1e-6) -> None:
         super().__init__()
-        self.block = Block(dim, num_heads, mlp_ratio)
-        self.norm = nn.LayerNorm(dim)
+        self.block = Block(dim, num_heads, mlp_ratio, eps)
+        self.norm = nn.LayerNorm(dim, eps=eps)
         self.head = nn.Linear(dim, outputs)
         nn.init.trunc_normal_(self.head.weight, std=0.01)
         nn.init.zeros_(self.head.bias)

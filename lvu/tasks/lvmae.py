@@ -57,26 +57,57 @@ class Overflow(str, Enum):
 
 
 @dataclass
+class RandomCropConfig:
+    """Training-time crops of each video to a random window of random length, as the official pre-training does
+    (10 seconds up to the token cap, at a random start): the model sees short and long contexts, and every part of
+    a long video, instead of always its first ``max_tokens`` clips."""
+
+    enabled: bool = False
+    """Crop training sequences (on in lvmae.pretrain; evaluation always sees whole sequences)."""
+    min_clips: int = 2
+    """Shortest window, in clips (2 clips = 10 s of the paper's 5-second clips); the longest is max_tokens."""
+
+
+@dataclass
 class LVMAEDataConfig(ShardDataConfig):
     """Clip-embedding shards (``lvu data embed``) and how long sequences are cut to the model's token cap."""
 
     overflow: Overflow = Overflow.truncate
     """Videos with more clips than model.max_tokens: truncate (first clips) or window (a random window in
     training, the middle one in evaluation)."""
+    normalize: bool = True
+    """L2-normalise every clip embedding before the model, as the official pipeline does for pre-training and
+    probing (and so for the raw-embedding baselines too); a probe must match its pre-training's setting."""
+    crop: RandomCropConfig = field(default_factory=RandomCropConfig)
+    """Random-length training crops (see RandomCropConfig)."""
     label_maps: str | None = None
     """label_maps.json for probing; null = the one next to the first training shard folder."""
 
 
 class SequenceDecoder:
-    """Feature sample -> ``[L, D]`` sequence no longer than ``max_tokens`` (see :class:`Overflow`)."""
+    """Feature sample -> ``[L, D]`` sequence no longer than ``max_tokens``: L2-normalised when asked, cropped at
+    random in training when asked (:class:`RandomCropConfig`), else cut by the :class:`Overflow` rule. Random draws
+    come from the loader's per-sample generator, so a resumed run crops exactly as an uninterrupted one."""
 
-    def __init__(self, dim: int, max_tokens: int, overflow: Overflow, train: bool) -> None:
+    def __init__(self, dim: int, max_tokens: int, data: LVMAEDataConfig, train: bool) -> None:
+        if data.crop.enabled and not 1 <= data.crop.min_clips <= max_tokens:
+            raise ConfigError(f"data.crop.min_clips must be between 1 and the token cap {max_tokens}, got "
+                              f"{data.crop.min_clips}")
         self.features = FeatureDecoder(dim)
-        self.max_tokens, self.overflow, self.train = max_tokens, overflow, train
+        self.max_tokens, self.overflow, self.train = max_tokens, data.overflow, train
+        self.normalize, self.crop = data.normalize, data.crop
 
     def __call__(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         sample = self.features(raw, rng)
         seq = sample["features"]
+        if self.normalize:
+            seq = sample["features"] = F.normalize(seq.float(), dim=-1)
+        if self.train and self.crop.enabled:
+            longest = min(len(seq), self.max_tokens)
+            length = int(rng.integers(min(self.crop.min_clips, longest), longest + 1))
+            start = int(rng.integers(0, len(seq) - length + 1))
+            sample["features"] = seq[start:start + length]
+            return sample
         extra = len(seq) - self.max_tokens
         if extra > 0:
             if self.overflow == Overflow.truncate:
@@ -118,7 +149,7 @@ def _seed_for(*parts: int) -> int:
 
 @dataclass
 class LVMAEPretrainRecipe(RecipeConfig):
-    data: LVMAEDataConfig = field(default_factory=LVMAEDataConfig)
+    data: LVMAEDataConfig = field(default_factory=lambda: LVMAEDataConfig(crop=RandomCropConfig(enabled=True)))
     """Clip-embedding shards (``lvu data embed``)."""
     model: LVMAEConfig = field(default_factory=LVMAEConfig)
     """The LV-MAE architecture and masking."""
@@ -160,7 +191,7 @@ def _pretrain_data(cfg: LVMAEPretrainRecipe) -> ShardDataModule:
     m = cfg.model
     return ShardDataModule(
         cfg.data, cfg.seed,
-        decode=lambda split: SequenceDecoder(m.input_dim, m.max_tokens, cfg.data.overflow, split == "train"),
+        decode=lambda split: SequenceDecoder(m.input_dim, m.max_tokens, cfg.data, split == "train"),
         collate=lambda split: pad_sequences,
     )
 
@@ -197,8 +228,9 @@ class ProbeConfig:
     pretrained: str | None = None
     """LV-MAE pre-training checkpoint (file, DeepSpeed folder or converted file); its config gives the encoder's
     shape."""
-    num_heads: int = 16
-    """Attention heads of the attentive probe's block (lowered to a divisor of the width when needed)."""
+    num_heads: int = 8
+    """Attention heads of the attentive probe's block (lowered to a divisor of the width when needed); the paper is
+    silent, the reference's attentive probe uses 8."""
     max_tokens: int = 256
     """Token cap for the raw backbone (LV-MAE backbones use their own max_tokens)."""
 
@@ -262,6 +294,7 @@ class PretrainedEncoder:
 
     config: LVMAEConfig
     state: dict[str, torch.Tensor]
+    normalized_inputs: bool  # data.normalize of the pre-training (false for checkpoints older than that key)
 
 
 def _model_config(path: Path, record: dict[str, Any]) -> LVMAEConfig:
@@ -286,7 +319,8 @@ def load_pretrained(path: Path) -> PretrainedEncoder:
     (partitions gathered) or an ``lvu ckpt convert`` file."""
     loaded = consolidated_state_dict(path)
     state = {k.removeprefix("model."): v.clone() for k, v in loaded.state.items() if k.startswith("model.")}
-    return PretrainedEncoder(_model_config(path, loaded.record), state)
+    normalized = bool(((loaded.record.get("config") or {}).get("data") or {}).get("normalize", False))
+    return PretrainedEncoder(_model_config(path, loaded.record), state, normalized)
 
 
 class LVMAEProbe(L.LightningModule):
@@ -306,6 +340,10 @@ class LVMAEProbe(L.LightningModule):
         self.label = load_label_maps(cfg)[names[0]]
         if cfg.probe.backbone == Backbone.lvmae:
             pretrained = load_pretrained(_pretrained_path(cfg))
+            if pretrained.normalized_inputs != cfg.data.normalize:
+                raise ConfigError(f"data.normalize={str(cfg.data.normalize).lower()}, but the encoder was pre-trained "
+                                  f"with data.normalize={str(pretrained.normalized_inputs).lower()}: probe it on "
+                                  "embeddings prepared the same way")
             model_cfg = pretrained.config
             backbone = LVMAE(model_cfg)
             backbone.load_state_dict(pretrained.state)
@@ -433,7 +471,7 @@ def _probe_data(cfg: LVMAEProbeRecipe) -> ShardDataModule:
         cap = cfg.probe.max_tokens
     return ShardDataModule(
         cfg.data, cfg.seed,
-        decode=lambda split: SequenceDecoder(dim, cap, cfg.data.overflow, split == "train"),
+        decode=lambda split: SequenceDecoder(dim, cap, cfg.data, split == "train"),
         collate=lambda split: _with_annotations,
         select=_probe_select(cfg, task),
     )
@@ -447,7 +485,7 @@ def _expand_probe(cfg: LVMAEProbeRecipe) -> list[tuple[str, list[str]]] | None:
 
 # LVU (paper Table 8) column order and headings; other label tasks follow in label-map order.
 LVU_COLUMNS = {"director": "Dir.", "genre": "Genre", "writer": "Writer", "year": "Year", "scene": "Scene",
-               "speaking_style": "Speak", "relationship": "Rel."}
+               "way_speaking": "Speak", "speaking_style": "Speak", "relationship": "Rel."}  # speaking_style: old packs
 LVU_REGRESSION = {"like_ratio": "Like (MSE)", "view_count": "View (MSE)"}
 
 

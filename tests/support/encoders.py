@@ -18,8 +18,12 @@ def save_tiny_encoder(family: str, path: Path) -> Path:
         CLIPModel,
         SiglipConfig,
         SiglipModel,
+        VideoLlavaConfig,
+        VideoLlavaForConditionalGeneration,
         VideoMAEConfig,
         VideoMAEModel,
+        VJEPA2Config,
+        VJEPA2Model,
         XCLIPConfig,
         XCLIPModel,
     )
@@ -38,6 +42,16 @@ def save_tiny_encoder(family: str, path: Path) -> Path:
         model = VideoMAEModel(VideoMAEConfig(image_size=32, patch_size=8, num_frames=4, tubelet_size=2,
                                              hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                              num_attention_heads=4))
+    elif family == "vjepa2":
+        model = VJEPA2Model(VJEPA2Config(crop_size=32, patch_size=8, frames_per_clip=4, tubelet_size=2,
+                                         hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2.0,
+                                         pred_hidden_size=32, pred_num_hidden_layers=1, pred_num_attention_heads=4))
+    elif family == "video_llava":
+        text = dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                    num_attention_heads=4, num_key_value_heads=2, vocab_size=128)
+        model = VideoLlavaForConditionalGeneration(VideoLlavaConfig(
+            vision_config=dict(VISION, model_type="clip_vision_model", projection_dim=24), text_config=text,
+            image_token_index=100, video_token_index=101))
     else:
         raise ValueError(family)
     model.save_pretrained(path)

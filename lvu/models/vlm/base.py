@@ -182,9 +182,10 @@ class Host(nn.Module):
             p.requires_grad_(True)
             p.grad = None
         blank = torch.zeros(1, frame_size, frame_size, 3, dtype=torch.uint8, device=self.embed_layer.weight.device)
-        pixels = self.normalize(blank)
-        outputs = [self.encode_frames(pixels), *self.encode_images(pixels), *self.encode_videos(pixels, [1])]
-        sum(out.float().sum() for out in outputs).backward()
+        with torch.enable_grad():  # a host may be built inside torch.no_grad() (evaluation scripts)
+            pixels = self.normalize(blank)
+            outputs = [self.encode_frames(pixels), *self.encode_images(pixels), *self.encode_videos(pixels, [1])]
+            sum(out.float().sum() for out in outputs).backward()
         unreachable = {name for name, p in watched if p.grad is None}
         for name, p in self.named_parameters():
             p.grad = None

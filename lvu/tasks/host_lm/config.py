@@ -122,7 +122,7 @@ class HostLMDataConfig(ShardDataConfig):
 class TimeInstruction(str, Enum):
     """Whether (and in which words) a video's prompt says when its frames were taken."""
 
-    off = "off"
+    none = "none"  # not "off": YAML and OmegaConf overrides read a bare off as the boolean false
     fila = "fila"  # "This video samples N frames of a T-second video at t1, t2, ... seconds." (FiLA-Video Sec. 3.3)
     llava_ov = "llava_ov"  # LLaVA-OneVision / LLaVA-Video's training-time wording
 
@@ -133,9 +133,9 @@ class PromptSection:
 
     caption_prompt: str = "Describe the video."
     """The question a caption answers (data.target=caption; also asked of caption-only samples in prediction)."""
-    time_instruction: TimeInstruction = TimeInstruction.off
+    time_instruction: TimeInstruction = TimeInstruction.none
     """Tell the LLM when its frames were taken, with their real times, before a video's first question (LLaVA-Video's
-    practice): off, fila ("This video samples N frames of a T-second video at t1, t2, ... seconds.") or llava_ov."""
+    practice): none, fila ("This video samples N frames of a T-second video at t1, t2, ... seconds.") or llava_ov."""
     max_answer_tokens: int = 256
     """Each assistant answer is cut to this many tokens (the end-of-turn token included)."""
 

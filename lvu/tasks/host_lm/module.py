@@ -245,7 +245,7 @@ class HostLMTask(L.LightningModule):
         for b, (conversation, tokens) in enumerate(zip(batch.conversations, visual.per_sample, strict=True)):
             times = visual.times[b]
             timing = (time_instruction(times, float(batch.durations[b]), style=style.value)
-                      if style != TimeInstruction.off and times else None)
+                      if style != TimeInstruction.none and times else None)
             messages = chat_messages(conversation, self.host.visual_prompt(len(tokens)), self.host.visual_separator,
                                      timing)
             if answers:
