@@ -13,8 +13,10 @@ from support.encoders import save_tiny_encoder
 
 from lvu.cli import main
 from lvu.data.decoders import open_video
-from lvu.data.sampling import SamplerConfig, SamplerName, sample_frames, segment_bounds
-from lvu.data.shards import Manifest, ShardReader, resolve_shards, write_shard
+from lvu.data.embed import embed_videos
+from lvu.data.sampling import SamplerConfig, SamplerName, sample_frames, segment_bounds, shot_bounds
+from lvu.data.shards import Manifest, ShardReader, iter_samples, resolve_shards, write_shard
+from lvu.data.shots import ShotConfig, detect_shots
 from lvu.errors import LvuError
 from lvu.models.clip_encoders import ClipEncoder
 
@@ -48,6 +50,29 @@ def test_every_family_embeds_consecutive_clips(synth_shards, tmp_path, family, f
         assert features_array.shape == (len(bounds), dim) and features_array.dtype == np.float16
         np.testing.assert_allclose(annotation["clips"], bounds.round(3))
         assert set(annotation["labels"]) == {"act_order", "first_scene", "dominant_shape", "event_count"}
+
+
+def test_shot_segments_give_one_embedding_per_detected_shot(synth_shards, tmp_path, capsys):
+    encoder = save_tiny_encoder("clip", tmp_path / "clip")
+    out = tmp_path / "shots"
+    assert main(["data", "embed", str(synth_shards), str(out), "--encoder", str(encoder), "--segments", "shots",
+                 "--frames-per-clip", "2", "--workers", "1", "--device", "cpu"]) == 0
+    assert "embedded (24-wide features) 10 sample(s)" in capsys.readouterr().out
+    extra = Manifest.load(out).extra
+    assert extra["segments"] == "shots" and extra["segment_seconds"] is None and extra["shots"]["threshold"] == 0.3
+    embedded = _features(out)
+    counts = set()
+    for raw in iter_samples(resolve_shards(str(synth_shards))):
+        video = open_video(raw)
+        expected = shot_bounds(detect_shots(video, ShotConfig(enabled=True)), video.info.duration_s)
+        features, annotation = embedded[raw["__key__"]]
+        assert features.shape == (len(expected), 24)
+        np.testing.assert_allclose(annotation["clips"], expected.round(3))
+        assert annotation["clips"][0][0] == 0 and annotation["clips"][-1][1] == annotation["duration_s"]
+        counts.add(len(expected))
+    assert len(embedded) == 10 and len(counts) > 1  # variable-length: videos have different numbers of shots
+    with pytest.raises(LvuError, match="--segments must be fixed or shots, got 'scenes'"):
+        embed_videos([str(synth_shards)], tmp_path / "bad", encoder, segments="scenes", device="cpu")
 
 
 def test_embeddings_are_the_encoder_mean_over_each_clip_whatever_the_batching(synth_shards, tmp_path):

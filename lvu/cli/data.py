@@ -81,10 +81,12 @@ def cmd_concat(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from lvu.data.embed import embed_videos  # see the module docstring
+    from lvu.data.shots import ShotConfig
 
     report = embed_videos(args.shards, Path(args.out), args.encoder, segment_seconds=args.segment_seconds,
                           frames_per_clip=args.frames_per_clip, batch_size=args.batch_size, workers=args.workers,
-                          device=args.device, save_dtype=args.dtype)
+                          device=args.device, save_dtype=args.dtype, segments=args.segments,
+                          shots=ShotConfig(enabled=True, threshold=args.shot_threshold))
     _summary(report, Path(args.out), f"embedded ({report.dim}-wide features)")
     return 0
 
@@ -158,8 +160,14 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
                       "lvu data embed shards/train feats/train --encoder /models/clip-vit-b16 --segment-seconds 5")
     sub.add_argument("shards", nargs="+", help="video shard folders")
     sub.add_argument("out", help="output folder for feature shards")
-    sub.add_argument("--encoder", required=True, help="folder of a CLIP, SigLIP, X-CLIP or VideoMAE checkpoint")
+    sub.add_argument("--encoder", required=True,
+                     help="folder of a CLIP, SigLIP, X-CLIP, VideoMAE, V-JEPA 2 or Video-LLaVA checkpoint")
+    sub.add_argument("--segments", choices=["fixed", "shots"], default="fixed",
+                     help="fixed: consecutive --segment-seconds clips (default, the paper's); shots: one clip per "
+                          "detected shot (the paper's Table 9 variant)")
     sub.add_argument("--segment-seconds", type=float, default=5.0, help="clip length (default 5, the paper's)")
+    sub.add_argument("--shot-threshold", type=float, default=0.3,
+                     help="--segments shots: colour-histogram change (0..1) that starts a new shot (default 0.3)")
     sub.add_argument("--frames-per-clip", type=int, default=None,
                      help="frames per clip (default: what the encoder takes, else 8)")
     sub.add_argument("--batch-size", type=int, default=64, help="clips per encoder batch")

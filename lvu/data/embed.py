@@ -1,16 +1,18 @@
 """``lvu data embed``: video shards -> clip-embedding shards (LV-MAE's input, paper Sec. 3.1).
 
 Each video is cut into consecutive non-overlapping segments (5 s by default; a tail of at least half a segment is
-kept), each segment is embedded by a frozen encoder (:mod:`lvu.models.clip_encoders`), and the result is written as a
-feature sample: ``{key}.npy`` ``[clips, D]`` + ``{key}.json`` (clip start/end times, duration, source labels and
-splits). Videos are decoded in worker processes; clips from many videos share each encoder batch. Output shard ``i``
-holds input shard ``i``'s videos, and is renamed into place only when complete, so an interrupted run resumes by
-skipping finished shards. Videos that cannot be decoded, or are too short for one clip, are skipped and listed in
-``skipped.jsonl``.
+kept) or, with ``segments="shots"``, into its shots (the paper's Table 9 variant: variable-length clips cut where
+:mod:`lvu.data.shots` finds a shot boundary; 5-s clips did better there, so they stay the default); each segment is
+embedded by a frozen encoder (:mod:`lvu.models.clip_encoders`), and the result is written as a feature sample:
+``{key}.npy`` ``[clips, D]`` + ``{key}.json`` (clip start/end times, duration, source labels and splits). Videos are
+decoded in worker processes; clips from many videos share each encoder batch. Output shard ``i`` holds input shard
+``i``'s videos, and is renamed into place only when complete, so an interrupted run resumes by skipping finished
+shards. Videos that cannot be decoded, or are too short for one clip, are skipped and listed in ``skipped.jsonl``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -25,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lvu.data.decoders import open_video
-from lvu.data.sampling import SamplerConfig, SamplerName, sample_frames
+from lvu.data.sampling import SamplerConfig, SamplerName, frames_in_segments, sample_frames, shot_bounds
 from lvu.data.shards import (
     BadSample,
     Manifest,
@@ -37,6 +39,7 @@ from lvu.data.shards import (
     resolve_shards,
     write_shard,
 )
+from lvu.data.shots import ShotConfig, detect_shots
 from lvu.data.video import VideoError
 from lvu.data.writing import SKIPPED_FILE, Skipped, read_skips, write_skips
 from lvu.errors import LvuError
@@ -57,9 +60,9 @@ class EmbedReport:
 class _Clips(IterableDataset):
     """Decodes the videos of one shard into clips; worker ``w`` takes videos ``w, w+W, ...``."""
 
-    def __init__(self, shard: ShardInfo, sampler: SamplerConfig, short_side: int) -> None:
+    def __init__(self, shard: ShardInfo, sampler: SamplerConfig, short_side: int, shots: ShotConfig | None) -> None:
         super().__init__()
-        self.shard, self.sampler, self.short_side = shard, sampler, short_side
+        self.shard, self.sampler, self.short_side, self.shots = shard, sampler, short_side, shots
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -78,7 +81,11 @@ class _Clips(IterableDataset):
             annotation = parse_json(raw)
             video = open_video(raw)
             meta = video.info
-            picked = sample_frames(self.sampler, meta)
+            if self.shots is None:
+                picked = sample_frames(self.sampler, meta)
+            else:
+                bounds = shot_bounds(detect_shots(video, self.shots), meta.duration_s)
+                picked = frames_in_segments(meta, bounds, self.sampler.frames_per_segment)
             scale = self.short_side / min(meta.width, meta.height)
             size = (max(2, round(meta.width * scale)), max(2, round(meta.height * scale)))
             frames = torch.from_numpy(video.read(picked.indices, size=size))
@@ -91,9 +98,9 @@ class _Clips(IterableDataset):
                 "annotation": kept}
 
 
-def _embed_shard(encoder, shard: ShardInfo, sampler: SamplerConfig, batch_size: int, workers: int, save_dtype: str,
+def _embed_shard(encoder, clips: _Clips, batch_size: int, workers: int, save_dtype: str,
                  progress, task) -> tuple[list[tuple[str, dict[str, Any]]], list[Skipped]]:
-    loader = DataLoader(_Clips(shard, sampler, encoder.image_size), batch_size=None, num_workers=workers)
+    loader = DataLoader(clips, batch_size=None, num_workers=workers)
     results: dict[int, tuple[str, dict[str, Any]]] = {}
     skipped: list[Skipped] = []
     waiting: dict[int, dict[str, Any]] = {}  # videos whose clips are not all embedded yet
@@ -129,12 +136,18 @@ def _embed_shard(encoder, shard: ShardInfo, sampler: SamplerConfig, batch_size: 
 
 def embed_videos(sources: list[str], out: Path, encoder_path: str | Path, *, segment_seconds: float = 5.0,
                  frames_per_clip: int | None = None, batch_size: int = 64, workers: int = 1, device: str = "auto",
-                 save_dtype: str = "float16", quiet: bool = False) -> EmbedReport:
-    """Embed every video of ``sources`` clip by clip and write feature shards to ``out``."""
+                 save_dtype: str = "float16", quiet: bool = False, segments: str = "fixed",
+                 shots: ShotConfig | None = None) -> EmbedReport:
+    """Embed every video of ``sources`` clip by clip and write feature shards to ``out``.
 
+    ``segments``: ``fixed`` (consecutive ``segment_seconds`` clips) or ``shots`` (one clip per shot, found with
+    ``shots``, default :class:`ShotConfig` settings)."""
 
     if segment_seconds <= 0:
         raise LvuError("--segment-seconds must be positive")
+    if segments not in ("fixed", "shots"):
+        raise LvuError(f"--segments must be fixed or shots, got {segments!r}")
+    shot_cfg = (shots or ShotConfig()) if segments == "shots" else None
     if batch_size <= 0 or (frames_per_clip is not None and frames_per_clip <= 0):
         raise LvuError("--batch-size and --frames-per-clip must be positive")
     encoder = ClipEncoder.from_pretrained(encoder_path, device=device)
@@ -151,7 +164,8 @@ def embed_videos(sources: list[str], out: Path, encoder_path: str | Path, *, seg
     written = reused = 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=quiet) as progress:
-        task = progress.add_task(f"embedding {segment_seconds:g}-s clips", total=sum(s.samples for s in shards))
+        what = "shots" if shot_cfg else f"{segment_seconds:g}-s clips"
+        task = progress.add_task(f"embedding {what}", total=sum(s.samples for s in shards))
         for number, shard in enumerate(shards):
             path = out / f"shard-{number:06d}.tar"
             if path.is_file():
@@ -159,7 +173,8 @@ def embed_videos(sources: list[str], out: Path, encoder_path: str | Path, *, seg
                 reused += 1
                 progress.advance(task, shard.samples)
                 continue
-            samples, skipped = _embed_shard(encoder, shard, sampler, batch_size, workers, save_dtype, progress, task)
+            clips = _Clips(shard, sampler, encoder.image_size, shot_cfg)
+            samples, skipped = _embed_shard(encoder, clips, batch_size, workers, save_dtype, progress, task)
             skips[number] = skipped
             if samples:
                 write_shard(path, samples)
@@ -169,7 +184,8 @@ def embed_videos(sources: list[str], out: Path, encoder_path: str | Path, *, seg
     write_skips(out / SKIPPED_FILE, {n: s for n, s in skips.items() if n < len(shards)})
     manifest = Manifest(written_shards, kind="features", extra={
         "encoder": str(encoder_path), "encoder_family": encoder.family, "dim": encoder.dim,
-        "segment_seconds": segment_seconds, "frames_per_clip": frames, "sources": [str(s) for s in sources]})
+        "segments": segments, "segment_seconds": None if shot_cfg else segment_seconds, "frames_per_clip": frames,
+        **({"shots": dataclasses.asdict(shot_cfg)} if shot_cfg else {}), "sources": [str(s) for s in sources]})
     manifest.save(out)
     for source in sources:
         label_maps = Path(source) / "label_maps.json"

@@ -140,6 +140,14 @@ def segment_bounds(duration_s: float, segment_seconds: float, min_fraction: floa
     return np.array([[s, min(s + segment_seconds, duration_s)] for s in starts], dtype=np.float64).reshape(-1, 2)
 
 
+def shot_bounds(shot_starts_s: np.ndarray, duration_s: float) -> np.ndarray:
+    """[S, 2] start/end seconds of variable-length clips, one per shot (LV-MAE's Table 9 "shots" segments).
+
+    ``shot_starts_s`` lists where each shot after the first begins (:func:`lvu.data.shots.detect_shots`)."""
+    edges = np.concatenate([[0.0], np.asarray(shot_starts_s, dtype=np.float64), [duration_s]])
+    return np.stack([edges[:-1], edges[1:]], 1)[edges[1:] > edges[:-1]]
+
+
 def _segments(cfg: SamplerConfig, info: VideoInfo) -> FrameSample:
     bounds = segment_bounds(info.duration_s, cfg.segment_seconds, cfg.min_segment_fraction)
     if len(bounds) == 0:
@@ -148,13 +156,16 @@ def _segments(cfg: SamplerConfig, info: VideoInfo) -> FrameSample:
             f"video of {info.duration_s:.2f} s has no {cfg.segment_seconds:g}-second clip "
             f"(a tail clip needs >= {cfg.min_segment_fraction * cfg.segment_seconds:g} s)",
         )
-    k = cfg.frames_per_segment
+    return frames_in_segments(info, bounds, cfg.frames_per_segment)
+
+
+def frames_in_segments(info: VideoInfo, bounds: np.ndarray, k: int) -> FrameSample:
+    """``k`` evenly spaced frames inside each ``[S, 2]`` clip (repeats when a clip holds fewer than ``k``)."""
     first = np.searchsorted(info.frame_times, bounds[:, 0], side="left")
     last = np.searchsorted(info.frame_times, bounds[:, 1], side="left") - 1
     empty = last < first
     if empty.any():
         raise VideoError("too_short", f"clip {int(np.argmax(empty))} contains no frame (variable frame rate gap)")
-    # k evenly spaced frames inside each clip (repeats when a clip holds fewer than k frames): vectorised.
     fractions = np.linspace(0.0, 1.0, k)
     indices = np.round(first[:, None] + (last - first)[:, None] * fractions[None, :]).astype(np.int64)
     groups = np.repeat(np.arange(len(bounds)), k)
