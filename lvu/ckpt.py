@@ -224,10 +224,14 @@ def _flatten(tree: Any, prefix: str) -> dict[str, Any]:
 
 def settings_changed(saved_config: dict[str, Any], config: dict[str, Any], section: str = "model") -> list[str]:
     """``section`` settings that differ between a checkpoint's recorded config and ``config``, as
-    ``key=old->new``: the likely reason when its tensors do not fit."""
+    ``key=old->new``: the likely reason when its tensors do not fit. A setting the checkpoint's recipe does not
+    have (added to lvu after it was saved) is listed as ``key=(not recorded)->new``: set it to its old behaviour."""
     saved = _flatten((saved_config or {}).get(section) or {}, section)
     ours = _flatten((config or {}).get(section) or {}, section)
-    return [f"{k}={saved[k]!r}->{ours.get(k)!r}" for k in sorted(saved) if saved[k] != ours.get(k)]
+    changed = [f"{k}={saved[k]!r}->{ours.get(k)!r}" for k in sorted(saved) if saved[k] != ours.get(k)]
+    if saved:
+        changed += [f"{k}=(not recorded)->{ours[k]!r}" for k in sorted(ours) if k not in saved]
+    return changed
 
 
 @dataclass(frozen=True)

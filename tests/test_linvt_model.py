@@ -118,3 +118,35 @@ def test_a_narrower_inner_width_keeps_tokens_in_the_host_space():
     out = narrow(tokens, frame_mask, text, text_mask, return_weights=True)
     assert out.tokens.shape == (2, 14, DIM) and (out.weights >= 0).all()
     torch.testing.assert_close(out.tokens, out.weights @ tokens.flatten(1, 2), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("variant", "finest"), [(Variant.multi_c, 8), (Variant.tta_only, 8), (Variant.single_a, 14)])
+def test_positions_let_linvt_tell_the_order_of_frames(variant, finest):
+    """Without positions (the paper's module as written) and with k >= the token count, a frame shuffle changes no
+    finest-scale output token (attention without positions is blind to order); with them (the default) it does,
+    and the outputs stay convex combinations of the input tokens."""
+    tokens, frame_mask, text, text_mask = _inputs()
+    frame_mask = torch.ones_like(frame_mask)
+    shuffled = tokens[:, torch.tensor([3, 0, 4, 1, 2])]
+    for positions in (False, True):
+        torch.manual_seed(0)
+        model = LinVT(_cfg(variant=variant, top_k=30, positions=positions)).eval()
+        forward = model(tokens, frame_mask, text, text_mask, return_weights=True)
+        moved = model(shuffled, frame_mask, text, text_mask).tokens
+        if positions:
+            assert not torch.allclose(forward.tokens[:, :finest], moved[:, :finest], atol=1e-4)
+            torch.testing.assert_close(forward.weights.sum(-1), torch.ones(2, 14), rtol=0, atol=1e-5)
+            torch.testing.assert_close(forward.tokens, forward.weights @ tokens.flatten(1, 2), rtol=1e-4, atol=1e-5)
+        else:
+            torch.testing.assert_close(forward.tokens[:, :finest], moved[:, :finest], rtol=1e-4, atol=1e-5)
+
+
+def test_exports_from_before_positions_load_without_them(tmp_path):
+    import json
+
+    model = LinVT(_cfg(positions=False))
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["positions"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert LinVT.from_pretrained(tmp_path).cfg.positions is False

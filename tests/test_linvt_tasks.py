@@ -50,15 +50,21 @@ def test_align_trains_only_linvt_and_lowers_the_loss(host_path, two_videos, tmp_
     assert main(_args(host_path, two_videos, run_dir, "trainer.max_steps=12", *fixed)) == 0
     losses = _losses(run_dir)
     assert len(losses) == 12 and all(torch.isfinite(torch.tensor(losses)))
-    # The same batch again and again: with the host frozen, LinVT alone must lower the caption loss.
-    caption = _losses(run_dir, "train/caption_loss")
-    assert sum(caption[-3:]) / 3 < sum(caption[:3]) / 3
+    # The same batch again and again: with the host frozen, LinVT alone must lower the training objective. (The
+    # caption term alone barely moves with a random frozen LLM, ~ln(vocab) whatever it reads, and the contrastive
+    # term competes with it: the caption loss going down is checked with the contrastive term off below.)
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.05
     assert all(c >= 0 for c in _losses(run_dir, "train/contrastive_loss"))
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert state and all(k.startswith(("linvt.", "log_scale")) for k in state)  # the frozen host is not saved
     # Resuming restores LinVT and continues.
     assert main(_args(host_path, two_videos, run_dir, "trainer.max_steps=14", *fixed)) == 0
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 14
+    captions_only = tmp_path / "captions_only"
+    assert main(_args(host_path, two_videos, captions_only, "trainer.max_steps=12", "loss.contrastive_weight=0",
+                      *fixed)) == 0
+    caption = _losses(captions_only, "train/caption_loss")
+    assert sum(caption[-3:]) / 3 < sum(caption[:3]) / 3
 
 
 def test_contrastive_negatives_come_from_every_rank(two_videos, tmp_path_factory, tmp_path):
@@ -124,6 +130,25 @@ def test_instruct_input_errors(host_path, two_videos, tmp_path, capsys):
     sample["annotation"]["conversations"][0]["value"] = "<video>\nwhat happens?"
     assert conversation_of(sample, caption=False, caption_prompt="").turns == [Turn("user", "what happens?"),
                                                                                Turn("assistant", "nothing")]
+
+
+def test_stage_1_refuses_a_contrastive_loss_without_negatives_and_varies_its_questions(host_path, two_videos,
+                                                                                      tmp_path, capsys):
+    from lvu.config import load_recipe
+    from lvu.tasks.host_lm.conversation import conversation_of
+
+    assert main(_args(host_path, two_videos, tmp_path / "one", "trainer.max_steps=1", "data.batch_size=1")) == 1
+    assert ("loss.contrastive_weight=1 needs negatives, but a global batch of data.batch_size=1 x 1 device(s) holds "
+            "one video") in capsys.readouterr().err
+    assert not list((tmp_path / "one").glob("checkpoints/*.ckpt"))
+    prompts = load_recipe("linvt/align", ["host.path=x", "data.train=x"]).to_object().prompt.caption_prompts
+    asked = {conversation_of({"__key__": f"v{n}", "annotation": {"caption": "c"}}, caption=True, caption_prompt="",
+                             caption_prompts=prompts).turns[0].text for n in range(40)}
+    assert len(prompts) == 8 and asked == set(prompts)  # every question is used, each key always gets the same one
+    again = conversation_of({"__key__": "v7", "annotation": {"caption": "c"}}, caption=True, caption_prompt="",
+                            caption_prompts=prompts)
+    assert again.turns[0].text == conversation_of({"__key__": "v7", "annotation": {"caption": "c"}}, caption=True,
+                                                  caption_prompt="", caption_prompts=prompts).turns[0].text
 
 
 # Stage 2 on every strategy (LoRA dropout draws from each rank's RNG stream: its restore is tested too); stage 1 where
@@ -322,7 +347,7 @@ def test_checkpoints_of_the_first_linvt_tasks_still_load(two_videos, tmp_path_fa
 
     host = save_host("qwen2_vl", tmp_path_factory.mktemp("legacy_host"))
     settings = ["model.layers=1", "model.heads=2", "model.top_k=32", "model.queries=[4,2,1]", "model.width=16",
-                "model.mlp_ratio=1.0", "lora.r=4"]
+                "model.mlp_ratio=1.0", "model.positions=false", "lora.r=4"]
     aligned = torch.load(LEGACY / "linvt_align.ckpt", weights_only=False)
     assert aligned["lvu"]["task"] == "linvt.align"
     cfg = load_recipe("linvt/instruct", [f"host.path={host}", "data.train=unused", f"data.frame_size={FRAME}",
@@ -336,12 +361,19 @@ def test_checkpoints_of_the_first_linvt_tasks_still_load(two_videos, tmp_path_fa
     args[1] = "linvt/instruct"
     args = [a for a in args if not a.startswith(("model.layers", "model.heads", "model.top_k", "model.queries"))]
     args += settings[:4]
+    # Saved before LinVT had positions: resuming with them on names the setting to turn off.
+    assert main([*[a for a in args if a != "model.positions=false"], "--ckpt",
+                 str(LEGACY / "linvt_instruct.ckpt")]) != 0
+    assert "model.positions=(not recorded)->True" in capsys.readouterr().err
     assert main([*args, "--ckpt", str(LEGACY / "linvt_instruct.ckpt")]) == 0
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert resumed["global_step"] == 3 and resumed["lvu"]["task"] == "linvt"
 
     out = tmp_path / "export"
-    assert main(["ckpt", "export", str(LEGACY / "linvt_instruct.ckpt"), str(out)]) == 0
+    # Recorded with a host that is not on this machine: the error names the override that fixes it.
+    assert main(["ckpt", "export", str(LEGACY / "linvt_instruct.ckpt"), str(out)]) != 0
+    assert "host.path /tmp/legacy/host has no config.json here" in capsys.readouterr().err
+    assert main(["ckpt", "export", str(LEGACY / "linvt_instruct.ckpt"), str(out), f"host.path={host}"]) == 0
     old = torch.load(LEGACY / "linvt_instruct.ckpt", weights_only=False)["state_dict"]
     linvt = LinVT.from_pretrained(out / "linvt")
     assert all(torch.equal(v, old[f"linvt.{k}"]) for k, v in linvt.state_dict().items())

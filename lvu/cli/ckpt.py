@@ -53,7 +53,7 @@ def cmd_universal(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from lvu.train.export import export_checkpoint  # builds models (see cmd_inspect)
 
-    summary = export_checkpoint(Path(args.checkpoint), Path(args.out), force=args.force)
+    summary = export_checkpoint(Path(args.checkpoint), Path(args.out), force=args.force, overrides=args.overrides)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -81,6 +81,9 @@ def add_ckpt_commands(subparsers: argparse._SubParsersAction) -> None:
     sub.add_argument("checkpoint", help="Lightning checkpoint file or DeepSpeed checkpoint folder")
     sub.add_argument("out", help="folder to write")
     sub.add_argument("--force", action="store_true", help="replace an earlier export in --out")
+    sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                     help="changes to the checkpoint's recorded recipe, e.g. host.path=/new/place for a host that "
+                          "has moved since training")
     sub.set_defaults(func=cmd_export)
 
     sub = add_command(subparsers, "universal",

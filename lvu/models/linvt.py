@@ -55,8 +55,12 @@ class LinVTConfig:
     mlp_ratio: float = 4.0  # OPEN: the paper gives no MLP width; 4x as in ViT/LLaMA-style blocks
     # Width the attention layers work at (None: dim). Scores, queries and attention maps live at this width; the
     # selected, pooled and aggregated tokens stay the host's own (dim-wide), so linearity is unaffected. The paper's
-    # 267M parameters match dim ~900 at full width; 7B-class hosts (dim 3584+) need a smaller width to stay near it.
+    # The paper's 267M: dim 896 at full width gives 249.3M (-6.6%); 7B-class hosts (dim 3584+) need a smaller width
+    # to stay near it (896: 271.8M at dim 3584). benchmarks/README.md has the counts.
     width: int | None = None
+    # Where each token came from (frame number, position in the frame) in SVR's input and TTA's keys (see
+    # TokenPositions). Off reproduces the paper's module as written, which cannot tell frame order.
+    positions: bool = True
 
     @property
     def inner(self) -> int:
@@ -109,6 +113,39 @@ class MLP(nn.Sequential):
         super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
 
+class TokenPositions(nn.Module):
+    """Where a token came from, as a vector added to the *scoring and key* paths only: ``[..., 2]`` (frame number,
+    position within the frame; averages of them after pooling) -> ``[..., width]``.
+
+    OPEN, and a fix: the paper's SVR attends within frames and across frames without any position, so its scores
+    follow shuffled frames and, with k >= the token count, reversing time changes no output; the LLM then reads the
+    output tokens in query order. Positions enter as sin-cos features of both coordinates (16 frequencies each, as
+    the Transformer's, so any number of frames or tokens per frame works) through one learnt linear map initialised
+    small, added where tokens are *compared* (SVR's input, TTA's keys and cross-attention context) and never to the
+    values the linear aggregation returns: outputs stay exact convex combinations of the input tokens."""
+
+    frequencies = 16
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4 * self.frequencies, width, bias=False)
+        nn.init.normal_(self.proj.weight, std=0.02)
+        self.register_buffer("rates", 10000.0 ** (-torch.arange(self.frequencies) / self.frequencies),
+                             persistent=False)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        angles = coords[..., None].to(self.rates.dtype) * self.rates  # [..., 2, F]
+        features = torch.cat([angles.sin(), angles.cos()], -1).flatten(-2)  # [..., 4F]
+        return self.proj(features.to(self.proj.weight.dtype))
+
+
+def token_coords(batch: int, frames: int, per_frame: int, device: torch.device) -> torch.Tensor:
+    """``[B, T*N, 2]`` (frame number, position in the frame) of each token of the frame-major flattened input."""
+    t = torch.arange(frames, device=device).repeat_interleave(per_frame)
+    n = torch.arange(per_frame, device=device).repeat(frames)
+    return torch.stack([t, n], -1).float().expand(batch, -1, -1)
+
+
 class SpatioTemporalLayer(nn.Module):
     """Self-attention within each frame, then across frames at each spatial position, then an MLP (pre-norm,
     residual: OPEN in the paper)."""
@@ -138,10 +175,14 @@ class SVR(nn.Module):
                                     for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.inner)
         self.score = nn.Linear(cfg.inner, 1)  # OPEN: the paper does not say how a token's score is read out
+        self.positions = TokenPositions(cfg.inner) if cfg.positions else None
 
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         """Scores ``[B, T*N]`` (-inf on padded frames)."""
         h = self.proj(x)
+        if self.positions is not None:
+            b, t, n, _ = x.shape
+            h = h + self.positions(token_coords(b, t, n, x.device)).view(b, t, n, -1).to(h.dtype)
         for layer in self.layers:
             h = layer(h, frame_mask)
         scores = self.score(self.norm(h)).squeeze(-1).flatten(1)
@@ -154,7 +195,8 @@ def select_top_k(tokens: torch.Tensor, scores: torch.Tensor, k: int,
     """Keep each sample's k best tokens in temporal order: (values [B, K, D], valid [B, K], basis rows).
 
     Values are the raw inputs times a straight-through gate (1 forward, d/d score backward) so the scorer trains
-    while the forward pass stays a selection.
+    while the forward pass stays a selection. ``basis`` ``[B, T*N, E]`` (any per-token rows: the identity for the
+    weights, token coordinates) is gathered the same way, without the gate.
     """
     k = int(min(k, int(torch.isfinite(scores).sum(1).max())))
     top = torch.topk(scores, k, dim=1).indices
@@ -235,10 +277,14 @@ class TTA(nn.Module):
         self.layers = nn.ModuleList(TTALayer(w, cfg.heads, cfg.mlp_ratio, cfg.text_conditioning)
                                     for _ in range(cfg.layers))
         self.wq, self.wk = nn.Linear(w, w, bias=False), nn.Linear(w, w, bias=False)
+        self.positions = TokenPositions(w) if cfg.positions else None
 
-    def forward(self, visual, visual_mask, text, text_mask, basis=None):
+    def forward(self, visual, visual_mask, text, text_mask, basis=None, coords=None):
+        """``coords`` ``[B, K, 2]``: where each visual token came from (required when built with positions)."""
         q = self.queries.expand(visual.shape[0], -1, -1)
         context = self.visual_proj(visual)
+        if self.positions is not None:
+            context = context + self.positions(coords).to(context.dtype)  # keys and cross-attention only
         text = self.text_proj(text) if text is not None else None
         for layer in self.layers:
             q = layer(q, context, visual_mask, text, text_mask)
@@ -296,19 +342,24 @@ class LinVT(nn.Module):
             x, valid = window_average(flat, token_mask, n)
             return LinVTOutput(x, valid, None, window_average(basis, token_mask, n)[0] if return_weights else None)
 
+        # Per-token rows carried through selection and pooling: the identity (weights) and the coordinates.
+        coords = token_coords(b, t, n, tokens.device) if self.cfg.positions else None
+        carried = [r for r in (basis, coords) if r is not None]
         scores = None
         if self.svr is not None:
             scores = self.svr(tokens, frame_mask)
-            x, valid, rows = select_top_k(flat, scores, self.cfg.top_k, basis)
+            x, valid, picked = select_top_k(flat, scores, self.cfg.top_k, torch.cat(carried, -1) if carried else None)
         else:
-            x, valid, rows = flat, token_mask, basis
+            x, valid, picked = flat, token_mask, torch.cat(carried, -1) if carried else None
+        rows = picked[..., :t * n] if basis is not None else None
+        coords = picked[..., -2:] if coords is not None else None
 
         if v == Variant.svr_only:
             out, out_valid = adaptive_average(x, valid, self.cfg.num_output_tokens)
             out_rows = adaptive_average(rows, valid, self.cfg.num_output_tokens)[0] if rows is not None else None
             return LinVTOutput(out, out_valid, scores, out_rows)
         if v in (Variant.single_a, Variant.multi_a):
-            out, out_rows = self.tta[0](x, valid, text, text_mask, rows)
+            out, out_rows = self.tta[0](x, valid, text, text_mask, rows, coords)
             if v == Variant.single_a:
                 return self._output(out, scores, out_rows)
             full = torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
@@ -318,16 +369,21 @@ class LinVT(nn.Module):
                 out_rows = torch.cat([p for p, _ in multiscale_pool(out_rows, full, len(self.cfg.queries))], 1)
             return self._output(out, scores, out_rows)
 
-        scales = multiscale_pool(x, valid, len(self.cfg.queries))
-        scale_rows = multiscale_pool(rows, valid, len(self.cfg.queries)) if rows is not None else None
+        num_scales = len(self.cfg.queries)
+        scales = multiscale_pool(x, valid, num_scales)
+        scale_rows = [r for r, _ in multiscale_pool(rows, valid, num_scales)] if rows is not None else None
+        # A pooled token's coordinates: the mean of its tokens' (a window's centre in time).
+        scale_coords = [c for c, _ in multiscale_pool(coords, valid, num_scales)] if coords is not None else None
         if v == Variant.multi_b:
             xs, vs = torch.cat([p for p, _ in scales], 1), torch.cat([m for _, m in scales], 1)
-            rs = torch.cat([r for r, _ in scale_rows], 1) if scale_rows is not None else None
-            out, out_rows = self.tta[0](xs, vs, text, text_mask, rs)
+            rs = torch.cat(scale_rows, 1) if scale_rows is not None else None
+            cs = torch.cat(scale_coords, 1) if scale_coords is not None else None
+            out, out_rows = self.tta[0](xs, vs, text, text_mask, rs, cs)
             return self._output(out, scores, out_rows)
         outs, out_rows = [], []
         for s, (tta, (xs, vs)) in enumerate(zip(self.tta, scales, strict=True)):
-            o, r = tta(xs, vs, text, text_mask, scale_rows[s][0] if scale_rows is not None else None)
+            o, r = tta(xs, vs, text, text_mask, scale_rows[s] if scale_rows is not None else None,
+                       scale_coords[s] if scale_coords is not None else None)
             outs.append(o)
             out_rows.append(r)
         return self._output(torch.cat(outs, 1), scores, torch.cat(out_rows, 1) if return_weights else None)
@@ -348,6 +404,7 @@ class LinVT(nn.Module):
         folder = Path(folder)
         config = json.loads((folder / "config.json").read_text())
         config.pop("architecture", None)
+        config.setdefault("positions", False)  # exported before positions existed
         model = cls(LinVTConfig(**{**config, "variant": Variant(config["variant"])}))
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
         return model

@@ -7,7 +7,12 @@
   instruction conversations; no contrastive loss.
 
 The paper gives neither the contrastive loss's pooling nor its temperature (OPEN): video tokens and caption token
-embeddings are mean-pooled and compared with a symmetric InfoNCE whose temperature is learnt from 0.07 (CLIP).
+embeddings are mean-pooled and compared with a symmetric InfoNCE whose temperature is learnt from 0.07 (CLIP). The
+caption side is the host's own *input* word embeddings, deliberately: LinVT's outputs live in the LLM's input
+embedding space (they are convex combinations of projected visual tokens the LLM reads as words), so a caption's
+pooled word embeddings are comparable with them without any text encoder, while the frozen LLM's hidden states live
+in other spaces layer by layer. A global batch of one video has no negatives and the loss is exactly zero: training
+refuses a contrastive weight without negatives.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lvu.errors import LvuError
 from lvu.models.linvt import LinVT, LinVTConfig, Variant
 from lvu.tasks.host_lm import (
     HostLMRecipe,
@@ -61,12 +67,16 @@ class LinVTModelConfig:
     """MLP width of LinVT's blocks as a multiple of their width (not given in the paper)."""
     width: int | None = None
     """Width the attention layers work at (null: the host's hidden size); tokens stay in the host's space."""
+    positions: bool = True
+    """Frame number and position within the frame in SVR's scoring and TTA's keys (never in the output values), so
+    LinVT can tell frame order; false: the paper's module as written (order-blind). Checkpoints saved before this
+    option existed need false."""
 
 
 def linvt_config(m: LinVTModelConfig, dim: int) -> LinVTConfig:
     return LinVTConfig(dim=dim, layers=m.layers, heads=m.heads, top_k=m.top_k, queries=list(m.queries),
                        variant=Variant(m.variant), text_conditioning=m.text_conditioning, mlp_ratio=m.mlp_ratio,
-                       width=m.width)
+                       width=m.width, positions=m.positions)
 
 
 @dataclass
@@ -99,6 +109,15 @@ class LinVTTask(HostLMTask):
             # Shape [1], not a scalar: DeepSpeed cannot broadcast 0-dim parameters.
             parts["log_scale"] = nn.Parameter(torch.tensor([math.log(1 / cfg.loss.temperature)]))
         return parts
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        videos = self.cfg.data.batch_size * self.trainer.world_size
+        if self.cfg.loss.contrastive_weight > 0 and videos < 2:
+            raise LvuError(f"loss.contrastive_weight={self.cfg.loss.contrastive_weight:g} needs negatives, but a "
+                           f"global batch of data.batch_size={self.cfg.data.batch_size} x {self.trainer.world_size} "
+                           f"device(s) holds one video: the contrastive loss would be exactly 0. Use a larger "
+                           f"data.batch_size (or more devices), or loss.contrastive_weight=0")
 
     def video_tokens(self, videos: VideoInput, text: TextInput | None) -> VideoTokens:
         """Every frame of the batch through the host's encoder and projector in one pass, then LinVT per video."""
@@ -152,18 +171,30 @@ class LinVTTask(HostLMTask):
 
 
 def save_linvt(cfg: LinVTRecipe, state: dict[str, torch.Tensor], folder: Path) -> dict[str, Any]:
-    """LinVT's export: ``LinVT.from_pretrained(folder)`` loads it (rebuilt from the recipe; the host's width is
-    read from its config, not its weights)."""
-    linvt = LinVT(linvt_config(cfg.model, host_hidden_size(cfg.host)))
+    """LinVT's export: ``LinVT.from_pretrained(folder)`` loads it. The host's width is read from LinVT's own
+    weights, so a checkpoint exports on a machine without the host it was trained on."""
+    linvt = LinVT(linvt_config(cfg.model, _input_width(state) or host_hidden_size(cfg.host)))
     linvt.load_state_dict(state)
     linvt.save_pretrained(folder)
     return {"parameters": sum(p.numel() for p in linvt.parameters())}
+
+
+def _input_width(state: dict[str, torch.Tensor]) -> int | None:
+    """The width of the tokens LinVT was built for, from its weights (None for the parameter-free avg variant)."""
+    for name, axis in (("svr.proj.weight", 1), ("tta.0.visual_proj.weight", 1), ("svr.norm.weight", 0),
+                       ("tta.0.queries", 1)):
+        if name in state:
+            return int(state[name].shape[axis])
+    return None
 
 
 def upgrade_stage_recipes(config: dict[str, Any]) -> dict[str, Any]:
     """A config recorded by the first LinVT tasks (``linvt.align`` / ``linvt.instruct``, one task per stage) in
     today's schema: the same stage as parts, data and loss settings of the one ``linvt`` task."""
     old = config.get("task")
+    model = config.get("model")
+    if isinstance(model, dict) and "positions" not in model:  # recorded before LinVT had positions
+        config = {**config, "model": {**model, "positions": False}}
     if old not in ("linvt.align", "linvt.instruct"):
         return config
     new = copy.deepcopy(config)

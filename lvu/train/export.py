@@ -23,13 +23,25 @@ from lvu.tasks.registry import get_task
 LEGACY_PARTS = ("linvt", "adapter", "host", EXPORT_RECORD)
 
 
-def recorded_recipe(record: dict[str, Any], source: Path) -> Any:
-    """The typed recipe of a checkpoint's lvu record (its config in today's schema)."""
+def recorded_recipe(record: dict[str, Any], source: Path, overrides: list[str] | None = None) -> Any:
+    """The typed recipe of a checkpoint's lvu record (its config in today's schema), with ``key=value``
+    ``overrides`` on top (a host that has moved since training: ``host.path=/new/place``)."""
     if not record.get("task") or not record.get("config"):
         raise LvuError(f"{source} has no lvu record (task and recipe); only checkpoints written by `lvu fit` export")
     spec = get_task(record["task"])
     config = spec.upgrade(record["config"]) if spec.upgrade is not None else record["config"]
-    return OmegaConf.to_object(validate(OmegaConf.create(config), spec.config_class))
+    merged = OmegaConf.merge(OmegaConf.create(config), OmegaConf.from_dotlist(list(overrides or [])))
+    return OmegaConf.to_object(validate(merged, spec.config_class))
+
+
+def _check_host_files(cfg: Any) -> None:
+    """An export reads the host's config files (to name adapter modules, to copy them beside the export)."""
+    host = getattr(cfg, "host", None)
+    for key in ("path", "vision", "llm"):
+        place = getattr(host, key, None) if host is not None else None
+        if place and not (Path(place) / "config.json").is_file():
+            raise LvuError(f"the checkpoint's host.{key} {place} has no config.json here; if the host has moved, "
+                           f"name it: lvu ckpt export CKPT OUT host.{key}=/new/place")
 
 
 def clear_export(out: Path) -> None:
@@ -44,14 +56,17 @@ def clear_export(out: Path) -> None:
             path.unlink()
 
 
-def export_checkpoint(path: Path, out: Path, *, force: bool = False) -> dict[str, Any]:
-    """Export the checkpoint at ``path`` into the folder ``out``; returns the exporter's summary."""
+def export_checkpoint(path: Path, out: Path, *, force: bool = False, overrides: list[str] | None = None
+                      ) -> dict[str, Any]:
+    """Export the checkpoint at ``path`` into the folder ``out``; returns the exporter's summary. ``overrides``
+    change the recorded recipe (see :func:`recorded_recipe`)."""
     if out.exists() and any(out.iterdir()):
         if not force:
             raise LvuError(f"{out} exists and is not empty; pass --force to replace what an earlier export wrote")
         clear_export(out)
     loaded = consolidated_state_dict(path)
-    cfg = recorded_recipe(loaded.record, path)
+    cfg = recorded_recipe(loaded.record, path, overrides)
+    _check_host_files(cfg)
     spec = get_task(loaded.record["task"])
     if spec.export is None:
         raise LvuError(f"task '{spec.name}' has no export format; `lvu ckpt convert` writes its weights")

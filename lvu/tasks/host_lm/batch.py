@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,12 +70,12 @@ def collate(samples: list[dict[str, Any]], conversations: list[Conversation]) ->
 class Collate:
     """Training/evaluation collate (picklable for loader workers): each sample's training conversation."""
 
-    def __init__(self, caption: bool, caption_prompt: str) -> None:
-        self.caption, self.caption_prompt = caption, caption_prompt
+    def __init__(self, caption: bool, caption_prompt: str, caption_prompts: Sequence[str] = ()) -> None:
+        self.caption, self.caption_prompt, self.caption_prompts = caption, caption_prompt, tuple(caption_prompts)
 
     def __call__(self, samples: list[dict[str, Any]]) -> MediaBatch:
-        return collate(samples, [conversation_of(s, caption=self.caption, caption_prompt=self.caption_prompt)
-                                 for s in samples])
+        return collate(samples, [conversation_of(s, caption=self.caption, caption_prompt=self.caption_prompt,
+                                                 caption_prompts=self.caption_prompts) for s in samples])
 
 
 class CollateQuestions:
@@ -99,7 +100,7 @@ def video_decoder(cfg: HostLMRecipe, split: str) -> VideoDecoder:
 
 def host_lm_data(cfg: HostLMRecipe) -> ShardDataModule:
     """The DataModule of a host-LM recipe."""
-    train = Collate(cfg.data.target == Target.caption, cfg.prompt.caption_prompt)
+    train = Collate(cfg.data.target == Target.caption, cfg.prompt.caption_prompt, cfg.prompt.caption_prompts)
     ask = CollateQuestions(cfg.prompt.caption_prompt)
     return ShardDataModule(cfg.data, cfg.seed, decode=lambda split: video_decoder(cfg, split),
                            collate=lambda split: ask if split == "predict" else train)

@@ -133,6 +133,10 @@ class PromptSection:
 
     caption_prompt: str = "Describe the video."
     """The question a caption answers (data.target=caption; also asked of caption-only samples in prediction)."""
+    caption_prompts: list[str] = field(default_factory=list)
+    """Training only: several caption questions, one picked per sample by its key (empty: caption_prompt always).
+    A method whose module reads the question (LinVT's text cross-attention) learns nothing from it when the
+    question never varies."""
     time_instruction: TimeInstruction = TimeInstruction.none
     """Tell the LLM when its frames were taken, with their real times, before a video's first question (LLaVA-Video's
     practice): none, fila ("This video samples N frames of a T-second video at t1, t2, ... seconds.") or llava_ov."""

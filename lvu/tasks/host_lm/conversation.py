@@ -14,6 +14,8 @@ render conversations incrementally that way is refused with a clear error.
 from __future__ import annotations
 
 import itertools
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,15 +54,21 @@ def _strip_marks(text: str) -> str:
     return text.strip()
 
 
-def conversation_of(sample: dict[str, Any], *, caption: bool, caption_prompt: str) -> Conversation:
-    """The training conversation of a decoded sample: its caption answering ``caption_prompt`` (``caption``), or its
-    LLaVA conversation, whose every assistant turn trains."""
+def conversation_of(sample: dict[str, Any], *, caption: bool, caption_prompt: str,
+                    caption_prompts: Sequence[str] = ()) -> Conversation:
+    """The training conversation of a decoded sample: its caption answering a caption question (``caption``), or
+    its LLaVA conversation, whose every assistant turn trains.
+
+    The caption question is ``caption_prompt``, or, when ``caption_prompts`` lists several, the one the sample's
+    key picks (a hash, not a random draw: the same in every worker, epoch and resumed run)."""
     key, annotation = sample["__key__"], sample["annotation"]
     if caption:
         text = annotation.get("caption")
         if not text:
             raise LvuError(f"sample {key}: no caption in its json (data.target=caption needs one)")
-        return Conversation([Turn("user", caption_prompt), Turn("assistant", text)])
+        question = caption_prompts[zlib.crc32(str(key).encode()) % len(caption_prompts)] if caption_prompts \
+            else caption_prompt
+        return Conversation([Turn("user", question), Turn("assistant", text)])
     turns = _llava_turns(sample)
     if turns[-1].role != "assistant":
         raise LvuError(f"sample {key}: the conversation ends without a gpt answer (training needs one)")
