@@ -235,6 +235,30 @@ def test_an_image_through_the_linvt_model_gives_the_hosts_own_logits(host_path, 
     torch.testing.assert_close(out.logits, native)
 
 
+def test_host_pooling_feeds_linvt_the_video_paths_pooled_tokens(tmp_path_factory):
+    from lvu.config import load_recipe
+    from lvu.tasks.host_lm import TextInput, VideoInput
+    from lvu.tasks.linvt import LinVTTask
+
+    host = save_host("llava_onevision", tmp_path_factory.mktemp("pool_host"))
+    seen = {}
+    frames = torch.randint(0, 256, (1, 3, FRAME, FRAME, 3), dtype=torch.uint8)
+    videos = VideoInput(frames, torch.ones(1, 3, dtype=torch.bool), torch.arange(3.0)[None], torch.tensor([3.0]))
+    for pooling in (False, True):
+        cfg = load_recipe("linvt/instruct", [f"host.path={host}", "data.train=unused", "init.required=false",
+                                             f"data.frame_size={FRAME}", "model.layers=1", "model.heads=2",
+                                             "model.top_k=8", "model.queries=[2,1]",
+                                             f"model.host_pooling={str(pooling).lower()}"]).to_object()
+        task = LinVTTask(cfg).eval()
+        task.linvt.register_forward_pre_hook(lambda _m, args, p=pooling: seen.__setitem__(p, args[0].shape))
+        text = TextInput(torch.zeros(1, 2, task.host.hidden_size), torch.ones(1, 2, dtype=torch.bool))
+        with torch.no_grad():
+            task.video_tokens(videos, text)
+    side = FRAME // 4  # the tiny host's patch grid
+    assert seen[False][:3] == (1, 3, side * side)
+    assert seen[True][:3] == (1, 3, (side // 2) ** 2)  # LLaVA-OneVision's video path pools 2x2
+
+
 def test_ranks_with_different_sample_kinds_stay_in_step_under_zero3(synth_shards, tmp_path_factory, tmp_path):
     """One rank's batches hold no video (text-only, then an image) while the other's are videos: every rank still
     runs the frame encoder, the image encoder and LinVT, and backward visits the same modules (ZeRO-3 gathers

@@ -67,6 +67,10 @@ class LinVTModelConfig:
     """MLP width of LinVT's blocks as a multiple of their width (not given in the paper)."""
     width: int | None = None
     """Width the attention layers work at (null: the host's hidden size); tokens stay in the host's space."""
+    host_pooling: bool = False
+    """Pool each frame's tokens as the host's own video path does before LinVT (LLaVA-OneVision: 2x2, 729 -> 196
+    tokens per frame; hosts without video pooling: unchanged). Off: the frame-level tokens of the image path, as the
+    paper feeds them; on: 3.7x fewer tokens into SVR for long videos (costs in benchmarks/README.md)."""
     positions: bool = True
     """Frame number and position within the frame in SVR's scoring and TTA's keys (never in the output values), so
     LinVT can tell frame order; false: the paper's module as written (order-blind). Checkpoints saved before this
@@ -120,8 +124,11 @@ class LinVTTask(HostLMTask):
                            f"data.batch_size (or more devices), or loss.contrastive_weight=0")
 
     def video_tokens(self, videos: VideoInput, text: TextInput | None) -> VideoTokens:
-        """Every frame of the batch through the host's encoder and projector in one pass, then LinVT per video."""
+        """Every frame of the batch through the host's encoder and projector in one pass (pooled as the host's video
+        path pools with model.host_pooling), then LinVT per video."""
         per_frame = self.host.encode_frames(self.host.normalize(videos.frames[videos.frame_mask]))
+        if self.cfg.model.host_pooling:
+            per_frame = self.host.pool_video_frames(per_frame)
         grid = per_frame.new_zeros(*videos.frame_mask.shape, *per_frame.shape[1:])
         grid[videos.frame_mask] = per_frame
         assert text is not None  # uses_text
