@@ -13,18 +13,24 @@ from lvu.quickstart.lvmae import PROBES, QuickstartConfig, run_quickstart
 @pytest.mark.slow
 def test_quickstart_pipeline_writes_a_summary(tmp_path):
     cfg = QuickstartConfig(train_videos=32, val_videos=16, test_videos=16, min_seconds=20, max_seconds=30,
-                           pretrain_epochs=2, workers=1)
+                           pretrain_epochs=2, workers=1, probe_seeds=(0, 1))
     summary = run_quickstart(tmp_path / "qs", cfg=cfg)
     saved = json.loads((tmp_path / "qs" / "summary.json").read_text())
     assert saved["probes"] == summary["probes"]
-    assert list(saved["probes"]) == [name for name, _ in PROBES]
-    for values in saved["probes"].values():
+    # Like for like: both probe kinds on LV-MAE and on the raw embeddings, each with every probe seed.
+    assert list(saved["probes"]) == [name for name, _ in PROBES] == [
+        "LV-MAE + attentive probe", "raw embeddings + attentive probe", "LV-MAE + linear probe",
+        "raw embeddings, mean-pooled + linear"]
+    for name, values in saved["probes"].items():
         assert set(values) == set(LABEL_MAPS)
         assert all(0 <= values[t] <= 100 for t, s in LABEL_MAPS.items() if s["type"] == "classification")
+        runs = saved["probe_runs"][name]
+        assert len(runs) == 2 and all(abs(values[t] - (runs[0][t] + runs[1][t]) / 2) < 1e-9 for t in values)
+        assert all(saved["probe_sd"][name][t] >= 0 for t in values)
     for split in ("train", "val", "test"):
         assert (tmp_path / "qs" / "features" / split / "manifest.json").is_file()
     assert (tmp_path / "qs" / "runs" / "pretrain" / "checkpoints" / "last.ckpt").is_file()
-    assert (tmp_path / "qs" / "runs" / "probe0" / "summary.txt").read_text().startswith("| Method")
+    assert (tmp_path / "qs" / "runs" / "probe0_seed1" / "summary.txt").read_text().startswith("| Method")
 
 
 @pytest.mark.slow

@@ -4,8 +4,8 @@
    tell it) — train, val and test sets;
 2. save a tiny random CLIP (``save_pretrained``) and embed every 5-second clip with it, frozen;
 3. pre-train a tiny LV-MAE on the train embeddings (``recipes/quickstart/lvmae_pretrain.yaml``);
-4. probe it on every label task, attentive and linear, and probe the mean-pooled raw embeddings as the baseline
-   (``recipes/quickstart/lvmae_probe.yaml``);
+4. probe it on every label task, attentive and linear, and probe the raw embeddings the same two ways as the
+   like-for-like baselines (``recipes/quickstart/lvmae_probe.yaml``), each probe with three seeds;
 5. print the table and write ``summary.json``.
 
 Every step is the same code path a user takes with real data: the recipes, ``lvu data`` and ``lvu fit``.
@@ -14,6 +14,7 @@ Every step is the same code path a user takes with real data: the recipes, ``lvu
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,11 +50,16 @@ class QuickstartConfig:
     encoder_image_size: int = 64
     pretrain_epochs: int = 30
     seed: int = 0
+    probe_seeds: tuple[int, ...] = (0, 1, 2)
+    """Each probe is trained with these seeds (one pre-training): the table shows mean ± sd over them."""
     workers: int = 2
 
 
+# Like for like: each probe on LV-MAE's features and on the raw clip embeddings, so a difference between two rows
+# of one probe kind is what pre-training bought.
 PROBES = (
     ("LV-MAE + attentive probe", ["probe.kind=attentive", "probe.backbone=lvmae"]),
+    ("raw embeddings + attentive probe", ["probe.kind=attentive", "probe.backbone=raw"]),
     ("LV-MAE + linear probe", ["probe.kind=linear", "probe.backbone=lvmae"]),
     ("raw embeddings, mean-pooled + linear", ["probe.kind=linear", "probe.backbone=raw"]),
 )
@@ -120,32 +126,47 @@ def run_quickstart(out: Path, entry: Quickstart | None = None, *, cfg: Quickstar
     with quiet_lightning():
         pretrained = run(pretrain, "fit").run_dir / "checkpoints" / "last.ckpt"
 
-    step(5, "Probing every label task: LV-MAE (attentive, linear) and the raw-embedding baseline")
-    rows: dict[str, dict[str, float]] = {}
+    seeds = ", ".join(str(s) for s in cfg.probe_seeds)
+    step(5, f"Probing every label task, LV-MAE and raw embeddings, attentive and linear (probe seeds {seeds})")
+    runs: dict[str, list[dict[str, float]]] = {}
     for n, (name, overrides) in enumerate(probes):
-        recipe = load_recipe("quickstart/lvmae_probe", [
-            f"data.train={features['train']}", f"data.val={features['val']}", f"data.test={features['test']}",
-            f"probe.pretrained={pretrained}", f"run_dir={out / 'runs' / f'probe{n}'}", f"seed={cfg.seed}",
-            *overrides,
-        ])
-        with quiet_lightning():
-            result = run(recipe, "fit", verbose=False)
-        rows[name] = {task: value for task in LABEL_MAPS if (value := _metric(result.metrics, task)) is not None}
-        console.print(f"      {name}: " + ", ".join(f"{t} {v:.1f}" for t, v in rows[name].items()))
+        for probe_seed in cfg.probe_seeds:
+            recipe = load_recipe("quickstart/lvmae_probe", [
+                f"data.train={features['train']}", f"data.val={features['val']}", f"data.test={features['test']}",
+                f"probe.pretrained={pretrained}", f"run_dir={out / 'runs' / f'probe{n}_seed{probe_seed}'}",
+                f"seed={probe_seed}", *overrides,
+            ])
+            with quiet_lightning():
+                result = run(recipe, "fit", verbose=False)
+            runs.setdefault(name, []).append(
+                {task: value for task in LABEL_MAPS if (value := _metric(result.metrics, task)) is not None})
+        rows = {task: [r[task] for r in runs[name] if task in r] for task in LABEL_MAPS}
+        console.print(f"      {name}: " + ", ".join(f"{t} {_mean_sd(v)}" for t, v in rows.items() if v))
 
     step(6, "Done")
     elapsed = time.perf_counter() - start
-    summary = {"probes": rows, "metrics": {t: ("test accuracy %" if s["type"] == "classification" else "test MSE")
+    rows = {name: {t: statistics.mean(v) for t in LABEL_MAPS if (v := [r[t] for r in per_seed if t in r])}
+            for name, per_seed in runs.items()}
+    spread = {name: {t: statistics.stdev(v) if len(v) > 1 else 0.0 for t in LABEL_MAPS
+                     if (v := [r[t] for r in per_seed if t in r])} for name, per_seed in runs.items()}
+    summary = {"probes": rows, "probe_sd": spread, "probe_runs": runs, "probe_seeds": list(cfg.probe_seeds),
+               "metrics": {t: ("test accuracy %" if s["type"] == "classification" else "test MSE")
                                            for t, s in LABEL_MAPS.items()},
                "seconds": round(elapsed, 1), "config": asdict(cfg), "out": str(out)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    console.print(summary_table(rows))
+    console.print(summary_table(rows, spread, len(cfg.probe_seeds)))
     console.print(f"summary: {out / 'summary.json'}  ({elapsed:.0f} s)")
     return summary
 
 
-def summary_table(rows: dict[str, dict[str, float]]) -> Table:
+def _mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.1f}"
+
+
+def summary_table(rows: dict[str, dict[str, float]], spread: dict[str, dict[str, float]], seeds: int) -> Table:
     columns = ["probe", *[f"{task}\n({'acc %' if spec['type'] == 'classification' else 'MSE'})"
                           for task, spec in LABEL_MAPS.items()]]
-    cells = {name: [f"{values[t]:.1f}" if t in values else "-" for t in LABEL_MAPS] for name, values in rows.items()}
-    return table("Quickstart: test metrics on synthetic long videos", columns, cells)
+    cells = {name: [f"{values[t]:.1f} ± {spread[name][t]:.1f}" if t in values else "-" for t in LABEL_MAPS]
+             for name, values in rows.items()}
+    return table(f"Quickstart: test metrics on synthetic long videos (mean ± sd over {seeds} probe seeds, one "
+                 f"pre-training)", columns, cells)
