@@ -150,3 +150,29 @@ def test_exports_from_before_positions_load_without_them(tmp_path):
     del config["positions"]
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert LinVT.from_pretrained(tmp_path).cfg.positions is False
+
+
+def test_shared_tta_weights_make_multi_c_and_multi_b_differ_only_in_how_scales_meet():
+    """Table 4 confound: separate per-scale TTA stacks give multi_c ~2.1x multi_b's parameters; with shared weights
+    the two have the same parameters (names and shapes), and differ in their outputs only by aggregating the scales
+    one by one or together."""
+    from lvu.models.linvt import TTAWeights
+
+    torch.manual_seed(0)
+    shared = LinVT(_cfg(variant=Variant.multi_c, tta_weights=TTAWeights.shared)).eval()
+    separate = LinVT(_cfg(variant=Variant.multi_c))
+    multi_b = LinVT(_cfg(variant=Variant.multi_b)).eval()
+    shapes = lambda m: {k: v.shape for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(shared) == shapes(multi_b)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(separate) > 2 * count(shared) - count(shared.svr)
+    multi_b.load_state_dict(shared.state_dict())
+    tokens, frame_mask, text, text_mask = _inputs()
+    a = shared(tokens, frame_mask, text, text_mask, return_weights=True)
+    b = multi_b(tokens, frame_mask, text, text_mask).tokens
+    assert a.tokens.shape == b.shape and not torch.allclose(a.tokens, b)
+    torch.testing.assert_close(a.tokens, a.weights @ tokens.flatten(1, 2), rtol=1e-4, atol=1e-5)
+    # Each scale uses its own query set: the finest scale's outputs read only the finest queries.
+    with torch.no_grad():
+        shared.tta[0].queries[8:] += 1.0
+    assert torch.equal(shared(tokens, frame_mask, text, text_mask).tokens[:, :8], a.tokens[:, :8])

@@ -29,6 +29,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 
+class TTAWeights(str, Enum):
+    """multi_c / tta_only: one TTA stack per scale (``separate``, the default: the module the paper's 267M parameters
+    point to) or one stack whose layers every scale shares, with per-scale query sets (``shared``: the same
+    parameters as multi_b, so Table 4's multi_b / multi_c comparison differs only in aggregating the scales at once
+    or one by one)."""
+
+    separate = "separate"
+    shared = "shared"
+
+
 class Variant(str, Enum):
     """The paper's ablations (Tables 2 and 4). All but ``avg`` output ``sum(queries)`` tokens."""
 
@@ -61,6 +71,7 @@ class LinVTConfig:
     # Where each token came from (frame number, position in the frame) in SVR's input and TTA's keys (see
     # TokenPositions). Off reproduces the paper's module as written, which cannot tell frame order.
     positions: bool = True
+    tta_weights: TTAWeights = TTAWeights.separate
 
     @property
     def inner(self) -> int:
@@ -279,9 +290,10 @@ class TTA(nn.Module):
         self.wq, self.wk = nn.Linear(w, w, bias=False), nn.Linear(w, w, bias=False)
         self.positions = TokenPositions(w) if cfg.positions else None
 
-    def forward(self, visual, visual_mask, text, text_mask, basis=None, coords=None):
-        """``coords`` ``[B, K, 2]``: where each visual token came from (required when built with positions)."""
-        q = self.queries.expand(visual.shape[0], -1, -1)
+    def forward(self, visual, visual_mask, text, text_mask, basis=None, coords=None, queries: slice | None = None):
+        """``coords`` ``[B, K, 2]``: where each visual token came from (required when built with positions);
+        ``queries``: the query set to use (a shared stack's one scale), all by default."""
+        q = self.queries[queries if queries is not None else slice(None)].expand(visual.shape[0], -1, -1)
         context = self.visual_proj(visual)
         if self.positions is not None:
             context = context + self.positions(coords).to(context.dtype)  # keys and cross-attention only
@@ -310,7 +322,9 @@ class LinVT(nn.Module):
         self.cfg = cfg
         v = cfg.variant
         self.svr = SVR(cfg) if v not in (Variant.tta_only, Variant.avg) else None
-        if v in (Variant.multi_c, Variant.tta_only):
+        if v in (Variant.multi_c, Variant.tta_only) and TTAWeights(cfg.tta_weights) == TTAWeights.shared:
+            self.tta = nn.ModuleList([TTA(cfg, cfg.num_output_tokens)])  # per-scale query sets, shared layers
+        elif v in (Variant.multi_c, Variant.tta_only):
             self.tta = nn.ModuleList(TTA(cfg, n) for n in cfg.queries)
         elif v in (Variant.multi_b, Variant.single_a):
             self.tta = nn.ModuleList([TTA(cfg, cfg.num_output_tokens)])
@@ -381,9 +395,13 @@ class LinVT(nn.Module):
             out, out_rows = self.tta[0](xs, vs, text, text_mask, rs, cs)
             return self._output(out, scores, out_rows)
         outs, out_rows = [], []
-        for s, (tta, (xs, vs)) in enumerate(zip(self.tta, scales, strict=True)):
+        shared = len(self.tta) == 1 and num_scales > 1
+        ends = torch.tensor(self.cfg.queries).cumsum(0).tolist()
+        for s, (xs, vs) in enumerate(scales):
+            tta = self.tta[0] if shared else self.tta[s]
             o, r = tta(xs, vs, text, text_mask, scale_rows[s] if scale_rows is not None else None,
-                       scale_coords[s] if scale_coords is not None else None)
+                       scale_coords[s] if scale_coords is not None else None,
+                       slice(ends[s] - self.cfg.queries[s], ends[s]) if shared else None)
             outs.append(o)
             out_rows.append(r)
         return self._output(torch.cat(outs, 1), scores, torch.cat(out_rows, 1) if return_weights else None)
@@ -394,7 +412,8 @@ class LinVT(nn.Module):
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        config = {**asdict(self.cfg), "variant": self.cfg.variant.value, "architecture": "LinVT"}
+        config = {**asdict(self.cfg), "variant": Variant(self.cfg.variant).value,
+                  "tta_weights": TTAWeights(self.cfg.tta_weights).value, "architecture": "LinVT"}
         (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
                   str(folder / "model.safetensors"))
@@ -405,7 +424,8 @@ class LinVT(nn.Module):
         config = json.loads((folder / "config.json").read_text())
         config.pop("architecture", None)
         config.setdefault("positions", False)  # exported before positions existed
-        model = cls(LinVTConfig(**{**config, "variant": Variant(config["variant"])}))
+        model = cls(LinVTConfig(**{**config, "variant": Variant(config["variant"]),
+                                   "tta_weights": TTAWeights(config.get("tta_weights", "separate"))}))
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
         return model
 

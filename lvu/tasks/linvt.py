@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lvu.errors import LvuError
-from lvu.models.linvt import LinVT, LinVTConfig, Variant
+from lvu.models.linvt import LinVT, LinVTConfig, TTAWeights, Variant
 from lvu.tasks.host_lm import (
     HostLMRecipe,
     HostLMTask,
@@ -71,6 +71,9 @@ class LinVTModelConfig:
     """Pool each frame's tokens as the host's own video path does before LinVT (LLaVA-OneVision: 2x2, 729 -> 196
     tokens per frame; hosts without video pooling: unchanged). Off: the frame-level tokens of the image path, as the
     paper feeds them; on: 3.7x fewer tokens into SVR for long videos (costs in benchmarks/README.md)."""
+    tta_weights: TTAWeights = TTAWeights.separate
+    """multi_c / tta_only: one TTA stack per scale (separate) or one stack shared by the scales with per-scale
+    queries (shared: multi_b's parameter count, for Table 4's comparison)."""
     positions: bool = True
     """Frame number and position within the frame in SVR's scoring and TTA's keys (never in the output values), so
     LinVT can tell frame order; false: the paper's module as written (order-blind). Checkpoints saved before this
@@ -80,7 +83,7 @@ class LinVTModelConfig:
 def linvt_config(m: LinVTModelConfig, dim: int) -> LinVTConfig:
     return LinVTConfig(dim=dim, layers=m.layers, heads=m.heads, top_k=m.top_k, queries=list(m.queries),
                        variant=Variant(m.variant), text_conditioning=m.text_conditioning, mlp_ratio=m.mlp_ratio,
-                       width=m.width, positions=m.positions)
+                       width=m.width, positions=m.positions, tta_weights=TTAWeights(m.tta_weights))
 
 
 @dataclass
