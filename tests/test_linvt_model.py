@@ -176,3 +176,23 @@ def test_shared_tta_weights_make_multi_c_and_multi_b_differ_only_in_how_scales_m
     with torch.no_grad():
         shared.tta[0].queries[8:] += 1.0
     assert torch.equal(shared(tokens, frame_mask, text, text_mask).tokens[:, :8], a.tokens[:, :8])
+
+
+def test_checkpointed_svr_gives_the_same_gradients_and_recomputes_its_layers():
+    tokens, frame_mask, text, text_mask = _inputs()
+    grads, calls = {}, {}
+    for checkpoint in (False, True):
+        torch.manual_seed(0)
+        model = LinVT(_cfg(checkpoint_svr=checkpoint)).train()
+        calls[checkpoint] = 0
+
+        def count(*_args, c=checkpoint):
+            calls[c] += 1
+
+        model.svr.layers[0].mlp[0].register_forward_hook(count)
+        model(tokens, frame_mask, text, text_mask).tokens.square().mean().backward()
+        grads[checkpoint] = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    assert grads[True].keys() == grads[False].keys()
+    for k in grads[False]:
+        torch.testing.assert_close(grads[True][k], grads[False][k], rtol=1e-5, atol=1e-6)
+    assert calls == {False: 1, True: 2}  # recomputed once in backward

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -72,6 +73,9 @@ class LinVTConfig:
     # TokenPositions). Off reproduces the paper's module as written, which cannot tell frame order.
     positions: bool = True
     tta_weights: TTAWeights = TTAWeights.separate
+    # Recompute each SVR layer's activations in backward instead of storing them (training only): SVR runs over
+    # every input token, so its stored activations grow with frames x tokens per frame; one more forward per layer.
+    checkpoint_svr: bool = False
 
     @property
     def inner(self) -> int:
@@ -187,6 +191,7 @@ class SVR(nn.Module):
         self.norm = nn.LayerNorm(cfg.inner)
         self.score = nn.Linear(cfg.inner, 1)  # OPEN: the paper does not say how a token's score is read out
         self.positions = TokenPositions(cfg.inner) if cfg.positions else None
+        self.checkpoint = cfg.checkpoint_svr
 
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         """Scores ``[B, T*N]`` (-inf on padded frames)."""
@@ -195,7 +200,10 @@ class SVR(nn.Module):
             b, t, n, _ = x.shape
             h = h + self.positions(token_coords(b, t, n, x.device)).view(b, t, n, -1).to(h.dtype)
         for layer in self.layers:
-            h = layer(h, frame_mask)
+            if self.checkpoint and self.training and torch.is_grad_enabled():
+                h = torch.utils.checkpoint.checkpoint(layer, h, frame_mask, use_reentrant=False)
+            else:
+                h = layer(h, frame_mask)
         scores = self.score(self.norm(h)).squeeze(-1).flatten(1)
         valid = frame_mask[:, :, None].expand(-1, -1, x.shape[2]).flatten(1)
         return scores.masked_fill(~valid, float("-inf"))

@@ -74,6 +74,9 @@ class LinVTModelConfig:
     tta_weights: TTAWeights = TTAWeights.separate
     """multi_c / tta_only: one TTA stack per scale (separate) or one stack shared by the scales with per-scale
     queries (shared: multi_b's parameter count, for Table 4's comparison)."""
+    checkpoint_svr: bool = False
+    """Recompute SVR's layer activations in backward instead of storing them (less memory for long videos, one
+    more forward of SVR per step)."""
     positions: bool = True
     """Frame number and position within the frame in SVR's scoring and TTA's keys (never in the output values), so
     LinVT can tell frame order; false: the paper's module as written (order-blind). Checkpoints saved before this
@@ -83,7 +86,8 @@ class LinVTModelConfig:
 def linvt_config(m: LinVTModelConfig, dim: int) -> LinVTConfig:
     return LinVTConfig(dim=dim, layers=m.layers, heads=m.heads, top_k=m.top_k, queries=list(m.queries),
                        variant=Variant(m.variant), text_conditioning=m.text_conditioning, mlp_ratio=m.mlp_ratio,
-                       width=m.width, positions=m.positions, tta_weights=TTAWeights(m.tta_weights))
+                       width=m.width, positions=m.positions, tta_weights=TTAWeights(m.tta_weights),
+                       checkpoint_svr=m.checkpoint_svr)
 
 
 @dataclass
