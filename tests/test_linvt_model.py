@@ -196,3 +196,25 @@ def test_checkpointed_svr_gives_the_same_gradients_and_recomputes_its_layers():
     for k in grads[False]:
         torch.testing.assert_close(grads[True][k], grads[False][k], rtol=1e-5, atol=1e-6)
     assert calls == {False: 1, True: 2}  # recomputed once in backward
+
+
+def test_shots_keep_svr_temporal_attention_inside_each_shot():
+    """Frames 0-1 one shot, 2-4 another: with shots, changing frame 3 leaves frames 0-1's scores as they were;
+    without, it changes them (temporal attention crosses the cut)."""
+    torch.manual_seed(0)
+    model = LinVT(_cfg(top_k=30, layers=2)).eval()
+    tokens, frame_mask, text, text_mask = _inputs()
+    frame_mask = torch.ones_like(frame_mask)
+    shots = torch.tensor([[0, 0, 1, 1, 1]] * 2)
+    changed = tokens.clone()
+    changed[:, 3] += torch.randn_like(changed[:, 3])
+    for given, stays in ((shots, True), (None, False)):
+        before = model(tokens, frame_mask, text, text_mask, frame_shots=given).scores.view(2, 5, 6)
+        after = model(changed, frame_mask, text, text_mask, frame_shots=given).scores.view(2, 5, 6)
+        assert torch.allclose(before[:, :2], after[:, :2], atol=1e-6) is stays
+        assert not torch.allclose(before[:, 2:], after[:, 2:])
+    # Padded frames and a one-shot video: the same scores as without shots.
+    padded_mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    one_shot = torch.tensor([[0] * 5, [0, 0, 0, -1, -1]])
+    torch.testing.assert_close(model(tokens, padded_mask, text, text_mask, frame_shots=one_shot).scores,
+                               model(tokens, padded_mask, text, text_mask).scores)

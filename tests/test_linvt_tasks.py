@@ -259,6 +259,29 @@ def test_host_pooling_feeds_linvt_the_video_paths_pooled_tokens(tmp_path_factory
     assert seen[True][:3] == (1, 3, (side // 2) ** 2)  # LLaVA-OneVision's video path pools 2x2
 
 
+def test_shot_numbers_reach_linvt_when_data_shots_is_on(synth_shards, tmp_path_factory):
+    from lvu.config import load_recipe
+    from lvu.tasks.host_lm import host_lm_data
+    from lvu.tasks.linvt import LinVTTask
+
+    host = save_host("qwen2_vl", tmp_path_factory.mktemp("shot_host"))
+    cfg = load_recipe("linvt/align", [f"host.path={host}", f"data.train={synth_shards}", f"data.frame_size={FRAME}",
+                                      "data.batch_size=2", "data.num_workers=0", "data.sampler.name=uniform",
+                                      "data.sampler.num_frames=12", "model.layers=1", "model.heads=2",
+                                      "model.top_k=32", "model.queries=[4,2,1]", "data.shots.enabled=true",
+                                      "data.shots.fps=4"]).to_object()
+    batch = next(iter(host_lm_data(cfg).loader("train")))
+    assert batch.shots is not None and batch.shots.shape == batch.frame_mask.shape
+    assert (batch.shots[batch.frame_mask] >= 0).all() and batch.shots.max() >= 1  # synthetic acts: several shots
+    assert (batch.shots.diff(dim=1)[batch.frame_mask[:, 1:]] >= 0).all()  # numbered in time order
+    task = LinVTTask(cfg).eval()
+    seen = {}
+    task.linvt.register_forward_pre_hook(lambda _m, _a, kwargs: seen.update(kwargs), with_kwargs=True)
+    with torch.no_grad():
+        task.visual_tokens(batch)
+    assert torch.equal(seen["frame_shots"], batch.shots)
+
+
 def test_ranks_with_different_sample_kinds_stay_in_step_under_zero3(synth_shards, tmp_path_factory, tmp_path):
     """One rank's batches hold no video (text-only, then an image) while the other's are videos: every rank still
     runs the frame encoder, the image encoder and LinVT, and backward visits the same modules (ZeRO-3 gathers

@@ -96,7 +96,8 @@ class LinVTOutput:
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
             heads: int) -> torch.Tensor:
-    """Multi-head attention over [..., L, D] with a boolean key mask [..., S] (True = attend).
+    """Multi-head attention over [..., L, D] with a boolean mask (True = attend): per key ``[..., S]`` or per query
+    and key ``[..., L, S]``.
 
     Leading dimensions are flattened into one batch: SDPA's fused kernels (flash, memory-efficient) take 4-D
     inputs only, and a 5-D call (SVR's per-frame and per-position attention) would fall back to the unfused path
@@ -104,7 +105,9 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.T
     *lead, lq, d = q.shape
     split = lambda x: x.reshape(-1, x.shape[-2], heads, d // heads).transpose(1, 2)  # noqa: E731
     mask = None
-    if key_mask is not None:
+    if key_mask is not None and key_mask.dim() == q.dim():  # [..., L, S]
+        mask = key_mask.expand(*lead, lq, key_mask.shape[-1]).reshape(-1, 1, lq, key_mask.shape[-1])
+    elif key_mask is not None:
         mask = key_mask.expand(*lead, key_mask.shape[-1]).reshape(-1, 1, 1, key_mask.shape[-1])
     out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
     return out.transpose(1, 2).reshape(*lead, lq, d)
@@ -172,11 +175,11 @@ class SpatioTemporalLayer(nn.Module):
         self.mlp = MLP(dim, mlp_ratio)
 
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        # x [B, T, N, D]; frame_mask [B, T]
+        # x [B, T, N, D]; frame_mask [B, T] (valid frames) or [B, T, T] (frames each frame may attend to)
         h = self.norm_s(x)
         x = x + self.spatial(h, h, None)
         h = self.norm_t(x).transpose(1, 2)  # [B, N, T, D]: each position attends over the valid frames
-        x = x + self.temporal(h, h, frame_mask[:, None, :].expand(-1, x.shape[2], -1)).transpose(1, 2)
+        x = x + self.temporal(h, h, frame_mask[:, None].expand(-1, x.shape[2], *frame_mask.shape[1:])).transpose(1, 2)
         return x + self.mlp(self.norm_m(x))
 
 
@@ -193,17 +196,24 @@ class SVR(nn.Module):
         self.positions = TokenPositions(cfg.inner) if cfg.positions else None
         self.checkpoint = cfg.checkpoint_svr
 
-    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        """Scores ``[B, T*N]`` (-inf on padded frames)."""
+    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor, frame_shots: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Scores ``[B, T*N]`` (-inf on padded frames). With ``frame_shots`` ``[B, T]`` (each frame's shot number),
+        the temporal attention stays inside each shot: the supplement segments videos into clips (AutoShot) before
+        LinVT, and this is where a clip boundary can act without breaking the outputs' linearity."""
+        attend = frame_mask
+        if frame_shots is not None:
+            same = frame_shots[:, :, None] == frame_shots[:, None, :]
+            attend = (same | ~frame_mask[:, :, None]) & frame_mask[:, None, :]  # padded frames: any valid one
         h = self.proj(x)
         if self.positions is not None:
             b, t, n, _ = x.shape
             h = h + self.positions(token_coords(b, t, n, x.device)).view(b, t, n, -1).to(h.dtype)
         for layer in self.layers:
             if self.checkpoint and self.training and torch.is_grad_enabled():
-                h = torch.utils.checkpoint.checkpoint(layer, h, frame_mask, use_reentrant=False)
+                h = torch.utils.checkpoint.checkpoint(layer, h, attend, use_reentrant=False)
             else:
-                h = layer(h, frame_mask)
+                h = layer(h, attend)
         scores = self.score(self.norm(h)).squeeze(-1).flatten(1)
         valid = frame_mask[:, :, None].expand(-1, -1, x.shape[2]).flatten(1)
         return scores.masked_fill(~valid, float("-inf"))
@@ -321,6 +331,7 @@ class LinVT(nn.Module):
         tokens: per-frame visual tokens in the LLM embedding space; padded frames are ignored via ``frame_mask``.
         frame_mask: ``[B, T]`` True for real frames.
         text, text_mask: the instruction's token embeddings ``[B, S, D]`` and mask (TTA's text condition).
+        frame_shots: ``[B, T]`` each frame's shot number (optional): SVR's temporal attention stays in a shot.
         return_weights: also return the matrix W with ``tokens_out = W @ tokens_in`` (tests, analysis; memory
             grows with T*N).
     """
@@ -342,7 +353,8 @@ class LinVT(nn.Module):
             self.tta = nn.ModuleList()
 
     def forward(self, tokens: torch.Tensor, frame_mask: torch.Tensor, text: torch.Tensor | None = None,
-                text_mask: torch.Tensor | None = None, return_weights: bool = False) -> LinVTOutput:
+                text_mask: torch.Tensor | None = None, return_weights: bool = False,
+                frame_shots: torch.Tensor | None = None) -> LinVTOutput:
         b, t, n, d = tokens.shape
         if d != self.cfg.dim:
             raise ValueError(f"LinVT: tokens are {d} wide, the module was built for dim={self.cfg.dim}")
@@ -369,7 +381,7 @@ class LinVT(nn.Module):
         carried = [r for r in (basis, coords) if r is not None]
         scores = None
         if self.svr is not None:
-            scores = self.svr(tokens, frame_mask)
+            scores = self.svr(tokens, frame_mask, frame_shots)
             x, valid, picked = select_top_k(flat, scores, self.cfg.top_k, torch.cat(carried, -1) if carried else None)
         else:
             x, valid, picked = flat, token_mask, torch.cat(carried, -1) if carried else None

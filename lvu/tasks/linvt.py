@@ -139,7 +139,8 @@ class LinVTTask(HostLMTask):
         grid = per_frame.new_zeros(*videos.frame_mask.shape, *per_frame.shape[1:])
         grid[videos.frame_mask] = per_frame
         assert text is not None  # uses_text
-        return VideoTokens(list(self.linvt(grid, videos.frame_mask, text.embeds, text.mask).tokens))
+        out = self.linvt(grid, videos.frame_mask, text.embeds, text.mask, frame_shots=videos.shots)
+        return VideoTokens(list(out.tokens))
 
     def extra_losses(self, batch: MediaBatch, visual: VisualTokens) -> dict[str, LossTerm]:
         weight = self.cfg.loss.contrastive_weight

@@ -31,6 +31,7 @@ class MediaBatch:
     conversations: list[Conversation]  # training: every turn; prediction: up to the question asked
     captions: list[str | None]  # each sample's caption, when its json has one
     pad: torch.Tensor  # [B] bool: evaluation padding copies (no loss, no prediction)
+    shots: torch.Tensor | None = None  # [B, T] long: each frame's shot number (data.shots on), -1 on padding
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -64,7 +65,18 @@ def collate(samples: list[dict[str, Any]], conversations: list[Conversation]) ->
         frame_mask=mask, timestamps=times,
         durations=torch.tensor([float(s.get("duration_s") or 0.0) for s in samples]),
         conversations=conversations, captions=[s["annotation"].get("caption") for s in samples],
-        pad=torch.tensor([bool(s.get("__pad__", False)) for s in samples]))
+        pad=torch.tensor([bool(s.get("__pad__", False)) for s in samples]), shots=_shots(samples, longest))
+
+
+def _shots(samples: list[dict[str, Any]], longest: int) -> torch.Tensor | None:
+    """``[B, T]`` shot number of each frame when the decoder found shots (images and text: one shot, 0)."""
+    if not any("shots" in s for s in samples):
+        return None
+    shots = torch.full((len(samples), longest), -1, dtype=torch.long)
+    for i, s in enumerate(samples):
+        n = len(s["frames"])
+        shots[i, :n] = torch.as_tensor(s["shots"][:n], dtype=torch.long) if "shots" in s else 0
+    return shots
 
 
 class Collate:
@@ -95,7 +107,7 @@ def video_decoder(cfg: HostLMRecipe, split: str) -> VideoDecoder:
     sampler = data.sampler if split == "train" else SamplerConfig(num_frames=data.eval_frames, allow_repeats=True)
     kinds = {SampleKind(k) for k in data.kinds} if split != "predict" else set(SampleKind)
     return VideoDecoder(sampler, size=(data.frame_size, data.frame_size), allow_images=SampleKind.image in kinds,
-                        allow_text=SampleKind.text in kinds, allow_videos=SampleKind.video in kinds)
+                        allow_text=SampleKind.text in kinds, allow_videos=SampleKind.video in kinds, shots=data.shots)
 
 
 def host_lm_data(cfg: HostLMRecipe) -> ShardDataModule:

@@ -7,6 +7,7 @@ from enum import Enum
 
 from lvu.data.datamodule import ShardDataConfig
 from lvu.data.sampling import SamplerConfig
+from lvu.data.shots import ShotConfig
 from lvu.schema import RecipeConfig
 
 
@@ -117,6 +118,9 @@ class HostLMDataConfig(ShardDataConfig):
     """Sample kinds this stage trains on; others are skipped and counted (e.g. an alignment stage of videos)."""
     target: Target = Target.conversations
     """conversations (every assistant turn trains) or caption (the caption answers prompt.caption_prompt)."""
+    shots: ShotConfig = field(default_factory=ShotConfig)
+    """Shot boundaries of each video (off by default): each sampled frame's shot number reaches the method (LinVT:
+    SVR's temporal attention stays inside a shot, as the supplement segments videos into clips before LinVT)."""
 
 
 class TimeInstruction(str, Enum):

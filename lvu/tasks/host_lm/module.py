@@ -54,6 +54,7 @@ class VideoInput:
     frame_mask: torch.Tensor  # [V, T] bool
     timestamps: torch.Tensor  # [V, T] seconds
     durations: torch.Tensor  # [V] seconds
+    shots: torch.Tensor | None = None  # [V, T] each frame's shot number (data.shots on), -1 on padding
 
 
 @dataclass
@@ -212,7 +213,8 @@ class HostLMTask(L.LightningModule):
             image_tokens = []
         rows = is_video.nonzero().squeeze(1).tolist()
         if rows:
-            videos = VideoInput(frames[rows], batch.frame_mask[rows], batch.timestamps[rows], batch.durations[rows])
+            videos = VideoInput(frames[rows], batch.frame_mask[rows], batch.timestamps[rows], batch.durations[rows],
+                                batch.shots[rows] if batch.shots is not None else None)
             text = self.question_embeddings([batch.conversations[i] for i in rows]) if self.uses_text else None
             made = self.video_tokens(videos, text)
             video_tokens = made.tokens
