@@ -121,3 +121,40 @@ def test_incompatible_checkpoint_is_refused_with_every_mismatch(tmp_path, recipe
     err = capsys.readouterr().err
     assert "task: checkpoint 'test.tiny' (recipe tiny), this recipe 'lvmae.pretrain'" in err
     assert "tensor(s) the model has and the checkpoint lacks" in err
+
+
+def test_a_second_writer_of_a_run_directory_is_refused_until_the_first_is_gone(tmp_path, recipe_path, capsys):
+    """Two runs on one run_dir used to both exit 0 with their checkpoints and config.yaml mixed."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from lvu.train.runlock import LOCK_FILE, run_lock
+
+    run_dir = tmp_path / "shared"
+    assert main(["fit", recipe_path("tiny"), f"run_dir={run_dir}", "trainer.max_steps=2"]) == 0
+    config = (run_dir / "config.yaml").read_text()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from lvu.train.runlock import run_lock\n"
+         f"with run_lock(Path({str(run_dir)!r})):\n    print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["fit", recipe_path("tiny"), f"run_dir={run_dir}", "trainer.max_steps=4"]) == 1
+        err = capsys.readouterr().err
+        assert f"run directory {run_dir} is in use by process {holder.pid} on " in err
+        assert json.loads((run_dir / LOCK_FILE).read_text())["pid"] == holder.pid
+        # The refused run changed nothing: same config, same last step.
+        assert (run_dir / "config.yaml").read_text() == config and _step(run_dir / "checkpoints" / "last.ckpt") == 2
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # SIGKILL leaves the lock file but not the lock: the next run resumes at once.
+    assert main(["fit", recipe_path("tiny"), f"run_dir={run_dir}", "trainer.max_steps=4"]) == 0
+    assert _step(run_dir / "checkpoints" / "last.ckpt") == 4
+    # Re-entrant in one process (a task's folder, then a sub-run in it), released on exit.
+    with run_lock(run_dir), run_lock(run_dir):
+        pass
+    with run_lock(run_dir):
+        pass

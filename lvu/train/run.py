@@ -23,6 +23,7 @@ from lvu.train.checkpointing import find_best_checkpoint, find_resume_checkpoint
 from lvu.train.compat import check_compatible
 from lvu.train.preemption import PreemptionHandler
 from lvu.train.rundir import CONFIG_FILE, RUN_DIR_ENV, checkpoint_dir, resolve_run_dir
+from lvu.train.runlock import run_lock
 from lvu.train.trainer import build_trainer
 
 STAGES = ("fit", "validate", "test", "predict")
@@ -147,7 +148,7 @@ def run(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions: str
     cfg = recipe.to_object()
     run_dir = resolve_run_dir(run_dir=cfg.run_dir, runs_root=cfg.runs_root, name=recipe.name, stage=stage)
     recipe.cfg.run_dir = str(run_dir)  # the saved config.yaml resumes every sub-run when passed back to `lvu fit`
-    with _env(RUN_DIR_ENV, str(run_dir)):  # ranks that Lightning starts re-run this loop from the same folder
+    with _env(RUN_DIR_ENV, str(run_dir)), _writer(stage, run_dir):  # ranks re-run this loop from the same folder
         write_config(recipe, run_dir)
         results = _run_subruns(recipe, stage, run_dir, subruns, ckpt, predictions, verbose, cfg.trainer.test_after_fit)
     merged = {f"{name}/{key}": value for name, r in results.items() for key, value in r.metrics.items()}
@@ -178,13 +179,23 @@ def _run_subruns(recipe: Recipe, stage: str, run_dir: Path, subruns: list[tuple[
     return results
 
 
+def _writer(stage: str, run_dir: Path) -> contextlib.AbstractContextManager:
+    """Training writes the run directory: one training process per folder (lvu.train.runlock)."""
+    return run_lock(run_dir) if stage == "fit" else contextlib.nullcontext()
+
+
 def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions: str | None = None,
              verbose: bool = True) -> RunResult:
     cfg = recipe.to_object()
     named = bool(cfg.run_dir)  # given in the recipe or on the command line: every rank reads it from there
     run_dir = resolve_run_dir(run_dir=cfg.run_dir, runs_root=cfg.runs_root, name=recipe.name, stage=stage)
     recipe.cfg.run_dir = str(run_dir)  # the saved config.yaml then resumes this very run when passed back to `lvu fit`
+    with _writer(stage, run_dir):
+        return _run_in(recipe, cfg, stage, run_dir, named, ckpt, predictions, verbose)
 
+
+def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ckpt: str | None,
+            predictions: str | None, verbose: bool) -> RunResult:
     ckpt_path = resolve_ckpt(ckpt, stage)
     resumed_from = None
     if stage == "fit" and ckpt_path is None:
