@@ -27,8 +27,11 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{match}'?)" if match else ""
 
 
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL ("try again later"): unlike 128 + N, not what a death by signal N reports
+
+
 class Preempted(LvuError):
-    """A run stopped gracefully on a signal after saving a checkpoint; the CLI exits with 128 + signal number."""
+    """A run stopped gracefully on a signal after saving a checkpoint; the CLI exits with :data:`PREEMPTED_EXIT`."""
 
     def __init__(self, signum: int, step: int, checkpoint: str | None, requeued: bool) -> None:
         self.signum, self.step, self.checkpoint, self.requeued = signum, step, checkpoint, requeued
@@ -38,4 +41,4 @@ class Preempted(LvuError):
 
     @property
     def exit_code(self) -> int:
-        return 128 + self.signum
+        return PREEMPTED_EXIT

@@ -93,7 +93,7 @@ class PreemptionConfig:
     """Graceful stops on signals (Slurm preemption, ``scancel``, Ctrl-C-like SIGTERM from a scheduler).
 
     A listed signal is only noted when it arrives; at the next optimiser-step boundary every rank agrees to stop,
-    ``last.ckpt`` is written, and the run exits with 128 + the signal number. Under Slurm, ``requeue_signal`` also
+    ``last.ckpt`` is written, and the run exits with code 75 (EX_TEMPFAIL). Under Slurm, ``requeue_signal`` also
     puts the job back in the queue (``scontrol requeue``); the restarted job resumes from that checkpoint.
     """
 

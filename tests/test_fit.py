@@ -158,3 +158,4 @@ def test_a_second_writer_of_a_run_directory_is_refused_until_the_first_is_gone(t
         pass
     with run_lock(run_dir):
         pass
+

@@ -6,8 +6,6 @@ Run on a GPU machine: ``pytest -m gpu tests/test_gpu.py``. Uses up to two GPUs (
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 import torch
 from test_resume import TOTAL_STEPS, _assert_identical, _final_state, _ok, _recipe, launch
@@ -16,6 +14,8 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 from support.features import make_features  # noqa: E402
+
+from lvu.errors import PREEMPTED_EXIT  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_cuda_deepspeed_bf16_resume_is_exact(preset, feature_shards, tmp_path):
     run = tmp_path / "interrupted"
     _ok(launch([*args(run), "trainer.max_steps=5"], env=env))
     _ok(launch([*args(run), f"trainer.max_steps={TOTAL_STEPS}"], env={**env, "LVU_TEST_SIGNAL": "SIGUSR1:11"}),
-        128 + signal.SIGUSR1)
+        PREEMPTED_EXIT)
     _ok(launch([*args(run), f"trainer.max_steps={TOTAL_STEPS}"], env=env))
     info = torch.load(next((run / "checkpoints" / "last.ckpt" / "checkpoint").glob("*mp_rank_00_model_states.pt")),
                       map_location="cpu", weights_only=False)["lvu"]

@@ -19,6 +19,7 @@ from support.features import make_features
 
 from lvu.ckpt import consolidated_state_dict
 from lvu.cli import main
+from lvu.errors import PREEMPTED_EXIT
 
 DRIVER = str(Path(__file__).parent / "support" / "fit_driver.py")
 TOTAL_STEPS = 16  # 96 samples / (batch 4 x 2 ranks) = 12 steps per epoch: the runs cross an epoch boundary
@@ -76,7 +77,7 @@ def test_stopped_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(pres
     _ok(launch([*_recipe(feature_shards, run, preset), "trainer.max_steps=5"]))
     # 2. resumed, then stopped by a signal that reaches rank 0 only, mid-epoch of the second epoch
     stopped = _ok(launch([*_recipe(feature_shards, run, preset), f"trainer.max_steps={TOTAL_STEPS}"],
-                         env={"LVU_TEST_SIGNAL": "SIGUSR1:14"}), 128 + signal.SIGUSR1)
+                         env={"LVU_TEST_SIGNAL": "SIGUSR1:14"}), PREEMPTED_EXIT)
     assert "stopped by SIGUSR1 at step 14" in stopped.stderr
     assert consolidated_state_dict(run / "checkpoints" / "last.ckpt").global_step == 14
     # 3. resumed to the end with the same command
@@ -91,7 +92,7 @@ def test_sigterm_stops_gracefully_and_resumes_exactly(feature_shards, tmp_path):
     _ok(launch([*_recipe(feature_shards, reference, "ddp"), *args]))
     run = tmp_path / "run"
     stopped = _ok(launch([*_recipe(feature_shards, run, "ddp"), *args], env={"LVU_TEST_SIGNAL": "SIGTERM:6"}),
-                  128 + signal.SIGTERM)
+                  PREEMPTED_EXIT)
     assert "stopped by SIGTERM at step 6" in stopped.stderr and "run the same command to resume" in stopped.stderr
     # No validation pass after the signal (Lightning runs one when a run stops mid-epoch): time is short.
     with (run / "logs" / "csv" / "version_0" / "metrics.csv").open() as f:
@@ -216,3 +217,57 @@ def test_ckpt_universal_refuses_to_replace_a_foreign_folder(tmp_path, capsys):
     assert main(["ckpt", "universal", str(tmp_path / "last.ckpt"), "--out", str(out)]) == 1
     assert "is not a universal checkpoint made by lvu; pass --force" in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (its SigCgt mask in /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        caught = next(int(line.split()[1], 16) for line in status if line.startswith("SigCgt:"))
+    return bool(caught >> (signum - 1) & 1)
+
+
+def test_a_signal_while_lvu_fit_is_still_starting_is_acted_on_not_fatal(feature_shards, tmp_path):
+    """SIGUSR1 in the first seconds (imports: Lightning, torch) used to end the process with nothing saved (the
+    signal's default action). Now it is noted from the first moment and acted on at the first step boundary: saved,
+    stopped with the graceful exit code, and the run resumes from there."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lvu.errors import PREEMPTED_EXIT
+
+    run_dir = tmp_path / "early"
+    command = [sys.executable, "-c", "import sys; from lvu.cli import main; sys.exit(main())",
+               *_recipe(feature_shards, run_dir, "cpu", devices=1), "trainer.max_steps=6"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not _catches(process.pid, signal.SIGUSR1):  # the CLI has parsed its arguments, nothing heavy yet
+        assert process.poll() is None and time.monotonic() < deadline, "the CLI never installed its handler"
+        time.sleep(0.005)
+    assert "libtorch" not in Path(f"/proc/{process.pid}/maps").read_text()  # still starting: torch not loaded yet
+    process.send_signal(signal.SIGUSR1)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == PREEMPTED_EXIT, err[-2000:]
+    assert "stopped by SIGUSR1 at step 1" in err
+    assert consolidated_state_dict(run_dir / "checkpoints" / "last.ckpt").global_step == 1
+    assert main([*_recipe(feature_shards, run_dir, "cpu", devices=1), "trainer.max_steps=6"]) == 0
+    assert consolidated_state_dict(run_dir / "checkpoints" / "last.ckpt").global_step == 6
+
+
+def test_without_graceful_stops_an_early_signal_keeps_its_default_action(feature_shards, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-c", "import sys; from lvu.cli import main; sys.exit(main())",
+               *_recipe(feature_shards, tmp_path / "plain", "cpu", devices=1), "trainer.preemption.enabled=false"]
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not _catches(process.pid, signal.SIGTERM):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == -signal.SIGTERM  # delivered once the recipe said: no graceful stop
+    assert not list((tmp_path / "plain").glob("checkpoints/*.ckpt"))

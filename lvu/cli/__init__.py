@@ -5,7 +5,8 @@ overrides, which those libraries handle no better, and argparse keeps ``lvu --he
 library code they run (torch, Lightning, transformers behind it) inside their functions, for that reason.
 
 Exit codes: 0 success, 1 a user error (one line on stderr; ``--debug`` adds the traceback), 2 bad usage,
-130 interrupted, 128 + N a graceful stop on signal N (checkpoint saved; e.g. 138 for SIGUSR1, 143 for SIGTERM).
+130 interrupted, 75 a graceful stop on a signal (checkpoint saved; EX_TEMPFAIL: "resume later"). A process killed by
+signal N is reported by the shell as 128 + N, so the two cannot be confused.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lvu import __version__
+from lvu import __version__, early_signals
 from lvu.cli.ckpt import add_ckpt_commands
 from lvu.cli.common import Formatter, add_command, add_recipe_args
 from lvu.cli.data import add_data_commands
@@ -218,6 +219,8 @@ def _quiet_library_noise() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = _parse(parser, argv)
+    if args.command in ("fit", "quickstart"):  # training: a scheduler's signal must not kill it while it loads
+        early_signals.note_from_now()
     debug = getattr(args, "debug", False) or os.environ.get("LVU_DEBUG") == "1"
     _quiet_library_noise()
     try:

@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from lvu import early_signals
 from lvu.errors import ConfigError, Preempted
 from lvu.schema import PreemptionConfig
 from lvu.train.rundir import slurm_job_id
@@ -58,6 +59,13 @@ class PreemptionHandler(Callback):
         self.stop_step: int = -1
         self.checkpoint: str | None = None
         self._last_step = -1
+        # A signal the CLI noted before this handler existed (during imports, see lvu.early_signals) is this run's;
+        # one it is not configured to handle gets its default action, as if nobody had caught it.
+        early = early_signals.take()
+        if early in self.signals:
+            self.received = early
+        else:
+            early_signals.deliver(early)
         # Installed at once (the trainer is built on the main thread), so a signal that arrives while the model,
         # DeepSpeed or the checkpoint are still loading is noted too (SIGUSR1's default action would end the
         # process with nothing saved) and acted on at the first step boundary.

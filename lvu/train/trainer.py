@@ -11,6 +11,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
+from lvu import early_signals
 from lvu.errors import ConfigError
 from lvu.schema import ProgressBar, TrainerConfig
 from lvu.train.callbacks import (
@@ -54,6 +55,8 @@ def build_callbacks(cfg: TrainerConfig, run_dir: Path, stage: str, run_info: Run
         callbacks += [DataHealth(), RngStates(), RestoreLoaderPosition()]
         if cfg.preemption.enabled:
             callbacks.append(PreemptionHandler(cfg.preemption))
+        else:
+            early_signals.release()
         ck = cfg.checkpoint
         callbacks.append(
             LvuModelCheckpoint(
