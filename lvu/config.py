@@ -168,7 +168,48 @@ def load_recipe(ref: str | Path, overrides: Sequence[str] = (), *, allow_missing
     if not allow_missing:
         _check_complete(cfg)
     _resolve(cfg, allow_missing=allow_missing)
+    _check_values(cfg)
     return Recipe(name=cfg.name, path=path, cfg=cfg, task=spec, overrides=tuple(overrides))
+
+
+def _positive(value: Any) -> bool:
+    return value is None or value > 0
+
+
+# Values whose type is right but which no run can use, checked when a recipe loads (``lvu config``, every command):
+# a mistake costs a second, not the start-up of a job. (key, acceptable, what to say).
+VALUE_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("data.batch_size", _positive, "must be positive"),
+    ("data.eval_batch_size", _positive, "must be positive (or null: data.batch_size)"),
+    ("data.num_workers", lambda v: v is None or v >= 0, "must be 0 (load in the training process) or more"),
+    ("data.prefetch_factor", _positive, "must be positive"),
+    ("data.eval_frames", _positive, "must be positive"),
+    ("data.sampler.num_frames", _positive, "must be positive"),
+    ("trainer.devices", lambda v: v not in (0, "0", []), "0 devices: give a count, a list of device ids, or auto"),
+    ("trainer.num_nodes", _positive, "must be positive"),
+    ("trainer.accumulate_grad_batches", _positive, "must be positive"),
+)
+
+
+def _check_values(cfg: DictConfig) -> None:
+    """One ConfigError listing every value of :data:`VALUE_CHECKS` (and related pairs) that cannot work."""
+    problems = []
+    for key, acceptable, why in VALUE_CHECKS:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if OmegaConf.is_config(value) or value == "???":
+            continue
+        try:
+            ok = acceptable(value)
+        except TypeError:
+            ok = True  # another type (e.g. devices as a string such as "auto"): the schema allows it
+        if not ok:
+            problems.append(f"{key}={value!r} {why}")
+    low = OmegaConf.select(cfg, "data.sampler.min_frames", default=None, throw_on_missing=False)
+    high = OmegaConf.select(cfg, "data.sampler.max_frames", default=None, throw_on_missing=False)
+    if isinstance(low, int) and isinstance(high, int) and low > high:
+        problems.append(f"data.sampler.min_frames={low} exceeds data.sampler.max_frames={high}")
+    if problems:
+        raise ConfigError("recipe values that cannot work: " + "; ".join(problems))
 
 
 def _leaf_keys(config: DictConfig, wanted: Callable[[Any], bool]) -> list[str]:

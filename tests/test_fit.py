@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 import torch
 
 from lvu.cli import main
@@ -159,3 +160,12 @@ def test_a_second_writer_of_a_run_directory_is_refused_until_the_first_is_gone(t
     with run_lock(run_dir):
         pass
 
+
+
+def test_a_gpu_recipe_on_a_machine_without_one_stops_before_anything_is_written(tmp_path, recipe_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    run_dir = tmp_path / "gpu"
+    assert main(["fit", recipe_path("tiny"), f"run_dir={run_dir}", "trainer.accelerator=gpu"]) == 1
+    assert "trainer.accelerator=gpu but this machine has no usable CUDA GPU" in capsys.readouterr().err
+    assert not run_dir.exists()

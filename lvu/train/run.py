@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from omegaconf import OmegaConf
 
@@ -179,6 +180,15 @@ def _run_subruns(recipe: Recipe, stage: str, run_dir: Path, subruns: list[tuple[
     return results
 
 
+def _check_machine(cfg: Any) -> None:
+    """What the recipe asks of this machine, before anything is built (the recipe's own values are checked when it
+    loads, lvu.config.VALUE_CHECKS)."""
+    accelerator = str(cfg.trainer.accelerator).lower()
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise LvuError(f"trainer.accelerator={cfg.trainer.accelerator} but this machine has no usable CUDA GPU "
+                       f"(torch.cuda.is_available() is false); use trainer.accelerator=cpu, or auto")
+
+
 def _writer(stage: str, run_dir: Path) -> contextlib.AbstractContextManager:
     """Training writes the run directory: one training process per folder (lvu.train.runlock)."""
     return run_lock(run_dir) if stage == "fit" else contextlib.nullcontext()
@@ -190,6 +200,7 @@ def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions
     named = bool(cfg.run_dir)  # given in the recipe or on the command line: every rank reads it from there
     run_dir = resolve_run_dir(run_dir=cfg.run_dir, runs_root=cfg.runs_root, name=recipe.name, stage=stage)
     recipe.cfg.run_dir = str(run_dir)  # the saved config.yaml then resumes this very run when passed back to `lvu fit`
+    _check_machine(cfg)
     with _writer(stage, run_dir):
         return _run_in(recipe, cfg, stage, run_dir, named, ckpt, predictions, verbose)
 
