@@ -115,7 +115,13 @@ def test_incompatible_checkpoint_is_refused_with_every_mismatch(tmp_path, recipe
     assert err.count("\n") == 1 and "does not fit this recipe" in err
     assert "3 tensor(s) of another shape" in err and "net.0.weight (checkpoint [16, 8], model [32, 8])" in err
     assert "model settings changed (checkpoint->recipe): model.hidden=16->32" in err
-    assert not (tmp_path / "wide" / "checkpoints").exists()  # refused before any training
+    assert not (tmp_path / "wide").exists()  # refused before any training: no folder left behind
+    # Refused in an existing run (a changed model): its recorded recipe and checkpoint stay as they were.
+    config = (tmp_path / "config.yaml").read_text()
+    assert main(["fit", recipe_path("tiny"), f"run_dir={tmp_path}", "model.hidden=32", "trainer.max_steps=4"]) == 1
+    assert "does not fit this recipe" in capsys.readouterr().err
+    assert (tmp_path / "config.yaml").read_text() == config and not list(tmp_path.glob("config.*.yaml"))
+    assert _step(tmp_path / "checkpoints" / "last.ckpt") == 2
 
     assert main(["fit", "quickstart/lvmae_pretrain", "data.train=unused", f"run_dir={tmp_path / 'other'}",
                  "--ckpt", last]) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from lvu.train.checkpointing import find_best_checkpoint, find_resume_checkpoint
 from lvu.train.compat import check_compatible
 from lvu.train.preemption import PreemptionHandler
 from lvu.train.rundir import CONFIG_FILE, RUN_DIR_ENV, checkpoint_dir, resolve_run_dir
-from lvu.train.runlock import run_lock
+from lvu.train.runlock import LOCK_FILE, run_lock
 from lvu.train.trainer import build_trainer
 
 STAGES = ("fit", "validate", "test", "predict")
@@ -201,8 +202,20 @@ def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions
     run_dir = resolve_run_dir(run_dir=cfg.run_dir, runs_root=cfg.runs_root, name=recipe.name, stage=stage)
     recipe.cfg.run_dir = str(run_dir)  # the saved config.yaml then resumes this very run when passed back to `lvu fit`
     _check_machine(cfg)
-    with _writer(stage, run_dir):
-        return _run_in(recipe, cfg, stage, run_dir, named, ckpt, predictions, verbose)
+    fresh = not run_dir.exists()
+    try:
+        with _writer(stage, run_dir):
+            return _run_in(recipe, cfg, stage, run_dir, named, ckpt, predictions, verbose)
+    except Exception:
+        if fresh and rank_zero_only.rank == 0:
+            _remove_if_unused(run_dir)
+        raise
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """A start that failed leaves no folder behind, unless something was written in it (logs of a run that began)."""
+    if run_dir.is_dir() and all(p.is_dir() or p.name == LOCK_FILE for p in run_dir.rglob("*")):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ckpt: str | None,
@@ -225,7 +238,6 @@ def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ck
     predictions_path = Path(predictions) if predictions else run_dir / "predictions.jsonl"
     export = contextlib.nullcontext() if named else _env(RUN_DIR_ENV, str(run_dir))
     with export:
-        write_config(recipe, run_dir)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         module = recipe.task.build_module(cfg)
         if stage != "fit" and ckpt_path is None:
@@ -238,6 +250,7 @@ def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ck
         if ckpt_path is not None:
             check_compatible(ckpt_path, recipe.task.name, recipe.to_container(), module)
         datamodule = recipe.task.build_datamodule(cfg)
+        write_config(recipe, run_dir)  # only now: a refused start leaves the run's recorded recipe as it was
         run_info = RunInfo(task=recipe.task.name, recipe_name=recipe.name, config=recipe.to_container())
         trainer = build_trainer(cfg.trainer, run_dir, stage, run_info, predictions_path)
         evaluate = {"verbose": verbose} if stage in ("validate", "test") else {}
