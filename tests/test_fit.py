@@ -175,3 +175,12 @@ def test_a_gpu_recipe_on_a_machine_without_one_stops_before_anything_is_written(
     assert main(["fit", recipe_path("tiny"), f"run_dir={run_dir}", "trainer.accelerator=gpu"]) == 1
     assert "trainer.accelerator=gpu but this machine has no usable CUDA GPU" in capsys.readouterr().err
     assert not run_dir.exists()
+
+
+def test_a_validation_monitor_without_validation_data_is_refused_before_training(tmp_path, recipe_path, capsys):
+    """It used to exit 0 with no best checkpoint (or fail after the first epoch with a mistyped key)."""
+    run_dir = tmp_path / "monitor"
+    assert main(["fit", "quickstart/lvmae_pretrain", "data.train=unused", "data.val=null", f"run_dir={run_dir}",
+                 "trainer.checkpoint.monitor=val/loss"]) == 1
+    assert "trainer.checkpoint.monitor=val/loss needs validation data, but data.val is null" in capsys.readouterr().err
+    assert not run_dir.exists()

@@ -181,9 +181,14 @@ def _run_subruns(recipe: Recipe, stage: str, run_dir: Path, subruns: list[tuple[
     return results
 
 
-def _check_machine(cfg: Any) -> None:
-    """What the recipe asks of this machine, before anything is built (the recipe's own values are checked when it
-    loads, lvu.config.VALUE_CHECKS)."""
+def _check_start(cfg: Any, stage: str) -> None:
+    """What the recipe asks of this machine and this stage, before anything is built (the recipe's own values are
+    checked when it loads, lvu.config.VALUE_CHECKS)."""
+    monitor = cfg.trainer.checkpoint.monitor
+    data = getattr(cfg, "data", None)
+    if stage == "fit" and monitor and str(monitor).startswith("val/") and getattr(data, "val", "") is None:
+        raise LvuError(f"trainer.checkpoint.monitor={monitor} needs validation data, but data.val is null: give "
+                       f"data.val=SHARDS, or trainer.checkpoint.monitor=null to keep the last checkpoints only")
     accelerator = str(cfg.trainer.accelerator).lower()
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise LvuError(f"trainer.accelerator={cfg.trainer.accelerator} but this machine has no usable CUDA GPU "
@@ -201,7 +206,7 @@ def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions
     named = bool(cfg.run_dir)  # given in the recipe or on the command line: every rank reads it from there
     run_dir = resolve_run_dir(run_dir=cfg.run_dir, runs_root=cfg.runs_root, name=recipe.name, stage=stage)
     recipe.cfg.run_dir = str(run_dir)  # the saved config.yaml then resumes this very run when passed back to `lvu fit`
-    _check_machine(cfg)
+    _check_start(cfg, stage)
     fresh = not run_dir.exists()
     try:
         with _writer(stage, run_dir):
