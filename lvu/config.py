@@ -133,6 +133,13 @@ def find_recipe(ref: str | Path) -> Path:
 # them (a predict run needs no training shards, nor the stage-1 checkpoint a stage-2 fit starts from).
 TRAINING_ONLY_KEYS = ("data.train",)
 TRAINING_ONLY_SECTIONS = ("init.",)
+# Data splits a stage never reads: a required (???) one may stay unset for that stage (`lvu test` needs data.test).
+UNUSED_SPLITS = {
+    "fit": (),
+    "validate": ("data.train", "data.test", "data.predict"),
+    "test": ("data.train", "data.val", "data.predict"),
+    "predict": ("data.train", "data.val", "data.test"),
+}
 
 
 def load_recipe(ref: str | Path, overrides: Sequence[str] = (), *, allow_missing: bool = False,
@@ -143,8 +150,8 @@ def load_recipe(ref: str | Path, overrides: Sequence[str] = (), *, allow_missing
         ref: recipe file path or built-in recipe name.
         overrides: ``key=value`` dotlist entries; ``group=preset`` swaps a preset (e.g. ``trainer=ddp``).
         allow_missing: keep ``???`` values instead of raising (``lvu config`` shows them; runs need them filled).
-        stage: the stage the recipe is for; other stages than ``fit`` do not require :data:`TRAINING_ONLY_KEYS` and
-            :data:`TRAINING_ONLY_SECTIONS` values.
+        stage: the stage the recipe is for; other stages than ``fit`` do not require :data:`TRAINING_ONLY_KEYS`,
+            :data:`TRAINING_ONLY_SECTIONS` and the data splits they do not read (:data:`UNUSED_SPLITS`).
     """
     path = find_recipe(ref)
     group_choices, dotlist = _split_overrides(overrides)
@@ -163,7 +170,8 @@ def load_recipe(ref: str | Path, overrides: Sequence[str] = (), *, allow_missing
         cfg.name = _default_name(path)
     if stage != "fit":
         for key in OmegaConf.missing_keys(cfg):
-            if key in TRAINING_ONLY_KEYS or key.startswith(TRAINING_ONLY_SECTIONS):
+            if key in TRAINING_ONLY_KEYS or key in UNUSED_SPLITS.get(stage, ()) or \
+                    key.startswith(TRAINING_ONLY_SECTIONS):
                 OmegaConf.update(cfg, key, None, merge=False)
     if not allow_missing:
         _check_complete(cfg)

@@ -105,3 +105,42 @@ def test_ckpt_inspect_reports_the_run(capsys, tmp_path, recipe_path):
     for expected in ("global_step          2", "task                 test.tiny", "world_size           1",
                      "strategy             SingleDeviceStrategy", "config_digest"):
         assert expected in out
+
+
+def _examples(parser) -> list[str]:
+    """Every example line of the parser's and its subcommands' help texts."""
+    import argparse
+
+    lines = [line.strip() for line in (parser.epilog or "").splitlines() if line.strip().startswith("lvu ")]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                lines += _examples(sub)
+    return lines
+
+
+def test_every_recipe_named_in_help_and_readme_examples_exists():
+    """Help examples used to name a recipe that did not exist (lvmae/probe)."""
+    import re
+    from pathlib import Path
+
+    from lvu.cli import build_parser
+    from lvu.config import find_recipe
+
+    root = Path(__file__).resolve().parents[1]
+    texts = _examples(build_parser())
+    assert len(texts) > 20
+    for doc in [root / "README.md", *root.glob("data/**/README.md"), root / "benchmarks" / "README.md"]:
+        texts += [line for block in re.findall(r"```bash\n(.*?)```", doc.read_text(), re.S)
+                  for line in block.splitlines()]
+    named = {m.group(2) for t in texts
+             for m in re.finditer(r"lvu (fit|validate|test|predict|config|slurm submit) ([\w./-]+)", t)}
+    named = {n for n in named if not n.isupper() and not n.startswith(("-", "."))}  # placeholders (RECIPE, ...)
+    assert {"lvmae/pretrain", "lvmae/probe_attentive", "linvt/instruct"} <= named
+    missing = []
+    for name in sorted(named):
+        try:
+            find_recipe(name)
+        except Exception as exc:  # collect every one
+            missing.append(f"{name}: {exc}")
+    assert not missing, missing

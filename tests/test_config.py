@@ -188,3 +188,14 @@ def test_values_no_run_can_use_are_refused_together_when_the_recipe_loads(capsys
     assert "data.batch_size=-1 must be positive" in capsys.readouterr().err
     load_recipe("linvt/align", ["host.path=h", "data.train=t", "trainer.devices=auto", "data.sampler.min_frames=4",
                                 "data.sampler.max_frames=4"])  # the edges are fine
+
+
+def test_evaluation_stages_need_only_the_split_they_read():
+    """`lvu test ... --ckpt RUN` used to insist on data.val (and validate on data.test)."""
+    done = ["probe.pretrained=PRE.ckpt", "probe.task=all"]
+    assert load_recipe("lvmae/probe_linear", [*done, "data.test=feats"], stage="test").to_object().data.val is None
+    assert load_recipe("lvmae/probe_linear", [*done, "data.val=feats"], stage="validate").to_object().data.test is None
+    with pytest.raises(ConfigError, match=r"data\.test"):
+        load_recipe("lvmae/probe_linear", [*done, "data.val=feats"], stage="test")
+    with pytest.raises(ConfigError, match=r"data\.val"):
+        load_recipe("lvmae/probe_linear", [*done, "data.train=feats", "data.test=feats"])  # fit validates

@@ -128,10 +128,14 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 _RUN_HELP = {
     "fit": ("train a recipe (resumes automatically when run_dir points at an existing run)",
             "lvu fit lvmae/pretrain data.train=shards/train trainer.max_steps=100"),
-    "validate": ("evaluate on the validation split", "lvu validate lvmae/probe --ckpt runs/lvmae/probe/version_0"),
+    "validate": ("evaluate on the validation split",
+                 "lvu validate lvmae/probe_attentive data.val=feats/val probe.pretrained=PRE.ckpt "
+                 "--ckpt runs/lvmae/probe_attentive/version_0"),
     "test": ("evaluate on the test split",
-             "lvu test lvmae/probe --ckpt runs/lvmae/probe/version_0/checkpoints/last.ckpt"),
-    "predict": ("write predictions as JSON lines", "lvu predict lvmae/probe --ckpt CKPT --out preds.jsonl"),
+             "lvu test lvmae/probe_attentive data.test=feats/test probe.pretrained=PRE.ckpt "
+             "--ckpt runs/lvmae/probe_attentive/version_0/checkpoints/last.ckpt"),
+    "predict": ("write predictions as JSON lines",
+                "lvu predict linvt/instruct host.path=HOST data.predict=shards/val --ckpt RUN --out answers.jsonl"),
 }
 
 
