@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from lvu.cli import main
 from lvu.config import load_recipe
@@ -36,6 +37,9 @@ def test_fit_writes_config_checkpoint_and_logs(tmp_path, recipe_path):
     assert info["task"] == "test.tiny" and info["config"]["data"]["samples"] == 64
     assert _csv_steps(run_dir / "logs" / "csv" / "version_0" / "metrics.csv") == [0, 1, 2, 3, 4, 5]
     assert list((run_dir / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    # The resolved recipe is the run's hyper-parameters (it used to be {}).
+    hparams = yaml.safe_load((run_dir / "logs" / "csv" / "version_0" / "hparams.yaml").read_text())
+    assert hparams["task"] == "test.tiny" and hparams["trainer"]["max_steps"] == 6 and hparams["seed"] == 7
     # A second fresh run of the same recipe gets its own version folder.
     assert main(["fit", recipe_path("tiny"), f"runs_root={tmp_path}", "trainer.max_steps=1"]) == 0
     assert _step(tmp_path / "tiny" / "version_1" / "checkpoints" / "last.ckpt") == 1

@@ -52,6 +52,12 @@ class RunInfo(Callback):
             "torch_version": str(torch.__version__),
         }
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The resolved recipe as the run's hyper-parameters (TensorBoard's HPARAMS tab, the CSV logger's
+        ``hparams.yaml``): the modules keep no ``save_hyperparameters`` of their own, so loggers had ``{}``."""
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"task": self.task, "recipe": self.recipe_name, **self.config})
+
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         info = checkpoint.get(RECORD_KEY)
         if info and not same_task(info.get("task") or "", self.task):
