@@ -31,8 +31,10 @@ Precision = Enum(
 
 
 class ProgressBar(str, Enum):
+    auto = "auto"  # rich on a terminal, log lines otherwise (a Slurm .out file, a pipe)
     rich = "rich"
     tqdm = "tqdm"
+    log = "log"  # a plain line every trainer.progress_every_n_steps steps or progress_every_seconds seconds
     none = "none"
 
 
@@ -151,8 +153,13 @@ class TrainerConfig:
     """Ask torch for deterministic algorithms (slower on GPUs); null leaves torch's defaults."""
     benchmark: bool | None = None
     """cuDNN autotuning of convolution algorithms; null leaves Lightning's default."""
-    progress_bar: ProgressBar = ProgressBar.rich
-    """rich, tqdm or none."""
+    progress_bar: ProgressBar = ProgressBar.auto
+    """auto (rich on a terminal, log lines when the output is a file or a pipe), rich, tqdm, log or none. Rich and
+    tqdm redraw one line, which a redirected log (a Slurm .out file) shows only at the end."""
+    progress_every_n_steps: int = 50
+    """progress_bar=log: a line every this many training steps..."""
+    progress_every_seconds: float = 60.0
+    """...or after this many seconds, whichever comes first."""
     enable_model_summary: bool = True
     """Print Lightning's table of modules and parameter counts at the start of fit."""
     loggers: list[str] = field(default_factory=lambda: ["tensorboard", "csv"])

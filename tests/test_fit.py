@@ -188,3 +188,14 @@ def test_a_validation_monitor_without_validation_data_is_refused_before_training
                  "trainer.checkpoint.monitor=val/loss"]) == 1
     assert "trainer.checkpoint.monitor=val/loss needs validation data, but data.val is null" in capsys.readouterr().err
     assert not run_dir.exists()
+
+
+def test_progress_is_written_as_lines_when_the_output_is_not_a_terminal(tmp_path, recipe_path, capsys):
+    """Rich redraws one terminal line: a Slurm .out file showed no progress until the end of an epoch."""
+    import re
+
+    assert main(["fit", recipe_path("tiny"), f"run_dir={tmp_path / 'log'}", "trainer.progress_bar=auto",
+                 "trainer.progress_every_n_steps=2"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lvu: epoch")]
+    assert [re.search(r"step (\d+)/6", line).group(1) for line in lines] == ["2", "4", "6"]
+    assert all(re.search(r"\d steps/s \| .*train/loss [\d.]+.* \| elapsed 0:00:\d\d \| ETA ", line) for line in lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from lvu.train.callbacks import (
 )
 from lvu.train.checkpointing import AtomicCheckpointIO
 from lvu.train.preemption import PreemptionHandler
+from lvu.train.progress import LogLines
 from lvu.train.rundir import checkpoint_dir
 from lvu.train.strategies import build_strategy
 
@@ -47,10 +49,15 @@ def build_loggers(cfg: TrainerConfig, run_dir: Path) -> list[Logger]:
 def build_callbacks(cfg: TrainerConfig, run_dir: Path, stage: str, run_info: RunInfo,
                     predictions: Path | None) -> list[Callback]:
     callbacks: list[Callback] = [run_info]
-    if cfg.progress_bar == ProgressBar.rich:
+    bar = ProgressBar(cfg.progress_bar)
+    if bar == ProgressBar.auto:
+        bar = ProgressBar.rich if sys.stderr.isatty() else ProgressBar.log
+    if bar == ProgressBar.rich:
         callbacks.append(RichProgressBar())
-    elif cfg.progress_bar == ProgressBar.tqdm:
+    elif bar == ProgressBar.tqdm:
         callbacks.append(TQDMProgressBar())
+    elif bar == ProgressBar.log:
+        callbacks.append(LogLines(cfg.progress_every_n_steps, cfg.progress_every_seconds))
     if stage == "fit":
         callbacks += [DataHealth(), RngStates(), RestoreLoaderPosition()]
         if cfg.preemption.enabled:
