@@ -251,3 +251,39 @@ def test_parameters_read_outside_their_modules_forward_are_registered_for_zero3(
     register_external_parameters(module)
     newline = module.host.model.model.image_newline
     assert [p for p in module.host.newline_user._external_params.values()] == [newline]
+
+
+@pytest.mark.parametrize("family", ["composed", "qwen2_vl"])
+def test_gradient_checkpointing_recomputes_the_host_and_keeps_its_gradients(hosts, family):
+    from lvu.tasks.host_lm.config import HostSection
+    from lvu.tasks.host_lm.host import build_host
+
+    if family == "composed":
+        vision, llm = hosts["composed"]
+        section = dict(vision=str(vision), llm=str(llm))
+    else:
+        section = dict(path=str(hosts[family]))
+    frames = torch.rand(2, 3, FRAME, FRAME)
+    ids = torch.randint(0, 200, (1, 5))
+    results = {}
+    for checkpointing in (False, True):
+        torch.manual_seed(0)  # a composed host's new projector
+        host = build_host(HostSection(**section, gradient_checkpointing=checkpointing,
+                                      attn_implementation="eager")).train()
+        assert host.language_model.config._attn_implementation == "eager"
+        saved = []  # what autograd keeps for backward: far less when layers are recomputed
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, s=saved: s.append(t.numel()) or t, lambda t: t):
+            visual = host.encode_frames(frames).flatten(0, 1)[None]  # every frame's tokens as one sequence
+            embeds = torch.cat([visual, host.embed_text(ids)], 1)
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long)
+            labels = torch.cat([torch.full(visual.shape[:2], -100), ids], 1)
+            loss = host(embeds, mask, labels).loss
+        loss.backward()
+        grads = {k: p.grad.clone() for k, p in host.named_parameters() if p.grad is not None}
+        results[checkpointing] = (loss.detach(), grads, sum(saved))
+    (loss_a, grads_a, saved_a), (loss_b, grads_b, saved_b) = results[False], results[True]
+    torch.testing.assert_close(loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) > 10
+    for key in grads_a:
+        torch.testing.assert_close(grads_a[key], grads_b[key], rtol=1e-4, atol=1e-6)
+    assert saved_b < 0.6 * saved_a, (saved_a, saved_b)  # activations recomputed in backward, not stored

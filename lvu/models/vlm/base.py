@@ -73,6 +73,19 @@ class Host(nn.Module):
             self.model, self.tokenizer = model, tokenizer
             self.placeholder = tokenizer.convert_ids_to_tokens(getattr(model.config, self.placeholder_config))
 
+    def checkpointed_models(self) -> list[nn.Module]:
+        """The transformers models whose layers gradient checkpointing covers (a family model holds both towers)."""
+        return [self.model]
+
+    def enable_gradient_checkpointing(self) -> None:
+        """transformers' gradient checkpointing on every layer that supports it, non-reentrant (it needs no input
+        that requires grad, so frozen embeddings and adapters work)."""
+        for model in self.checkpointed_models():
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x's name for it
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
     def normalize(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 ``[N, H, W, 3]`` frames -> the float ``[N, 3, H, W]`` the vision encoder expects."""
         mean, std = (torch.tensor(v, dtype=torch.float32, device=frames.device)[:, None, None]

@@ -185,14 +185,15 @@ class ComposedHost(Host):
 
     def __init__(self, vision_path: str | Path, llm_path: str | Path, *, vision_layer: int = -2,
                  placeholder: str = "<image>", drop_cls: bool = False, projector: Path | None = None,
-                 video_pool: int = 1, video_newline: bool = False) -> None:
+                 video_pool: int = 1, video_newline: bool = False,
+                 from_pretrained: dict[str, Any] | None = None) -> None:
         super().__init__()
-        loaded = transformers.AutoModel.from_pretrained(str(vision_path))
+        loaded = transformers.AutoModel.from_pretrained(str(vision_path), **(from_pretrained or {}))
         # Dual encoders (CLIP, SigLIP) keep their image side in vision_model. The loaded model is kept (not as a
         # submodule: its parameters are self.vision's) so that save_pretrained writes a folder it can load again.
         self.vision = getattr(loaded, "vision_model", loaded)
         object.__setattr__(self, "vision_checkpoint", loaded)
-        self.model = transformers.AutoModelForCausalLM.from_pretrained(str(llm_path))
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(str(llm_path), **(from_pretrained or {}))
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(llm_path))
         self.placeholder, self.vision_layer, self.drop_cls = placeholder, vision_layer, drop_cls
         self.video_pool = video_pool
@@ -212,6 +213,9 @@ class ComposedHost(Host):
             if self.newline is not None:
                 self.newline.data.copy_(weights.pop("newline"))
             self.projector.load_state_dict(weights)
+
+    def checkpointed_models(self) -> list[nn.Module]:
+        return [self.vision_checkpoint, self.model]
 
     def vision_features(self, frames: torch.Tensor) -> torch.Tensor:
         hidden = self.vision(pixel_values=frames, output_hidden_states=True).hidden_states[self.vision_layer]

@@ -89,6 +89,14 @@ class HostSection:
     """Compose: the video path pools each frame's patch grid by this factor (2: LLaVA-OneVision's 2x2)."""
     video_newline: bool = False
     """Compose: a learned token closes each video (LLaVA-OneVision's image newline; trains with the projector)."""
+    attn_implementation: str | None = None
+    """The attention kernels transformers loads the host with: sdpa, eager, flash_attention_2, ... (null: its
+    default)."""
+    gradient_checkpointing: bool = False
+    """Recompute the host's layer activations in backward instead of storing them (transformers' gradient
+    checkpointing, non-reentrant): less memory for long videos, about one more forward per step. It acts on parts
+    that train in full (transformers checkpoints only modules in training mode; frozen and LoRA parts stay in eval
+    mode)."""
 
 
 class Target(str, Enum):

@@ -25,11 +25,16 @@ def _check(section: HostSection) -> None:
 def build_host(section: HostSection) -> Host:
     """Load (or compose) the host, weights included."""
     _check(section)
+    kernels = {"attn_implementation": section.attn_implementation} if section.attn_implementation else {}
     if section.path:
-        return load_host(section.path)
-    return ComposedHost(section.vision, section.llm, vision_layer=section.vision_layer,  # type: ignore[arg-type]
-                        drop_cls=section.drop_cls, video_pool=section.video_pool,
-                        video_newline=section.video_newline)
+        host = load_host(section.path, **kernels)
+    else:
+        host = ComposedHost(section.vision, section.llm, vision_layer=section.vision_layer,  # type: ignore[arg-type]
+                            drop_cls=section.drop_cls, video_pool=section.video_pool,
+                            video_newline=section.video_newline, from_pretrained=kernels)
+    if section.gradient_checkpointing:
+        host.enable_gradient_checkpointing()
+    return host
 
 
 def host_class(section: HostSection) -> type[Host]:
