@@ -33,10 +33,17 @@ PREEMPTED_EXIT = 75  # EX_TEMPFAIL ("try again later"): unlike 128 + N, not what
 class Preempted(LvuError):
     """A run stopped gracefully on a signal after saving a checkpoint; the CLI exits with :data:`PREEMPTED_EXIT`."""
 
-    def __init__(self, signum: int, step: int, checkpoint: str | None, requeued: bool) -> None:
+    def __init__(self, signum: int, step: int, checkpoint: str | None, requeued: bool,
+                 slurm_job: str | None = None) -> None:
         self.signum, self.step, self.checkpoint, self.requeued = signum, step, checkpoint, requeued
         where = f"saved {checkpoint}" if checkpoint else "no checkpoint callback, nothing saved"
-        then = "job requeued, it resumes from there" if requeued else "run the same command to resume"
+        if requeued:
+            then = "job requeued, it resumes from there"
+        elif slurm_job:
+            then = (f"if Slurm requeues job {slurm_job} (preemption with --requeue) it resumes from there; "
+                    f"otherwise resubmit it to resume")
+        else:
+            then = "run the same command to resume"
         super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}: {where}; {then}")
 
     @property

@@ -62,12 +62,16 @@ def test_resume_from_run_dir_continues_at_the_saved_step(tmp_path, recipe_path):
     assert not (tmp_path / "tiny" / "version_1").exists()
 
 
-def test_fit_with_ckpt_starts_a_new_run_from_that_step(tmp_path, recipe_path):
+def test_fit_with_ckpt_starts_a_new_run_from_that_step(tmp_path, recipe_path, caplog):
     assert main(["fit", recipe_path("tiny"), f"runs_root={tmp_path}", "trainer.max_steps=4"]) == 0
     first = tmp_path / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
-    assert main(["fit", recipe_path("tiny"), f"runs_root={tmp_path}", "--ckpt", str(first),
-                 "trainer.max_steps=7"]) == 0
+    with caplog.at_level("INFO"):
+        assert main(["fit", recipe_path("tiny"), f"runs_root={tmp_path}", "--ckpt", str(first),
+                     "trainer.max_steps=7"]) == 0
     second = tmp_path / "tiny" / "version_1"
+    # Not "Resuming": this is a new run that continues the checkpoint's training state.
+    assert f"Continuing the training state of {first} (step, optimiser, data position) in {second}" in caplog.text
+    assert "Resuming from" not in caplog.text
     assert _step(second / "checkpoints" / "last.ckpt") == 7
     assert _csv_steps(second / "logs" / "csv" / "version_0" / "metrics.csv") == [4, 5, 6]
     assert _step(first) == 4  # the source run is untouched

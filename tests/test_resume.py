@@ -271,3 +271,12 @@ def test_without_graceful_stops_an_early_signal_keeps_its_default_action(feature
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == -signal.SIGTERM  # delivered once the recipe said: no graceful stop
     assert not list((tmp_path / "plain").glob("checkpoints/*.ckpt"))
+
+
+def test_a_graceful_stop_under_slurm_that_lvu_did_not_requeue_says_how_it_resumes():
+    from lvu.errors import Preempted
+
+    message = str(Preempted(signal.SIGTERM, 6, "runs/x/checkpoints/last.ckpt", requeued=False, slurm_job="4242"))
+    assert "stopped by SIGTERM at step 6" in message and "run the same command" not in message
+    assert "if Slurm requeues job 4242 (preemption with --requeue) it resumes from there" in message
+    assert "run the same command to resume" in str(Preempted(signal.SIGTERM, 6, None, requeued=False))

@@ -128,4 +128,4 @@ class PreemptionHandler(Callback):
                 requeued = result.returncode == 0
                 if not requeued:
                     log.error("scontrol requeue %s failed: %s", job, (result.stderr or result.stdout).strip())
-        raise Preempted(self.stopped, self.stop_step, self.checkpoint, requeued)
+        raise Preempted(self.stopped, self.stop_step, self.checkpoint, requeued, job)

@@ -232,8 +232,13 @@ def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ck
         if rank_zero_only.rank == 0:
             for debris in remove_partials(checkpoint_dir(run_dir)):
                 rank_zero_info(f"Removed {debris.name}, left by an interrupted save")
-    if ckpt_path is not None:
-        rank_zero_info(f"{'Resuming' if stage == 'fit' else 'Loading weights'} from {ckpt_path}")
+    if ckpt_path is not None and stage != "fit":
+        rank_zero_info(f"Loading weights from {ckpt_path}")
+    elif ckpt_path is not None and resumed_from is not None:
+        rank_zero_info(f"Resuming from {ckpt_path}")
+    elif ckpt_path is not None:  # --ckpt: its whole training state, continued in this (new) run folder
+        rank_zero_info(f"Continuing the training state of {ckpt_path} (step, optimiser, data position) in "
+                       f"{run_dir}")
     rank_zero_info(f"Run directory: {run_dir}")
 
     consolidated = None
