@@ -49,9 +49,10 @@ RECIPE_SUFFIX = ".yaml"
 
 
 def recipes_dir() -> Path:
-    """The folder of built-in recipes (``recipes/`` in the checkout), or ``$LVU_RECIPES`` when set."""
+    """The folder of built-in recipes, or ``$LVU_RECIPES`` when set. They ship inside the package (``lvu/recipes``,
+    package data, so an installed wheel has them); ``recipes/`` at the top of a checkout links there."""
     env = os.environ.get("LVU_RECIPES")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "recipes"
+    return Path(env) if env else Path(__file__).resolve().parent / "recipes"
 
 
 @dataclass(frozen=True)

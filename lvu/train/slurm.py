@@ -27,7 +27,7 @@ FIELD = re.compile(r"\{\{(\w+)\}\}")
 def default_template() -> Path:
     """``slurm/train.sbatch`` of the checkout, or ``$LVU_SLURM_TEMPLATE``."""
     env = os.environ.get(TEMPLATE_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "slurm" / "train.sbatch"
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "templates" / "train.sbatch"
 
 
 def render(template: str, fields: dict[str, str | None]) -> str:
