@@ -229,7 +229,7 @@ def test_uniform_baseline_trains_answers_and_exports_a_loadable_host(hosts, synt
     host = load_host(out / "host")
     assert torch.equal(host.model.model.multi_modal_projector.linear_1.weight,
                        state["host.model.model.multi_modal_projector.linear_1.weight"])
-    adapted = PeftModel.from_pretrained(host.language_model, out / "adapter")
+    adapted = PeftModel.from_pretrained(host.model, out / "adapter")  # the whole transformers model
     assert any(p.abs().sum() > 0 for n, p in adapted.named_parameters() if "lora_B" in n)
     # A new run starts from the export (its adapters); its trained host is loaded through host.path.
     module = _module(hosts, "llava_onevision", f"host.path={out / 'host'}", f"init.from={out}", "lora.r=4")

@@ -354,11 +354,25 @@ def test_predict_answers_export_loads_back_and_a_later_run_starts_from_it(host_p
     linvt = LinVT.from_pretrained(out / "linvt")
     for name, value in linvt.state_dict().items():
         assert torch.equal(value, state[f"linvt.{name}"])
-    fresh = load_host(json.loads((out / "export.json").read_text())["host_path"])
-    adapted = PeftModel.from_pretrained(fresh.language_model, out / "adapter")
-    trained = {k.split("language_model.", 1)[1]: v for k, v in state.items() if "lora_" in k}
+    record = json.loads((out / "export.json").read_text())
+    fresh = load_host(record["host_path"])
+    # The adapter loads onto the whole transformers model, as peft users load one; only the LLM gets adapters.
+    adapted = PeftModel.from_pretrained(fresh.model, out / "adapter")
+    assert adapted.peft_config["default"].base_model_name_or_path == str(host_path)
+    trained = {k.removeprefix("host.model."): v for k, v in state.items() if "lora_" in k}
     loaded = {k.removeprefix("base_model.model."): p for k, p in adapted.named_parameters() if "lora_" in k}
     assert trained.keys() == loaded.keys() and all(torch.equal(trained[k], loaded[k]) for k in trained)
+    assert all(k.startswith(record["adapter_base"] + ".") for k in loaded)
+    assert any(p.abs().sum() > 0 for k, p in loaded.items() if "lora_B" in k)  # trained, not the zero init
+    # ... and gives lvu's logits on a text prompt.
+    from lvu.config import load_recipe
+    from lvu.tasks.linvt import LinVTTask
+
+    task = LinVTTask(load_recipe("linvt/instruct", [*settings, "data.train=unused"]).to_object())
+    task.load_state_dict(state, strict=False)
+    ids = torch.randint(0, 200, (1, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(adapted.eval()(input_ids=ids).logits, task.eval().host.model(input_ids=ids).logits)
     assert (out / "host" / "config.json").is_file() and not list((out / "host").glob("*.safetensors"))
 
     # A later run starts from the export and answers exactly as the checkpoint did.
@@ -424,7 +438,7 @@ def test_checkpoints_of_the_first_linvt_tasks_still_load(two_videos, tmp_path_fa
     old = torch.load(LEGACY / "linvt_instruct.ckpt", weights_only=False)["state_dict"]
     linvt = LinVT.from_pretrained(out / "linvt")
     assert all(torch.equal(v, old[f"linvt.{k}"]) for k, v in linvt.state_dict().items())
-    assert json.loads((out / "export.json").read_text())["adapter_base"] == "model.model.language_model"
+    assert json.loads((out / "export.json").read_text())["adapter_base"] == "model.language_model"
 
     cfg = load_recipe("linvt/instruct", [f"host.path={host}", "data.train=unused", f"data.frame_size={FRAME}",
                                          *settings, f"init.from={LEGACY / 'export'}"]).to_object()

@@ -3,9 +3,10 @@
 OUT/
   <method>/    each method module: its own ``save_pretrained`` (LinVT: config.json + model.safetensors,
                ``LinVT.from_pretrained(OUT / "linvt")``), or its weights as model.safetensors
-  adapter/     peft's adapter_config.json + adapter_model.safetensors for the LLM when it trained with LoRA, keyed on
-               the host's decoder LLM (``export.json["adapter_base"]``, e.g. ``model.model.language_model``):
-               ``PeftModel.from_pretrained(<that module of the host model>, OUT / "adapter")``; other parts trained
+  adapter/     peft's adapter_config.json + adapter_model.safetensors for the LLM when it trained with LoRA, keyed
+               on the whole transformers model, its target modules limited to the LLM (``export.json["adapter_base"]``,
+               e.g. ``model.language_model``, names where in that model), ``base_model_name_or_path`` the host:
+               ``PeftModel.from_pretrained(<Family>.from_pretrained(host), OUT / "adapter")``; other parts trained
                with LoRA get ``adapter-<part>/``
   host/        the host's config, tokenizer and processor files; with its trained weights when any host part
                trained in full (a family's ``from_pretrained`` folder, or a composed host's folder), so that
@@ -21,6 +22,7 @@ starts from an export with ``init.from=OUT``.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -62,13 +64,15 @@ def _method_modules(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch
 
 
 def _adapters(cfg: HostLMRecipe, state: dict[str, torch.Tensor], out: Path) -> dict[str, dict[str, Any]]:
-    """Each lora host part's adapter, named as peft saves one for a PeftModel around the module that holds it."""
+    """Each lora host part's adapter, named as peft saves one for a PeftModel around the *whole* transformers model
+    that holds it (a family's ``...ForConditionalGeneration``, a composed host's LLM), with target modules limited to
+    that part: ``PeftModel.from_pretrained(<Family>.from_pretrained(host), OUT/adapter)`` loads it whole."""
     cls = host_class(cfg.host)
     written: dict[str, dict[str, Any]] = {}
     for part in ("vision", "projector", "llm"):
         if PartMode(getattr(cfg.parts, part).mode) != PartMode.lora:
             continue
-        by_module: dict[str, dict[str, torch.Tensor]] = {}
+        by_base: dict[str, dict[str, torch.Tensor]] = {}
         for key, value in state.items():
             if not (key.startswith(HOST_PREFIX) and is_lora(key)):
                 continue
@@ -76,19 +80,33 @@ def _adapters(cfg: HostLMRecipe, state: dict[str, torch.Tensor], out: Path) -> d
             owner, base = cls.part_path(name)
             if owner != part:
                 continue
-            tensor = name.removeprefix(base + ".").replace(".lora_A.default.", ".lora_A.")
-            by_module.setdefault(base, {})[PEFT_PREFIX + tensor.replace(".lora_B.default.", ".lora_B.")] = value
-        if len(by_module) > 1:
-            raise LvuError(f"the {part} part has adapters in several modules ({', '.join(by_module)}); one peft "
+            root = base.split(".")[0]  # the host's transformers model (``model``), or a tower of a composed host
+            tensor = name.removeprefix(root + ".").replace(".lora_A.default.", ".lora_A.")
+            by_base.setdefault(base, {})[PEFT_PREFIX + tensor.replace(".lora_B.default.", ".lora_B.")] = value
+        if len(by_base) > 1:
+            raise LvuError(f"the {part} part has adapters in several modules ({', '.join(by_base)}); one peft "
                            f"adapter per part is exported")
-        for module, tensors in by_module.items():
+        for base, tensors in by_base.items():
+            root, _, inside = base.partition(".")
             folder = out / ("adapter" if part == "llm" else f"adapter-{part}")
             folder.mkdir(parents=True, exist_ok=True)
             weights = {k: v.detach().contiguous() for k, v in tensors.items()}
             save_file(weights, str(folder / "adapter_model.safetensors"))
-            lora_config(cfg.lora).save_pretrained(str(folder))
-            written[part] = {"path": folder.name, "module": module, "tensors": len(weights)}
+            settings = lora_config(cfg.lora)
+            if inside:  # only this part's modules: the other towers have layers of the same names
+                settings.target_modules = rf"{re.escape(inside)}\..*\.({'|'.join(map(re.escape, cfg.lora.targets))})"
+            settings.base_model_name_or_path = _base_model_path(cfg, root)
+            settings.save_pretrained(str(folder))
+            written[part] = {"path": folder.name, "module": root, "base": inside, "tensors": len(weights),
+                             "base_model": settings.base_model_name_or_path}
     return written
+
+
+def _base_model_path(cfg: HostLMRecipe, root: str) -> str | None:
+    """The folder ``from_pretrained`` loads the adapter's base model from."""
+    if cfg.host.path:
+        return cfg.host.path
+    return cfg.host.llm if root == "model" else cfg.host.vision
 
 
 def _host(cfg: HostLMRecipe, state: dict[str, torch.Tensor], out: Path) -> bool:
@@ -145,7 +163,7 @@ def export_host_lm(cfg: HostLMRecipe, state: dict[str, torch.Tensor], entries: d
         "parts": {p: PartMode(getattr(cfg.parts, p).mode).value for p in ("vision", "projector", "llm", "method")},
         "method": {name: name for name in methods}, "adapters": adapters,
         # The first LinVT exports' keys, still read by older code and scripts.
-        "adapter": llm["path"] if llm else None, "adapter_base": llm["module"] if llm else None,
+        "adapter": llm["path"] if llm else None, "adapter_base": llm["base"] if llm else None,
         **({"linvt": "linvt"} if "linvt" in methods else {}),
         "written": written, "config": record.get("config"),
     }

@@ -11,6 +11,7 @@ LoRA here load under the adapters.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,15 @@ def _read_export(folder: Path) -> InitSource:
             state[f"{HOST_PREFIX}{info['module']}.{name}"] = value
     return InitSource(folder, state, {"task": record.get("task"), "config": record.get("config") or {}},
                       adapter_settings=settings, host_weights=record.get("host_weights"))
+
+
+def target_names(targets: Any) -> set[str]:
+    """LoRA target module names from a peft config: a list, or an export's pattern limited to one part
+    (``model\\.language_model\\..*\\.(q_proj|k_proj)``, see lvu.tasks.host_lm.export)."""
+    if isinstance(targets, str):
+        group = re.search(r"\(([^()]*)\)$", targets)
+        return {name.replace("\\", "") for name in group.group(1).split("|")} if group else {targets}
+    return set(targets or ())
 
 
 def _shapes(tensors: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
@@ -187,12 +197,12 @@ def _lora_settings(plan: PartPlan, source: InitSource, selected: dict[str, torch
     ours = lora_config(plan.lora)
     theirs = source.adapter_settings
     if theirs is not None:
-        mine = (ours.r, ours.lora_alpha, set(ours.target_modules))
-        saved = (theirs.r, theirs.lora_alpha, set(theirs.target_modules))
+        mine = (ours.r, ours.lora_alpha, target_names(ours.target_modules))
+        saved = (theirs.r, theirs.lora_alpha, target_names(theirs.target_modules))
         if mine != saved:
             return [f"the adapters were trained with lora r={theirs.r}, alpha={theirs.lora_alpha}, targets="
-                    f"{sorted(theirs.target_modules)}; this recipe has r={ours.r}, alpha={ours.lora_alpha}, "
-                    f"targets={sorted(ours.target_modules)}"]
+                    f"{sorted(target_names(theirs.target_modules))}; this recipe has r={ours.r}, "
+                    f"alpha={ours.lora_alpha}, targets={sorted(target_names(ours.target_modules))}"]
         return []
     changed = settings_changed(source.record.get("config") or {}, config, section="lora")
     changed = [c for c in changed if not c.startswith("lora.dropout")]  # dropout may change between stages
