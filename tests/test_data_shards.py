@@ -91,3 +91,31 @@ def test_brace_patterns_and_globs(tmp_path):
     assert len(resolve_shards(str(tmp_path / "part-*.tar"))) == 3
     with tarfile.open(tmp_path / "part-0.tar") as tar:
         assert all(m.mtime == 0 and m.uid == 0 for m in tar.getmembers())
+
+
+def test_a_truncated_shard_without_a_manifest_is_a_bad_shard_not_a_shorter_one(tmp_path, capsys):
+    """It used to resolve as a 3-sample shard: the loss passed unseen even with data.strict, and `lvu data index`
+    made it permanent by writing the short count."""
+    from lvu.cli import main
+    from lvu.data.shards import BadSample
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    path = folder / "shard-000000.tar"
+    write_shard(path, SAMPLES)
+    offset, _ = scan_tar(path).samples[3][1]["npy"]
+    path.write_bytes(path.read_bytes()[: offset + 10])  # cut inside clip003
+    (info,) = resolve_shards(str(folder))
+    assert info.samples == 4  # 3 whole + (at least) the one cut short
+    reader = ShardReader([info])
+    assert reader.read(0, 2)["__key__"] == "clip002"
+    with pytest.raises(BadSample) as lost:
+        reader.read(0, 3)
+    assert lost.value.reason == "truncated_shard" and "truncated tar" in str(lost.value)
+    assert main(["data", "index", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "1 shard(s) are truncated or unreadable" in err and "shard-000000.tar: member clip003.npy" in err
+    assert not (folder / "manifest.json").exists()
+    assert main(["data", "index", str(folder), "--allow-truncated"]) == 0
+    manifest = Manifest.load(folder)
+    assert manifest.total == 4 and "shard-000000.tar" in manifest.extra["truncated"]

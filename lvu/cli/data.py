@@ -92,15 +92,23 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from lvu.data.shards import Manifest, ShardInfo, count_samples  # see the module docstring
+    from lvu.data.shards import Manifest, scan_tar, scanned_shard  # see the module docstring
 
     folder = Path(args.folder)
     tars = sorted(folder.glob("*.tar"))
     if not tars:
         raise LvuError(f"{folder}: no .tar shards to index")
-    manifest = Manifest([ShardInfo(t, count_samples(t)) for t in tars], kind=args.kind)
+    broken = {t.name: error for t in tars if (error := scan_tar(t).error)}
+    if broken and not args.allow_truncated:
+        raise LvuError(f"{len(broken)} shard(s) are truncated or unreadable, a manifest would record their loss as "
+                       f"their size: " + "; ".join(f"{name}: {error}" for name, error in broken.items())
+                       + " (rewrite them, or --allow-truncated to index them marked: readers then report the lost "
+                         "samples)")
+    manifest = Manifest([scanned_shard(t) for t in tars], kind=args.kind,
+                        extra={"truncated": broken} if broken else {})
     path = manifest.save(folder)
-    print(json.dumps({"manifest": str(path), "shards": len(tars), "samples": manifest.total}))
+    print(json.dumps({"manifest": str(path), "shards": len(tars), "samples": manifest.total,
+                      **({"truncated": sorted(broken)} if broken else {})}))
     return 0
 
 
@@ -180,4 +188,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
                       "lvu data index /data/video2dataset_shards")
     sub.add_argument("folder", help="folder of .tar shards")
     sub.add_argument("--kind", default="video", choices=["video", "features", "mixed"])
+    sub.add_argument("--allow-truncated", action="store_true",
+                     help="index truncated shards anyway, marked in the manifest (their lost samples are reported "
+                          "as bad samples when read)")
     sub.set_defaults(func=cmd_index)

@@ -202,6 +202,14 @@ def count_samples(path: Path) -> int:
     return len(scan_tar(path).samples)
 
 
+def scanned_shard(path: Path) -> ShardInfo:
+    """A shard without a manifest, counted by scanning it. A truncated tar counts one sample more than it holds
+    whole (at least that one was lost): reading it then reports a ``truncated_shard`` bad sample (skipped and
+    counted, fatal with ``data.strict``) instead of the loss passing unseen."""
+    index = scan_tar(path)
+    return ShardInfo(path, len(index.samples) + (1 if index.error else 0))
+
+
 def _expand(source: str) -> list[str]:
     return list(expand_urls(source))
 
@@ -223,7 +231,7 @@ def resolve_shards(sources: str | Sequence[str]) -> list[ShardInfo]:
                 tars = sorted(path.glob("*.tar"))
                 if not tars:
                     raise LvuError(f"{path}: no manifest.json and no .tar shards in this folder")
-                shards += [ShardInfo(t, count_samples(t)) for t in tars]
+                shards += [scanned_shard(t) for t in tars]
         elif path.name == MANIFEST and path.is_file():
             shards += Manifest.load(path.parent).shards
         else:
@@ -235,7 +243,7 @@ def resolve_shards(sources: str | Sequence[str]) -> list[ShardInfo]:
             for tar in matches:
                 if not tar.is_file():
                     raise LvuError(f"shard {tar} not found")
-                shards.append(ShardInfo(tar, count_samples(tar)))
+                shards.append(scanned_shard(tar))
     return shards
 
 
