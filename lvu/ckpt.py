@@ -15,8 +15,10 @@ memory-mapped: reading a checkpoint's record or shapes does not read its tensors
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,18 +53,45 @@ def atomic_save(obj: Any, target: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, target)
+    except (OSError, RuntimeError) as exc:
+        raise _write_error(exc, target) from exc
     finally:
         partial.unlink(missing_ok=True)
     fsync_path(target.parent)
 
 
+SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+LOW_SPACE = 64 << 20  # below this much free space a failed write is taken for a full disk
+
+
+def _write_error(exc: BaseException, target: Path) -> BaseException:
+    """A full disk as one line that says so and where (torch's zip writer reports it as ``unexpected pos``, chained
+    under two tracebacks); other failures as they are."""
+    try:
+        free = shutil.disk_usage(target.parent).free
+    except OSError:
+        free = None
+    full = getattr(exc, "errno", None) in SPACE_ERRNOS or (free is not None and free < LOW_SPACE)
+    if not full:
+        return exc
+    where = f"{free >> 20} MiB free" if free is not None else "free space unknown"
+    return LvuError(f"no space left on device while writing {target} ({where} on its file system): free space "
+                    f"there or point run_dir elsewhere; the previous checkpoint is intact")
+
+
 def torch_load(source: Path) -> Any:
     """Load a ``torch.save`` file memory-mapped on the CPU, or say which file is unreadable."""
+    # Checkpoints hold pickled Lightning loop state, so weights_only=False: only open checkpoints you trust.
     try:
-        # Checkpoints hold pickled Lightning loop state, so weights_only=False: only open checkpoints you trust.
         return torch.load(source, map_location="cpu", mmap=True, weights_only=False)
+    except Exception:  # an old (non-zip) torch.save file cannot be memory-mapped: read it whole below
+        pass
+    try:
+        return torch.load(source, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise LvuError(f"{source} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+        size = source.stat().st_size if source.is_file() else 0
+        raise LvuError(f"{source} ({size} bytes) is not a PyTorch checkpoint lvu can read: not a file torch.save "
+                       f"wrote, or damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
 
 
 def is_deepspeed_folder(path: Path) -> bool:

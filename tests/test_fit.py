@@ -203,3 +203,51 @@ def test_progress_is_written_as_lines_when_the_output_is_not_a_terminal(tmp_path
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lvu: epoch")]
     assert [re.search(r"step (\d+)/6", line).group(1) for line in lines] == ["2", "4", "6"]
     assert all(re.search(r"\d steps/s \| .*train/loss [\d.]+.* \| elapsed 0:00:\d\d \| ETA ", line) for line in lines)
+
+
+def test_a_garbage_checkpoint_gets_one_line_that_says_so(tmp_path, capsys):
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    run_dir = tmp_path / "run"
+    assert main(["fit", "quickstart/lvmae_pretrain", "data.train=unused", f"run_dir={run_dir}", "--ckpt",
+                 str(garbage)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "mmap" not in err  # it used to talk about torch.save's mmap option
+    assert f"{garbage} (5120 bytes) is not a PyTorch checkpoint lvu can read" in err
+    assert not run_dir.exists()
+
+
+def test_a_full_disk_while_saving_is_one_line_saying_so(tmp_path, monkeypatch):
+    """torch's zip writer reports a full disk as 'unexpected pos' under two chained tracebacks."""
+    import shutil
+    from collections import namedtuple
+
+    import lvu.ckpt
+    from lvu.errors import LvuError
+
+    def full(*_args, **_kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 576 vs 490")
+
+    monkeypatch.setattr(lvu.ckpt.torch, "save", full)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage(1 << 30, 1 << 30, 4096))
+    (tmp_path / "last.ckpt").write_bytes(b"previous")
+    with pytest.raises(LvuError, match=r"no space left on device while writing .*last\.ckpt \(0 MiB free on its file"):
+        lvu.ckpt.atomic_save({"x": 1}, tmp_path / "last.ckpt")
+    assert (tmp_path / "last.ckpt").read_bytes() == b"previous" and len(list(tmp_path.iterdir())) == 1
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage(1 << 40, 0, 1 << 40))
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # with space left: another failure, shown as it is
+        lvu.ckpt.atomic_save({"x": 1}, tmp_path / "last.ckpt")
+
+
+def test_a_read_only_run_folder_is_one_line(tmp_path, recipe_path, monkeypatch, capsys):
+    import errno
+
+    import lvu.train.run
+
+    def read_only(run_dir):
+        raise OSError(errno.EROFS, "Read-only file system", str(run_dir))
+
+    monkeypatch.setattr(lvu.train.run, "run_lock", read_only)
+    assert main(["fit", recipe_path("tiny"), f"run_dir={tmp_path / 'ro'}"]) == 1
+    assert capsys.readouterr().err == f"lvu: error: read-only file system: {tmp_path / 'ro'}\n"

@@ -12,6 +12,7 @@ signal N is reported by the shell as 128 + N, so the two cannot be confused.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -220,6 +221,10 @@ def _quiet_library_noise() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdverts())
 
 
+# File-system failures a user fixes outside lvu (a read-only or full disk, a folder they may not write): one line.
+FILE_SYSTEM_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = _parse(parser, argv)
@@ -241,6 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lvu: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in FILE_SYSTEM_ERRNOS or debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"lvu: error: {exc.strerror.lower() if exc.strerror else exc}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
