@@ -93,7 +93,7 @@ def test_listing_and_checkpoint_errors(capsys, tmp_path):
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
     assert main(["ckpt", "inspect", str(junk)]) == 1
-    assert "is not a readable PyTorch checkpoint" in capsys.readouterr().err
+    assert "is not a PyTorch checkpoint lvu can read" in capsys.readouterr().err
     assert main(["fit", "whatever.yaml", "--ckpt", str(tmp_path / "none.ckpt")]) == 1
 
 
