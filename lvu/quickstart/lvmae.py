@@ -35,7 +35,7 @@ from lvu.train.run import run
 
 @dataclass
 class QuickstartConfig:
-    """Sizes of the quickstart; the defaults finish in about three minutes on 2 CPU cores (189 s measured)."""
+    """Sizes of the quickstart; the defaults took 425 s on an idle 2-core VM (README), most of it the 12 probe runs."""
 
     train_videos: int = 240
     val_videos: int = 60
