@@ -81,7 +81,7 @@ def cmd_concat(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from lvu.data.embed import embed_videos  # see the module docstring
-    from lvu.data.shots import ShotConfig
+    from lvu.data.shots import ShotConfig  # numpy and the video reader: not at `lvu --help` time
 
     report = embed_videos(args.shards, Path(args.out), args.encoder, segment_seconds=args.segment_seconds,
                           frames_per_clip=args.frames_per_clip, batch_size=args.batch_size, workers=args.workers,
