@@ -28,20 +28,12 @@ import time
 from pathlib import Path
 
 import torch
-from _memory import peak_rss_mb
+from _memory import peak_rss_mb, rss_mb
 
 from lvu.models.fila import SceneSelectionConfig, select_scenes
 
 WIDTH = 1152  # SigLIP-so400m's hidden size, the width LLaVA-OneVision's frame features have
 SIZES = (96, 192, 384, 768, 1024)
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def candidate_features(frames: int, seed: int = 0) -> torch.Tensor:

@@ -68,7 +68,7 @@ from collections import Counter
 
 import torch
 import torch.nn.functional as F
-from _memory import peak_rss_mb
+from _memory import peak_rss_mb, rss_mb
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -85,15 +85,6 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
-
-
-def rss_mib() -> float:
-    """Current resident memory of this process in MiB (``_memory.peak_rss_mb`` gives the high-water mark)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def sync(device: torch.device) -> None:
@@ -181,7 +172,7 @@ def memory_child(args: argparse.Namespace, frames: int) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
         model_mib = torch.cuda.memory_allocated(device) / MIB
     else:
-        model_mib = rss_mib()
+        model_mib = rss_mb()
     calls: Counter = Counter()
     with FlopCounterMode(display=False) as flops:
         tokens_out, _, ms = fwd_bwd(model, inputs, dtype, calls)
