@@ -91,23 +91,14 @@ FRAME = 64
 def save_parts(out: Path) -> tuple[Path, Path]:
     """A CPU-sized composed host: SigLIP 4 layers x 256 at 64 px / patch 8 (64 patches per frame), Qwen2 4 layers x
     512 (the quickstart's tokenizer)."""
-    import transformers as tf
+    from lvu.models.vlm.tiny import save_tiny_parts
 
-    from lvu.models.vlm.tiny import make_tokenizer
-
-    torch.manual_seed(0)
-    vision = out / "siglip"
-    tf.SiglipVisionModel(tf.SiglipVisionConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
-                                               num_attention_heads=4, image_size=FRAME, patch_size=8)
-                         ).save_pretrained(vision)
-    llm = out / "qwen2"
-    tok = make_tokenizer("composed", llm)
-    tf.Qwen2ForCausalLM(tf.Qwen2Config(vocab_size=len(tok), hidden_size=512, intermediate_size=1376,
-                                       num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
-                                       max_position_embeddings=2048, bos_token_id=None,
-                                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-                        ).save_pretrained(llm)
-    return vision, llm
+    return save_tiny_parts(out, seed=0, vision_sizes=dict(hidden_size=256, intermediate_size=1024,
+                                                          num_hidden_layers=4, num_attention_heads=4,
+                                                          image_size=FRAME, patch_size=8),
+                           text_sizes=dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=4,
+                                           num_attention_heads=8, num_key_value_heads=2,
+                                           max_position_embeddings=2048))
 
 
 def stage4(parts: tuple[Path, Path], merge: str):

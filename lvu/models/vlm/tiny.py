@@ -87,14 +87,17 @@ def save_tiny_host(family: str, out: Path, seed: int = 0) -> Path:
     return out
 
 
-def save_tiny_parts(out: Path, seed: int = 0) -> tuple[Path, Path]:
-    """A tiny SigLIP vision encoder and a tiny Qwen2 LLM (with tokenizer), for the composed host."""
+def save_tiny_parts(out: Path, seed: int = 0, *, vision_sizes: dict | None = None,
+                    text_sizes: dict | None = None) -> tuple[Path, Path]:
+    """A tiny SigLIP vision encoder and a tiny Qwen2 LLM (with tokenizer), for the composed host. ``vision_sizes`` and
+    ``text_sizes`` override their config values (benchmarks build CPU-sized parts the same way)."""
     torch.manual_seed(seed)
     vision = out / "siglip"
-    tf.SiglipVisionModel(tf.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                               num_attention_heads=2, image_size=FRAME, patch_size=4)
-                         ).save_pretrained(vision)
+    tf.SiglipVisionModel(tf.SiglipVisionConfig(**{
+        **dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=FRAME,
+               patch_size=4), **(vision_sizes or {})})).save_pretrained(vision)
     llm = out / "qwen2"
     tok = make_tokenizer("composed", llm)
-    tf.Qwen2ForCausalLM(tf.Qwen2Config(**_text(tok))).save_pretrained(llm)
+    tf.Qwen2ForCausalLM(tf.Qwen2Config(**{**_text(tok), **(text_sizes or {})})
+                        ).save_pretrained(llm)
     return vision, llm
