@@ -12,9 +12,20 @@ TORCH_INDEX ?=
 # Pinned versions of everything else (what the tests last passed with); CONSTRAINTS= installs the newest instead.
 CONSTRAINTS ?= .ci/constraints.txt
 STAMP  := $(VENV)/.lvu-installed
+OPS    := $(VENV)/.lvu-deepspeed-ops
 
-.PHONY: setup quickstart test lint clean-venv
+.PHONY: setup deepspeed-ops quickstart test lint clean-venv
 setup: $(STAMP)
+
+# DeepSpeed's CPU ops (the offload optimiser's CPU Adam, the CPU all-reduce) are compiled the first time a run needs
+# them, minutes on 2 cores, in the middle of that run. Build them once here, into torch's extension cache
+# (~/.cache/torch_extensions, or $$TORCH_EXTENSIONS_DIR), as a cluster install would with DS_BUILD_OPS.
+deepspeed-ops: $(OPS)
+
+$(OPS): $(STAMP)
+	DS_ACCELERATOR=cpu $(BIN)/python -c "from deepspeed.accelerator import get_accelerator as a; \
+		[a().create_op_builder(n).load() for n in ('CPUAdamBuilder', 'ShareMemCommBuilder')]"
+	@touch $(OPS)
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +37,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 quickstart: setup
 	$(BIN)/lvu quickstart
 
-test: setup
+test: setup deepspeed-ops
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup

@@ -1,4 +1,4 @@
-from lvu.cli import main
+from lvu.cli import script_main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_main()

@@ -22,6 +22,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from lvu import __version__, early_signals
 from lvu.cli.ckpt import add_ckpt_commands
@@ -30,6 +31,7 @@ from lvu.cli.data import add_data_commands
 from lvu.cli.slurm import add_slurm_commands
 from lvu.config import available_recipes, explain, load_recipe, recipes_dir
 from lvu.errors import LvuError, Preempted
+from lvu.process_exit import exit_now
 from lvu.quickstart.registry import QUICKSTARTS
 from lvu.tasks.registry import available_tasks, get_task
 from lvu.train.rundir import global_rank
@@ -254,5 +256,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def script_main() -> NoReturn:
+    """The ``lvu`` command: ``main()`` on ``sys.argv``, then leave without the interpreter's teardown (seconds of
+    garbage collection once the training stack is imported; see lvu.process_exit). An exception that escapes
+    ``main`` takes the normal way out, traceback included."""
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_main()

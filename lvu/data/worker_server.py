@@ -22,6 +22,7 @@ import torch  # noqa: F401
 import lvu.data.decoders
 import lvu.data.loader  # noqa: F401
 from lvu.data.workers import ignore_preemption_signals
+from lvu.process_exit import skip_fork_server_teardown
 
 
 def _in_fork_server() -> bool:
@@ -30,3 +31,4 @@ def _in_fork_server() -> bool:
 
 if _in_fork_server():
     ignore_preemption_signals()
+    skip_fork_server_teardown()

@@ -19,7 +19,7 @@ import lightning as L
 import torch
 
 import lvu.train.trainer as trainer_assembly
-from lvu.cli import main
+from lvu.cli import script_main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, wherever this is started from (srun too)
 import support.tiny_task  # noqa: F401  (registers the test-only task test.tiny)
@@ -73,4 +73,4 @@ if __name__ == "__main__":
         _install_signal_hook(os.environ["LVU_TEST_SIGNAL"])
     if os.environ.get("LVU_TEST_KILL_IN_SAVE"):
         _install_kill_hook(int(os.environ["LVU_TEST_KILL_IN_SAVE"]))
-    sys.exit(main(sys.argv[1:]))
+    script_main()

@@ -21,6 +21,7 @@ from lvu.data.decoders import VideoDecoder
 from lvu.data.loader import SampleSet, ShardLoader
 from lvu.data.sampling import SamplerConfig
 from lvu.data.shards import resolve_shards
+from lvu.process_exit import exit_now
 from lvu.train.callbacks import DataHealth
 
 
@@ -71,3 +72,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_now(0)  # as `lvu` leaves: without seconds of interpreter teardown
