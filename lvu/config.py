@@ -178,6 +178,7 @@ def load_recipe(ref: str | Path, overrides: Sequence[str] = (), *, allow_missing
         _check_complete(cfg)
     _resolve(cfg, allow_missing=allow_missing)
     _check_values(cfg)
+    _check_monitor(cfg, spec)
     return Recipe(name=cfg.name, path=path, cfg=cfg, task=spec, overrides=tuple(overrides))
 
 
@@ -219,6 +220,21 @@ def _check_values(cfg: DictConfig) -> None:
         problems.append(f"data.sampler.min_frames={low} exceeds data.sampler.max_frames={high}")
     if problems:
         raise ConfigError("recipe values that cannot work: " + "; ".join(problems))
+
+
+def _check_monitor(cfg: DictConfig, spec: TaskSpec) -> None:
+    """A ``trainer.checkpoint.monitor`` that the task never logs fails at the first validation, after an epoch of
+    compute, with nothing saved: refuse it when the recipe loads."""
+    monitor = OmegaConf.select(cfg, "trainer.checkpoint.monitor", default=None, throw_on_missing=False)
+    if not isinstance(monitor, str) or monitor == "???" or spec.metrics is None:
+        return
+    try:
+        logged = spec.metrics(cfg)
+    except oc_errors.MissingMandatoryValue:  # `lvu config` of an unfinished recipe: checked once it is complete
+        return
+    if monitor not in logged:
+        raise ConfigError(f"trainer.checkpoint.monitor={monitor!r} is not a metric of task {spec.name}"
+                          f"{did_you_mean(monitor, logged)}; under this recipe it logs: {', '.join(sorted(logged))}")
 
 
 def _leaf_keys(config: DictConfig, wanted: Callable[[Any], bool]) -> list[str]:

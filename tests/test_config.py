@@ -199,3 +199,23 @@ def test_evaluation_stages_need_only_the_split_they_read():
         load_recipe("lvmae/probe_linear", [*done, "data.val=feats"], stage="test")
     with pytest.raises(ConfigError, match=r"data\.val"):
         load_recipe("lvmae/probe_linear", [*done, "data.train=feats", "data.test=feats"])  # fit validates
+
+
+def test_a_monitor_the_task_never_logs_is_refused_when_the_recipe_loads(capsys):
+    """It used to fail after the first epoch with nothing saved."""
+    from lvu.cli import main
+
+    base = ["host.path=h", "data.train=t", "data.val=v"]
+    with pytest.raises(ConfigError) as caught:
+        load_recipe("linvt/align", [*base, "trainer.checkpoint.monitor=val/los"])
+    message = str(caught.value)
+    assert "monitor='val/los' is not a metric of task linvt (did you mean 'val/loss'?)" in message
+    # What it lists follows the recipe: stage 1 trains with the contrastive loss and on captions.
+    assert "val/contrastive_loss" in message and "val/caption_loss" in message and "answer_loss" not in message
+    assert main(["config", "lvmae/pretrain", "data.train=t", "trainer.checkpoint.monitor=val/acc"]) == 1
+    assert "is not a metric of task lvmae.pretrain" in capsys.readouterr().err
+    load_recipe("linvt/align", [*base, "trainer.checkpoint.monitor=val/contrastive_loss"])
+    load_recipe("linvt/instruct", ["host.path=h", "data.train=t", "data.val=v", "init.from=a",
+                                   "trainer.checkpoint.monitor=val/answer_loss"])
+    load_recipe("lvmae/probe_linear", ["probe.pretrained=p", "probe.task=all", "data.train=t", "data.val=v",
+                                       "data.test=t", "trainer.checkpoint.monitor=val/acc"])

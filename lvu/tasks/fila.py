@@ -37,6 +37,7 @@ from lvu.tasks.host_lm import (
     VideoTokens,
     export_host_lm,
     host_lm_data,
+    host_lm_metrics,
 )
 from lvu.tasks.registry import TaskSpec, register_task
 
@@ -196,6 +197,6 @@ register_task(TaskSpec(
     "fila", FiLARecipe, FiLATask, host_lm_data,
     "FiLA-Video (Guo et al.): scene selection and weighted-fusion merge on a LLaVA-OneVision-style host; "
     "stages fila/stage1..4, fila/base",
-    export=export_host_lm))
+    export=export_host_lm, metrics=host_lm_metrics(FiLATask)))
 
 __all__ = ["FiLAModelConfig", "FiLARecipe", "FiLATask", "MergePosition", "SceneMode", "ScenesSection"]

@@ -41,6 +41,7 @@ from lvu.tasks.host_lm import (
     VisualTokens,
     export_host_lm,
     host_lm_data,
+    host_lm_metrics,
 )
 from lvu.tasks.host_lm.host import host_hidden_size
 from lvu.tasks.registry import TaskSpec, register_task
@@ -146,6 +147,10 @@ class LinVTTask(HostLMTask):
         weight = self.cfg.loss.contrastive_weight
         return {"contrastive_loss": LossTerm(self.contrastive(batch, visual), weight)} if weight > 0 else {}
 
+    @classmethod
+    def extra_loss_names(cls, cfg: LinVTRecipe) -> tuple[str, ...]:
+        return ("contrastive_loss",) if cfg.loss.contrastive_weight > 0 else ()
+
     def contrastive(self, batch: MediaBatch, visual: VisualTokens) -> torch.Tensor:
         """Symmetric InfoNCE between each video's pooled tokens and its caption, against every video and caption
         of the global batch. Rows of every rank are padded to the local batch size (equal on all ranks) so the
@@ -234,6 +239,6 @@ register_task(TaskSpec(
     "linvt", LinVTRecipe, LinVTTask, host_lm_data,
     "LinVT (Gao et al.): a linear video tokenizer on an image-LLM host; stages linvt/align, linvt/instruct",
     export=functools.partial(export_host_lm, savers={"linvt": save_linvt}),
-    aliases=("linvt.align", "linvt.instruct"), upgrade=upgrade_stage_recipes))
+    aliases=("linvt.align", "linvt.instruct"), upgrade=upgrade_stage_recipes, metrics=host_lm_metrics(LinVTTask)))
 
 __all__ = ["LinVTModelConfig", "LinVTRecipe", "LinVTTask", "linvt_config", "upgrade_stage_recipes"]

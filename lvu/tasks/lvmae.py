@@ -197,7 +197,8 @@ def _pretrain_data(cfg: LVMAEPretrainRecipe) -> ShardDataModule:
 
 
 register_task(TaskSpec("lvmae.pretrain", LVMAEPretrainRecipe, LVMAEPretrain, _pretrain_data,
-                       "LV-MAE masked-embedding pre-training on clip-embedding shards"))
+                       "LV-MAE masked-embedding pre-training on clip-embedding shards",
+                       metrics=lambda cfg: frozenset({"train/loss", "val/loss"})))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -508,8 +509,14 @@ def summarize_probes(cfg: LVMAEProbeRecipe, results: dict[str, dict[str, float]]
     return "\n".join([line(heads), "|" + "|".join("-" * (w + 2) for w in widths) + "|", line(cells)])
 
 
+def _probe_metrics(cfg: Any) -> frozenset[str]:
+    """The label task's kind is only known from the label maps (data), so both metric names are allowed here;
+    ``val/score`` is the one that works for either."""
+    return frozenset({"train/loss", "val/score", f"val/{LVUAccuracy.name}", f"val/{LVUMeanSquaredError.name}"})
+
+
 register_task(TaskSpec("lvmae.probe", LVMAEProbeRecipe, LVMAEProbe, _probe_data,
                        "linear or attentive probing of a frozen LV-MAE encoder (or raw embeddings)",
-                       expand=_expand_probe, summarize=summarize_probes))
+                       expand=_expand_probe, summarize=summarize_probes, metrics=_probe_metrics))
 
 __all__ = ["LVMAEPretrain", "LVMAEPretrainRecipe", "LVMAEProbe", "LVMAEProbeRecipe", "summarize_probes"]

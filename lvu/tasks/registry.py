@@ -42,6 +42,8 @@ class TaskSpec:
         aliases: older names of this task; checkpoints written under them resume and export as this task.
         upgrade: optional; a config recorded by an older version (plain dict) -> the same settings in today's
             schema, so that old checkpoints still validate (``lvu ckpt export``, ``lvu fit --ckpt``).
+        metrics: optional; recipe -> the names the module logs under it (``train/loss``, ``val/loss``, ...), so a
+            mistyped ``trainer.checkpoint.monitor`` is refused when the recipe loads, not after the first epoch.
     """
 
     name: str
@@ -54,6 +56,7 @@ class TaskSpec:
     export: Callable[[Any, dict[str, Any], dict[str, Any], Path], dict[str, Any]] | None = None
     aliases: tuple[str, ...] = ()
     upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    metrics: Callable[[Any], frozenset[str]] | None = None
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:

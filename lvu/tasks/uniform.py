@@ -8,10 +8,10 @@ transformers' ``get_video_features``); the other families take each frame's imag
 
 from __future__ import annotations
 
-from lvu.tasks.host_lm import HostLMRecipe, HostLMTask, export_host_lm, host_lm_data
+from lvu.tasks.host_lm import HostLMRecipe, HostLMTask, export_host_lm, host_lm_data, host_lm_metrics
 from lvu.tasks.registry import TaskSpec, register_task
 
 register_task(TaskSpec(
     "uniform", HostLMRecipe, HostLMTask, host_lm_data,
     "baseline: uniform frames through the host's own video path (FiLA-Base), any parts frozen, full or LoRA",
-    export=export_host_lm))
+    export=export_host_lm, metrics=host_lm_metrics(HostLMTask)))

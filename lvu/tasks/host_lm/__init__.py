@@ -23,7 +23,15 @@ from lvu.tasks.host_lm.config import (
     TimeInstruction,
 )
 from lvu.tasks.host_lm.export import export_host_lm
-from lvu.tasks.host_lm.module import HostLMTask, LossTerm, TextInput, VideoInput, VideoTokens, VisualTokens
+from lvu.tasks.host_lm.module import (
+    HostLMTask,
+    LossTerm,
+    TextInput,
+    VideoInput,
+    VideoTokens,
+    VisualTokens,
+    host_lm_metrics,
+)
 
 __all__ = [
     "GenerationSection",
@@ -49,4 +57,5 @@ __all__ = [
     "VisualTokens",
     "export_host_lm",
     "host_lm_data",
+    "host_lm_metrics",
 ]

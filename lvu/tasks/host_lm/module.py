@@ -18,6 +18,7 @@ videos take the host's own video path: the no-method baseline (``lvu.tasks.unifo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -106,6 +107,21 @@ def zero_stage(strategy: Any) -> int | None:
     return (config or {}).get("zero_optimization", {}).get("stage") if isinstance(config, dict) else None
 
 
+def answer_loss_name(cfg: HostLMRecipe) -> str:
+    return "caption_loss" if cfg.data.target == Target.caption else "answer_loss"
+
+
+def host_lm_metrics(task: type[HostLMTask]) -> Callable[[HostLMRecipe], frozenset[str]]:
+    """``TaskSpec.metrics`` of a host-LM task: what ``_step`` logs (the total loss, the answers', the method's) for
+    training and validation."""
+
+    def metrics(cfg: HostLMRecipe) -> frozenset[str]:
+        names = ("loss", answer_loss_name(cfg), *task.extra_loss_names(cfg))
+        return frozenset(f"{split}/{name}" for split in ("train", "val") for name in names)
+
+    return metrics
+
+
 class HostLMTask(L.LightningModule):
     """A video method on an image-LLM host (see the module docstring)."""
 
@@ -148,8 +164,15 @@ class HostLMTask(L.LightningModule):
         return VideoTokens(self.host.encode_videos(self.host.normalize(frames), counts))
 
     def extra_losses(self, batch: MediaBatch, visual: VisualTokens) -> dict[str, LossTerm]:
-        """Losses the method adds to the answer loss (LinVT's contrastive alignment)."""
+        """Losses the method adds to the answer loss (LinVT's contrastive alignment); their names are
+        :meth:`extra_loss_names`."""
         return {}
+
+    @classmethod
+    def extra_loss_names(cls, cfg: HostLMRecipe) -> tuple[str, ...]:
+        """The keys :meth:`extra_losses` returns under ``cfg`` (known before any model exists: see
+        :func:`host_lm_metrics`)."""
+        return ()
 
     # -- modes, checkpoints, optimiser ------------------------------------------------------------------------------
 
@@ -283,7 +306,7 @@ class HostLMTask(L.LightningModule):
 
     @property
     def answer_loss_name(self) -> str:
-        return "caption_loss" if self.cfg.data.target == Target.caption else "answer_loss"
+        return answer_loss_name(self.cfg)
 
     def losses(self, batch: MediaBatch) -> dict[str, LossTerm]:
         """Every loss term of a batch: the answers', then the method's."""
