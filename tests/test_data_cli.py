@@ -181,8 +181,11 @@ def test_inspect_reports_counts_durations_kinds_and_unreadable(synth_shards, tmp
     from lvu.data.shards import write_shard
 
     write_shard(folder / "extra.tar", [("bad1", {"mp4": b"garbage" * 20, "json": {"caption": "x"}})])
-    assert main(["data", "inspect", str(folder), str(folder / "extra.tar"), "--json", "--grid",
-                 str(tmp_path / "sheet.png"), "--grid-rows", "3", "--grid-columns", "4"]) == 0
+    args = ["data", "inspect", str(folder), str(folder / "extra.tar"), "--json", "--grid", str(tmp_path / "sheet.png"),
+            "--grid-rows", "3", "--grid-columns", "4"]
+    assert main(args) == 1  # an unreadable sample: a job script's `lvu data inspect ... &&` stops here
+    assert "1 of 11 samples are unreadable" in capsys.readouterr().err
+    assert main([*args, "--allow-bad"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["samples"] == 11 and report["unreadable"] == 1 and report["readable"] == 10
     assert report["unreadable_samples"][0]["key"] == "bad1"

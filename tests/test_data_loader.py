@@ -198,6 +198,21 @@ def test_bad_samples_are_skipped_counted_and_replaced(tmp_path, synth_shards, re
     assert loader.skipped[reason] >= 1 and set(loader.skipped) == {reason}
     assert loader.state_dict()["skipped"][reason] == loader.skipped[reason]
     assert f"skipped a bad sample ({reason})" in caplog.text and "shard shard-000000.tar" in caplog.text
+    assert "key :" not in caplog.text  # a sample past the end of a truncated shard has no key to show
+
+
+@pytest.mark.parametrize("reason", ["missing_json", "bad_json", "too_short"])
+def test_a_bad_sample_met_again_as_a_replacement_counts_once(tmp_path, synth_shards, reason, caplog):
+    # Batch 1, seed 0: the bad sample is drawn in its own slot and then again as its own replacement. It used to
+    # count (and be reported) once per attempt.
+    shards, _ = _case_shards(tmp_path, synth_shards, reason)
+    loader = ShardLoader(SampleSet(shards), DECODE, collate, batch_size=1, num_workers=0, seed=0)
+    assert len(list(loader)) == 6
+    assert loader.skipped == {reason: 1}
+    assert caplog.text.count("skipped a bad sample") == 1
+    resumed = ShardLoader(SampleSet(shards), DECODE, collate, batch_size=1, num_workers=0, seed=0)
+    resumed.load_state_dict(loader.state_dict())
+    assert resumed.skipped == {reason: 1}
 
 
 @pytest.mark.parametrize("reason", [*BAD_CASES, "truncated_shard"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from lvu.cli.common import add_command
@@ -67,6 +68,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             raise LvuError("no readable video to draw a contact sheet from")
         if not args.json:
             print(f"contact sheet with {rows} video(s) -> {args.grid}")
+    if report["unreadable"] and not args.allow_bad:
+        print(f"lvu: {report['unreadable']} of {report['samples']} samples are unreadable (see the report); "
+              f"--allow-bad exits 0 anyway", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -147,6 +152,8 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     sub.add_argument("--grid-rows", type=int, default=8, help="videos in the contact sheet")
     sub.add_argument("--grid-columns", type=int, default=6, help="frames per video in the contact sheet")
     sub.add_argument("--quick", action="store_true", help="read headers and JSON only; do not decode videos")
+    sub.add_argument("--allow-bad", action="store_true",
+                     help="exit 0 even when samples are unreadable (by default that exits 1)")
     sub.set_defaults(func=cmd_inspect)
 
     sub = add_command(subparsers, "concat", "join short captioned videos into long ones (FiLA-Video Sec. 3.3)",

@@ -129,6 +129,12 @@ class FeatureDecoder:
         annotation = parse_json(raw)
         where = {"shard": raw.get("__shard__", ""), "key": raw.get("__key__", "")}
         if "npy" not in raw:
+            if has_media(raw):  # the wrong kind of shards altogether, not one bad sample among good ones
+                raise LvuError(
+                    f"shard {where['shard']}, key {where['key']} holds a video or image, not clip features (.npy): "
+                    f"this task reads clip-embedding shards; make them with `lvu data embed VIDEO_SHARDS OUT "
+                    f"--encoder MODEL` and give those"
+                )
             raise BadSample("missing_features", "sample has no .npy features", **where)
         try:
             features = np.load(io.BytesIO(raw["npy"]), allow_pickle=False)

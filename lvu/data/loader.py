@@ -194,6 +194,11 @@ class Skip:
     shard: str
     key: str
     message: str
+    position: int  # the sample's place in the SampleSet: one bad sample met twice (as a replacement too) counts once
+
+    def where(self) -> str:
+        # A sample past the end of a truncated shard has no key: its message says which one it is.
+        return f"shard {self.shard}, key {self.key}" if self.key else f"shard {self.shard}"
 
 
 class _PlannedBatches(IterableDataset):
@@ -244,7 +249,7 @@ class _PlannedBatches(IterableDataset):
                     if self.strict:
                         raise LvuError(f"bad sample ({exc.reason}) in {exc.where()}: {exc} "
                                        f"(data.strict=true; set it false to skip bad samples)") from None
-                    skips.append(Skip(exc.reason, exc.shard, exc.key, str(exc)))
+                    skips.append(Skip(exc.reason, exc.shard, exc.key, str(exc), candidate))
                     candidate, replica = self.plan.replacement(j, slot, attempt), 1 + slot
             else:
                 raise LvuError(
@@ -356,6 +361,7 @@ class ShardLoader:
         self.epoch = 0
         self.consumed = 0  # batches of the current epoch already handed out
         self.skipped: Counter[str] = Counter()
+        self._bad_this_pass: set[int] = set()  # positions already counted in self.skipped during this pass
         self.last_keys: list[str] = []
         self._restored = False
         self._plan: EpochPlan | None = None
@@ -400,6 +406,8 @@ class ShardLoader:
             self.epoch, self.consumed = self.epoch + 1, 0
         self._restored = False
         self._normalise()
+        if self.consumed == 0:  # a new pass (a resumed one keeps what it had counted)
+            self._bad_this_pass = set()
         plan = self.plan(self.epoch)
         dataset = _PlannedBatches(self.samples, plan, self.consumed, self.decode, self.collate, self.strict)
         workers = min(self.num_workers, plan.num_batches - self.consumed)
@@ -430,10 +438,14 @@ class ShardLoader:
             raise LvuError(_worker_message(str(exc))) from None
 
     def _account(self, skips: list[Skip]) -> None:
+        """Count and report each bad sample once per pass (a replacement draw may meet the same one again)."""
         for skip in skips:
+            if skip.position in self._bad_this_pass:
+                continue
+            self._bad_this_pass.add(skip.position)
             self.skipped[skip.reason] += 1
-            log.warning("skipped a bad sample (%s) in %s loader: shard %s, key %s: %s", skip.reason, self.name,
-                        skip.shard, skip.key, skip.message)
+            log.warning("skipped a bad sample (%s) in %s loader: %s: %s", skip.reason, self.name, skip.where(),
+                        skip.message)
 
     # -- resume -----------------------------------------------------------------------------------------------------
 
@@ -448,11 +460,13 @@ class ShardLoader:
             "samples": len(self.samples),
             "seed": self.seed,
             "skipped": dict(self.skipped),
+            "bad_this_pass": sorted(self._bad_this_pass),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
         self.skipped = Counter(state.get("skipped", {}))
+        self._bad_this_pass = set(state.get("bad_this_pass", []))
         spec = self.spec
         saved = (state.get("batch_size"), state.get("world_size"), state.get("samples"), state.get("seed"))
         now = (spec.batch_size, spec.world_size, len(self.samples), self.seed)
