@@ -12,6 +12,7 @@ import torch
 from support.features import make_features
 
 from lvu.cli import main
+from lvu.config import load_recipe
 from lvu.data.loader import SampleSet, ShardLoader
 from lvu.data.shards import Manifest, ShardInfo, resolve_shards, write_shard
 from lvu.errors import ConfigError, LvuError
@@ -46,6 +47,9 @@ def _csv(run_dir: Path, column: str) -> list[float]:
 def test_pretraining_lowers_the_reconstruction_loss_and_resumes(pretrained, features):
     val = _csv(pretrained, "val/loss")
     assert len(val) == 4 and val[-1] < val[0]
+    recipe = load_recipe(pretrained / "config.yaml")  # the metrics the task declares are the ones it logs
+    header = next(csv.reader((pretrained / "logs" / "csv" / "version_0" / "metrics.csv").open()))
+    assert {name for name in header if name.startswith(("train/", "val/"))} == recipe.task.metrics(recipe.cfg)
     ckpt = torch.load(pretrained / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4 * (96 // 16) and ckpt["lvu"]["task"] == "lvmae.pretrain"
     assert ckpt["lvu"]["config"]["optim"]["betas"] == [0.9, 0.95]  # Table 5 kept through the quickstart recipe
@@ -268,3 +272,13 @@ def test_the_mean_pooled_baseline_is_the_plain_mean_of_the_embeddings():
     expected = torch.stack([x[0].mean(0), x[1, :3].mean(0)])
     torch.testing.assert_close(probe(tokens, key_valid), probe.head(expected))
     assert not [p for p in RawEmbeddings(8, 16, with_positions=False).parameters()]
+
+
+def test_video_shards_given_to_a_features_task_are_named_as_the_wrong_kind(synth_shards, tmp_path, capsys):
+    """It used to skip every sample as `missing_features` and give up on a 'mostly broken' shard set."""
+    assert main(["fit", "quickstart/lvmae_pretrain", f"data.train={synth_shards}", "data.val=null",
+                 "data.num_workers=0", "data.batch_size=2", f"run_dir={tmp_path / 'run'}", "trainer.max_steps=1",
+                 "trainer.progress_bar=none", *TINY_MODEL]) == 1
+    err = capsys.readouterr().err
+    assert "holds a video or image, not clip features (.npy)" in err and "lvu data embed" in err
+    assert err.count("\n") == 1
