@@ -22,6 +22,21 @@ def _subcommands(parser) -> dict:
     return action.choices
 
 
+HEAVY_MODULES = ("torch", "lightning", "transformers", "deepspeed", "av", "numpy", "peft")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["fit", "--help"], ["data", "inspect", "--help"], ["ckpt", "--help"],
+                                  ["slurm", "submit", "--help"], ["config", "--help"]])
+def test_help_imports_none_of_the_training_stack(argv):
+    """`lvu --help` took 12-53 s on a loaded machine when building the parser imported Lightning: help imports
+    only the standard library, omegaconf and lvu's own light modules (benchmarks/bench_cli.py times it)."""
+    code = (f"import sys\nfrom lvu.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            f"print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
 def test_help_lists_every_command():
     result = lvu("--help")
     assert result.returncode == 0
