@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf import errors as oc_errors
 
 from lvu.errors import ConfigError, closest, did_you_mean
-from lvu.schema import PRESET_GROUPS, RecipeConfig, renamed, schema_name, user_dotted, user_keys, user_name
+from lvu.schema import LOGGERS, PRESET_GROUPS, RecipeConfig, renamed, schema_name, user_dotted, user_keys, user_name
 from lvu.tasks.registry import TaskSpec, get_task
 
 RECIPE_SUFFIX = ".yaml"
@@ -218,6 +218,11 @@ def _check_values(cfg: DictConfig) -> None:
     high = OmegaConf.select(cfg, "data.sampler.max_frames", default=None, throw_on_missing=False)
     if isinstance(low, int) and isinstance(high, int) and low > high:
         problems.append(f"data.sampler.min_frames={low} exceeds data.sampler.max_frames={high}")
+    loggers = OmegaConf.select(cfg, "trainer.loggers", default=None, throw_on_missing=False)
+    unknown = sorted(set(loggers or ()) - set(LOGGERS)) if OmegaConf.is_list(loggers) else []
+    if unknown:
+        problems.append(f"trainer.loggers: unknown logger(s) {', '.join(unknown)} (choose from "
+                        f"{', '.join(LOGGERS)})")
     if problems:
         raise ConfigError("recipe values that cannot work: " + "; ".join(problems))
 

@@ -90,6 +90,44 @@ class CheckpointConfig:
     """Name pattern of the ranked checkpoints."""
 
 
+# trainer.loggers names -> the package each needs beyond lvu's requirements (its extra: pip install 'lvu[NAME]').
+LOGGERS: dict[str, str | None] = {"tensorboard": None, "csv": None, "wandb": "wandb", "mlflow": "mlflow"}
+
+
+class WandbMode(str, Enum):
+    # Written under <run_dir>/logs/wandb/; `wandb sync` uploads it later (compute nodes often have no internet).
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases, when ``trainer.loggers`` lists ``wandb`` (``pip install 'lvu[wandb]'``). One W&B run per
+    lvu run: restarts (resumes, Slurm requeues) continue it, its id kept in ``<run_dir>/logs/wandb_run_id``."""
+
+    project: str = "lvu"
+    """W&B project."""
+    entity: str | None = None
+    """Team or user; null: your default entity."""
+    mode: WandbMode = WandbMode.offline
+    """offline (the default: nothing leaves the machine until `wandb sync`), online, or disabled."""
+    tags: list[str] = field(default_factory=list)
+    """Tags of the W&B run."""
+
+
+@dataclass
+class MLflowConfig:
+    """MLflow, when ``trainer.loggers`` lists ``mlflow`` (``pip install 'lvu[mlflow]'``). One MLflow run per lvu
+    run: restarts continue it, its id kept in ``<run_dir>/logs/mlflow_run_id``."""
+
+    tracking_uri: str | None = None
+    """A tracking server (http://host:5000) or database URI; null: a SQLite file in <run_dir>/logs/mlflow.db (MLflow
+    3 refuses its old ./mlruns folder store)."""
+    experiment: str = "lvu"
+    """Experiment name (created when missing)."""
+
+
 @dataclass
 class PreemptionConfig:
     """Graceful stops on signals (Slurm preemption, ``scancel``, Ctrl-C-like SIGTERM from a scheduler).
@@ -163,7 +201,11 @@ class TrainerConfig:
     enable_model_summary: bool = True
     """Print Lightning's table of modules and parameter counts at the start of fit."""
     loggers: list[str] = field(default_factory=lambda: ["tensorboard", "csv"])
-    """Any of "tensorboard", "csv" (written under <run_dir>/logs/)."""
+    """Any of "tensorboard", "csv" (written under <run_dir>/logs/), "wandb", "mlflow" (see below)."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Weights & Biases settings (used when loggers lists wandb)."""
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig)
+    """MLflow settings (used when loggers lists mlflow)."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """What is kept in <run_dir>/checkpoints/."""
     test_after_fit: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -19,14 +20,14 @@ from omegaconf import OmegaConf
 from lvu.ckpt import convert
 from lvu.config import Recipe, load_recipe
 from lvu.errors import LvuError
-from lvu.schema import StrategyName
+from lvu.schema import LOGGERS, StrategyName
 from lvu.train.callbacks import RunInfo
 from lvu.train.checkpointing import find_best_checkpoint, find_resume_checkpoint, remove_partials
 from lvu.train.compat import check_compatible
 from lvu.train.preemption import PreemptionHandler
 from lvu.train.rundir import CONFIG_FILE, RUN_DIR_ENV, checkpoint_dir, resolve_run_dir
 from lvu.train.runlock import LOCK_FILE, run_lock
-from lvu.train.trainer import build_trainer
+from lvu.train.trainer import build_trainer, close_loggers
 
 STAGES = ("fit", "validate", "test", "predict")
 
@@ -189,6 +190,11 @@ def _check_start(cfg: Any, stage: str) -> None:
     if stage == "fit" and monitor and str(monitor).startswith("val/") and getattr(data, "val", "") is None:
         raise LvuError(f"trainer.checkpoint.monitor={monitor} needs validation data, but data.val is null: give "
                        f"data.val=SHARDS, or trainer.checkpoint.monitor=null to keep the last checkpoints only")
+    for name in cfg.trainer.loggers:
+        package = LOGGERS.get(name)
+        if package and importlib.util.find_spec(package) is None:
+            raise LvuError(f"trainer.loggers lists {name}, but the {package} package is not installed: "
+                           f"pip install 'lvu[{name}]'")
     accelerator = str(cfg.trainer.accelerator).lower()
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise LvuError(f"trainer.accelerator={cfg.trainer.accelerator} but this machine has no usable CUDA GPU "
@@ -265,20 +271,23 @@ def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ck
         trainer = build_trainer(cfg.trainer, run_dir, stage, run_info, predictions_path)
         evaluate = {"verbose": verbose} if stage in ("validate", "test") else {}
         try:
-            outputs = getattr(trainer, stage)(module, datamodule=datamodule, ckpt_path=ckpt_path, **evaluate)
+            try:
+                outputs = getattr(trainer, stage)(module, datamodule=datamodule, ckpt_path=ckpt_path, **evaluate)
+            finally:
+                if consolidated is not None:
+                    consolidated.unlink(missing_ok=True)
+            evaluated = stage
+            for callback in trainer.callbacks:
+                if isinstance(callback, PreemptionHandler):
+                    callback.finish(trainer.is_global_zero)  # raises Preempted after a signal
+            if stage == "fit" and cfg.trainer.test_after_fit:
+                best = find_best_checkpoint(run_dir)
+                rank_zero_info(f"Testing the {'best' if best else 'last'} checkpoint")
+                outputs = trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None,
+                                       verbose=verbose)
+                evaluated = "test"
         finally:
-            if consolidated is not None:
-                consolidated.unlink(missing_ok=True)
-        evaluated = stage
-        for callback in trainer.callbacks:
-            if isinstance(callback, PreemptionHandler):
-                callback.finish(trainer.is_global_zero)  # raises Preempted after a signal
-        if stage == "fit" and cfg.trainer.test_after_fit:
-            best = find_best_checkpoint(run_dir)
-            rank_zero_info(f"Testing the {'best' if best else 'last'} checkpoint")
-            outputs = trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None,
-                                   verbose=verbose)
-            evaluated = "test"
+            close_loggers(trainer)
 
     metrics = _scalar_metrics(trainer.callback_metrics)
     if evaluated in ("validate", "test") and outputs:

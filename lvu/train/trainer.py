@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgressBar, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from lvu import early_signals
 from lvu.errors import ConfigError
-from lvu.schema import ProgressBar, TrainerConfig
+from lvu.schema import MLflowConfig, ProgressBar, TrainerConfig, WandbConfig
 from lvu.train.callbacks import (
     DataHealth,
     JsonlPredictionWriter,
@@ -26,16 +29,12 @@ from lvu.train.callbacks import (
 from lvu.train.checkpointing import AtomicCheckpointIO
 from lvu.train.preemption import PreemptionHandler
 from lvu.train.progress import LogLines
-from lvu.train.rundir import checkpoint_dir
+from lvu.train.rundir import checkpoint_dir, global_rank
 from lvu.train.strategies import build_strategy
-
-LOGGERS = ("tensorboard", "csv")
 
 
 def build_loggers(cfg: TrainerConfig, run_dir: Path) -> list[Logger]:
-    unknown = sorted(set(cfg.loggers) - set(LOGGERS))
-    if unknown:
-        raise ConfigError(f"trainer.loggers: unknown logger(s) {', '.join(unknown)}; choose from {', '.join(LOGGERS)}")
+    """The loggers ``cfg.loggers`` names (names and packages were checked before the run started)."""
     loggers: list[Logger] = []
     if "tensorboard" in cfg.loggers:
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="logs", version="tensorboard"))
@@ -43,7 +42,73 @@ def build_loggers(cfg: TrainerConfig, run_dir: Path) -> list[Logger]:
         # One CSV per (re)start: logs/csv/version_N/metrics.csv. Lightning's CSVLogger deletes an existing
         # metrics.csv in its folder, which would erase the history of a resumed run.
         loggers.append(CSVLogger(save_dir=str(run_dir / "logs"), name="csv"))
+    if "wandb" in cfg.loggers:
+        loggers.append(_wandb_logger(cfg.wandb, run_dir))
+    if "mlflow" in cfg.loggers:
+        loggers.append(_mlflow_logger(cfg.mlflow, run_dir))
     return loggers
+
+
+def close_loggers(trainer: L.Trainer) -> None:
+    """End the W&B run of this lvu run. Lightning leaves it open, and the next run in the same process (a probe's
+    sub-run, a quickstart step) would log into it instead of starting its own."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
+            logger.experiment.finish()
+
+
+def _run_label(run_dir: Path) -> str:
+    return "/".join(run_dir.parts[-3:])  # e.g. lvmae/pretrain/version_2, or .../slurm-4242
+
+
+def _kept_run_id(record: Path) -> str | None:
+    """The tracker run this lvu run logs to, once one was made (so a resume or requeue continues it)."""
+    return record.read_text().strip() if record.is_file() else None
+
+
+def _keep_run_id(record: Path, run_id: str) -> None:
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(run_id + "\n")
+
+
+def _wandb_logger(cfg: WandbConfig, run_dir: Path) -> Logger:
+    record = run_dir / "logs" / "wandb_run_id"
+    run_id = _kept_run_id(record)
+    if run_id is None and global_rank() == 0:  # other ranks never start the W&B run (rank-zero only)
+        run_id = uuid.uuid4().hex[:16]
+        _keep_run_id(record, run_id)
+    return WandbLogger(project=cfg.project, entity=cfg.entity, name=_run_label(run_dir), id=run_id,
+                       save_dir=str(run_dir / "logs"), mode=cfg.mode.value, resume="allow", tags=list(cfg.tags),
+                       log_model=False)
+
+
+class RestartableMLFlowLogger(MLFlowLogger):
+    """MLflow refuses to change a parameter once logged, so a restart whose recipe differs (a larger
+    ``trainer.max_steps`` to train on) would fail at its first log. Parameters already in the run stay; new ones are
+    added; changed ones are recorded as tags ``restart/<key>`` (tags may change) with the newest value."""
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Any) -> None:
+        flat = {key: str(value)[:250] for key, value in _flatten_dict(_convert_params(params)).items()}  # as Lightning
+        logged = self.experiment.get_run(self.run_id).data.params
+        new = {key: value for key, value in flat.items() if key not in logged}
+        if new:
+            super().log_hyperparams(new)
+        for key, value in flat.items():
+            if key in logged and logged[key] != value:
+                self.experiment.set_tag(self.run_id, f"restart/{key}", value)
+
+
+def _mlflow_logger(cfg: MLflowConfig, run_dir: Path) -> Logger:
+    record = run_dir / "logs" / "mlflow_run_id"
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    uri = cfg.tracking_uri or f"sqlite:///{(run_dir / 'logs' / 'mlflow.db').resolve()}"
+    kept = _kept_run_id(record)
+    logger = RestartableMLFlowLogger(experiment_name=cfg.experiment, tracking_uri=uri, run_name=_run_label(run_dir),
+                          run_id=kept)
+    if kept is None and global_rank() == 0:
+        _keep_run_id(record, logger.run_id)  # reading run_id creates the MLflow run now, so restarts can continue it
+    return logger
 
 
 def build_callbacks(cfg: TrainerConfig, run_dir: Path, stage: str, run_info: RunInfo,
