@@ -1,54 +1,259 @@
-"""Toy reproduction of LV-MAE's claim on synthetic long videos, over several seeds.
+"""Toy reproduction of LV-MAE's claim on synthetic long videos, over several seeds (design v2, benchmarks/README.md).
 
 The paper: LV-MAE pre-training + attentive probing reaches 63.4 average top-1 on LVU against 38.9 for the raw
 LanguageBind embeddings with the same probe (supplement Sec. 9), and attentive probing beats linear probing.
-Here: the quickstart's pipeline (tiny random frozen CLIP, tiny LV-MAE) per seed, four probe configurations, and
-mean and standard deviation over seeds of every label task's test metric. ``act_order`` depends only on the order of
-the three acts, so a mean-pooled bag of clips is at chance (16.7%) by construction.
 
-    python benchmarks/toy_lvmae.py --seeds 0 1 2 --out runs/toy_lvmae
+v2, per seed of the whole pipeline (videos, tiny random frozen CLIP, pre-training, probes):
+
+1. synthesise 1200 unlabelled videos for pre-training and 240 / 60 / 90 labelled train / val / test videos, all
+   with ``SynthConfig.clip_seconds=5``: every 5-second clip is a new arrangement of its act's objects over the act's
+   background, so a masked clip is predictable from its act but not copied from its neighbour;
+2. embed every 5-second clip with the frozen tiny CLIP;
+3. pre-train a tiny LV-MAE on the unlabelled embeddings only (val loss on the labelled val set);
+4. the gate: the masked-clip reconstruction error on the val set against a copy-the-neighbour baseline (each masked
+   clip predicted by its nearest unmasked clip's normalised embedding, same masks, same loss);
+5. four probe rows (LV-MAE / raw embeddings x attentive / mean-pooled linear), every label task, with all 240
+   labelled training videos and with the first 60 of them; the same probe recipe, epochs and videos for each row.
+
+``act_order`` depends only on the order of the three acts, so a mean-pooled bag of clips is at chance (16.7%).
+
+    python benchmarks/toy_lvmae.py --pilot --seeds 0          # data, pre-training and the gate of one seed
+    python benchmarks/toy_lvmae.py --seeds 0 1 2 --out runs/toy_lvmae_v2
+
+Finished steps (synthesised and embedded sets, the pre-training checkpoint) are reused when the script is run again
+into the same ``--out``, so the pilot's seed is not recomputed.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
-from lvu.data.synth import LABEL_MAPS
-from lvu.quickstart.lvmae import PROBES, QuickstartConfig, run_quickstart
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-TOY_PROBES = PROBES  # the quickstart's like-for-like rows
+from lvu.config import load_recipe
+from lvu.data.embed import embed_videos
+from lvu.data.shards import count_samples, iter_samples, resolve_shards
+from lvu.data.synth import LABEL_MAPS, SynthConfig, synthesize
+from lvu.models.lvmae import LVMAE, random_mask
+from lvu.quickstart.common import quiet_lightning
+from lvu.quickstart.lvmae import PROBES, QuickstartConfig, make_tiny_encoder
+from lvu.tasks.lvmae import load_pretrained
+from lvu.train.run import run
+
+# The quickstart's like-for-like rows; attentive probes with 8 heads as the lvmae/probe_attentive recipe (Table 7).
+TOY_PROBES = tuple((name, [*overrides, "probe.num_heads=8"]) for name, overrides in PROBES)
+SPLITS = ("unlabelled", "train", "val", "test")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def prepare(out: Path, seed: int, args: argparse.Namespace) -> dict[str, Path]:
+    """Synthesise and embed the four sets of one seed (skipping sets already done); returns the feature folders."""
+    qs = QuickstartConfig()
+    video_cfg = SynthConfig(min_seconds=args.min_seconds, max_seconds=args.max_seconds, fps=qs.fps, width=qs.width,
+                            height=qs.height, clip_seconds=5.0)
+    counts = {"unlabelled": args.unlabelled, "train": args.train, "val": args.val, "test": args.test}
+    # v1's labelled sets used seeds seed*100 + 0, 1, 2; the unlabelled set takes + 3.
+    offsets = {"train": 0, "val": 1, "test": 2, "unlabelled": 3}
+    encoder = make_tiny_encoder(out / "encoder", qs.encoder_width, qs.encoder_image_size, seed)
+    features = {}
+    for split in SPLITS:
+        videos, feats = out / "videos" / split, out / "features" / split
+        if not (videos / "manifest.json").is_file():
+            t = time.perf_counter()
+            # Shards of --few videos: the first training shard is the few-label training set.
+            synthesize(videos, counts[split], seed=seed * 100 + offsets[split], cfg=video_cfg, maxcount=args.few,
+                       workers=args.workers, quiet=True)
+            log(f"seed {seed}: synthesised {counts[split]} {split} videos in {time.perf_counter() - t:.0f} s")
+        if not (feats / "manifest.json").is_file():
+            t = time.perf_counter()
+            embed_videos([str(videos)], feats, encoder, frames_per_clip=qs.frames_per_clip, batch_size=256,
+                         workers=args.workers, device="cpu", quiet=True)
+            log(f"seed {seed}: embedded {split} in {time.perf_counter() - t:.0f} s")
+        features[split] = feats
+    return features
+
+
+def pretrain(out: Path, seed: int, features: dict[str, Path], epochs: int) -> tuple[Path, dict[str, float]]:
+    run_dir = out / "runs" / "pretrain"
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    metrics_file = run_dir / "toy_metrics.json"
+    if ckpt.is_file() and metrics_file.is_file():
+        return ckpt, json.loads(metrics_file.read_text())
+    width = QuickstartConfig.encoder_width
+    recipe = load_recipe("quickstart/lvmae_pretrain", [
+        f"data.train={features['unlabelled']}", f"data.val={features['val']}", f"run_dir={run_dir}",
+        f"seed={seed}", f"trainer.max_epochs={epochs}", f"model.input_dim={width}", f"model.embed_dim={width}",
+    ])
+    t = time.perf_counter()
+    with quiet_lightning():
+        result = run(recipe, "fit", verbose=False)
+    metrics = {k: float(v) for k, v in result.metrics.items() if "loss" in k}
+    metrics["steps"] = result.global_step
+    metrics["seconds"] = round(time.perf_counter() - t, 1)
+    metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
+    log(f"seed {seed}: pre-trained {result.global_step} steps in {metrics['seconds']:.0f} s: {metrics}")
+    return ckpt, metrics
+
+
+def load_sequences(folder: Path, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every video's L2-normalised clip embeddings (first max_tokens), padded: ``x [N, L, D]``, ``valid [N, L]``."""
+    seqs = [F.normalize(torch.from_numpy(np.load(io.BytesIO(raw["npy"]))).float(), dim=-1)[:max_tokens]
+            for raw in iter_samples(resolve_shards([str(folder)]), exts=("npy",))]
+    x = torch.zeros(len(seqs), max(len(s) for s in seqs), seqs[0].shape[1])
+    for i, s in enumerate(seqs):
+        x[i, :len(s)] = s
+    valid = torch.arange(x.shape[1])[None] < torch.tensor([len(s) for s in seqs])[:, None]
+    return x, valid
+
+
+def copy_neighbour(x: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Each masked clip predicted by its nearest unmasked clip's (normalised) embedding; ties take the earlier."""
+    pred = x.clone()
+    positions = torch.arange(x.shape[1])
+    for b in range(x.shape[0]):
+        visible = positions[valid[b] & ~mask[b]]
+        for i in positions[mask[b]].tolist():
+            pred[b, i] = x[b, visible[(visible - i).abs().argmin()]]
+    return pred
+
+
+def gate(ckpt: Path, folder: Path, seed: int, draws: int = 10) -> dict[str, float]:
+    """Masked-clip MSE (the pre-training loss) of the model and of copy-the-neighbour, on the same masks."""
+    encoder = load_pretrained(ckpt)
+    model = LVMAE(encoder.config)
+    model.load_state_dict(encoder.state)
+    model.eval()
+    x, valid = load_sequences(folder, encoder.config.max_tokens)
+    errors: dict[str, list[float]] = {"model": [], "copy_neighbour": []}
+    for draw in range(draws):
+        mask = random_mask(valid, encoder.config.mask_ratio, torch.Generator().manual_seed(10_000 * seed + draw))
+        with torch.no_grad():
+            out = model(x, valid, mask=mask)
+        weight = (out.mask & valid).float()
+        for name, pred in (("model", out.pred), ("copy_neighbour", copy_neighbour(x, out.mask, valid))):
+            per_token = (pred - x).pow(2).mean(-1)
+            errors[name].append(float((per_token * weight).sum() / weight.sum()))
+    result = {name: statistics.mean(v) for name, v in errors.items()}
+    result["ratio"] = result["model"] / result["copy_neighbour"]
+    result["videos"], result["draws"] = int(x.shape[0]), draws
+    return result
+
+
+def probe(out: Path, seed: int, features: dict[str, Path], ckpt: Path, few: int) -> dict[str, dict[str, Any]]:
+    """Every probe row on every task, with all labelled training videos and with the first ``few`` (results kept in
+    ``probes.json`` and reused)."""
+    saved = out / "probes.json"
+    results: dict[str, dict[str, Any]] = json.loads(saved.read_text()) if saved.is_file() else {}
+    few_shard = features["train"] / "shard-000000.tar"
+    if count_samples(few_shard) != few:
+        raise RuntimeError(f"{few_shard} holds {count_samples(few_shard)} videos, not {few}")
+    # The few-label regime first: it is the cheaper one.
+    regimes = {f"{few} labels": str(few_shard),
+               f"{count_samples_all(features['train'])} labels": str(features["train"])}
+    for regime, train in regimes.items():
+        for n, (name, overrides) in enumerate(TOY_PROBES):
+            if name in results.get(regime, {}):
+                continue
+            run_dir = out / "runs" / f"probe{n}_{regime.split()[0]}"
+            t = time.perf_counter()
+            recipe = load_recipe("quickstart/lvmae_probe", [
+                f"data.train={train}", f"data.val={features['val']}", f"data.test={features['test']}",
+                f"data.label_maps={features['train'] / 'label_maps.json'}", f"probe.pretrained={ckpt}",
+                f"run_dir={run_dir}", f"seed={seed}", *overrides,
+            ])
+            with quiet_lightning():
+                metrics = run(recipe, "fit", verbose=False).metrics
+            row = {}
+            for task in LABEL_MAPS:
+                for key in (f"{task}/test/acc", f"{task}/test/mse"):
+                    if key in metrics:
+                        row[task] = float(metrics[key]) * (100 if key.endswith("acc") else 1)
+            results.setdefault(regime, {})[name] = row
+            log(f"seed {seed}: {regime}, {name}: {row} ({time.perf_counter() - t:.0f} s)")
+            saved.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def count_samples_all(folder: Path) -> int:
+    return sum(s.samples for s in resolve_shards([str(folder)]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default="runs/toy_lvmae")
+    parser.add_argument("--out", default="runs/toy_lvmae_v2")
+    parser.add_argument("--pilot", action="store_true", help="data, pre-training and the gate only")
+    parser.add_argument("--unlabelled", type=int, default=1200)
+    parser.add_argument("--train", type=int, default=240)
+    parser.add_argument("--val", type=int, default=60)
+    parser.add_argument("--test", type=int, default=90)
+    parser.add_argument("--few", type=int, default=60, help="labelled training videos of the few-label regime")
+    parser.add_argument("--min-seconds", type=float, default=QuickstartConfig.min_seconds)
+    parser.add_argument("--max-seconds", type=float, default=QuickstartConfig.max_seconds)
     parser.add_argument("--pretrain-epochs", type=int, default=QuickstartConfig.pretrain_epochs)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per process: on a shared 2-core machine, 2 threads ran a pre-training step "
+                             "16x slower than 1 (OpenMP threads waiting on each other)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.train % args.few:
+        parser.error("--train must be a multiple of --few (the first shard is the few-label set)")
     start = time.perf_counter()
-    per_seed = {}
+    report: dict[str, Any] = {"args": vars(args), "seeds": {}}
+    out_root = Path(args.out)
+    # Seeds may run in separate processes into one --out (their steps are reused), then all together to tabulate.
+    report_file = out_root / f"{'pilot' if args.pilot else 'toy_lvmae'}_seeds{'-'.join(map(str, args.seeds))}.json"
     for seed in args.seeds:
-        # One seed for everything (videos, encoder, pre-training, probe): seeds vary the whole pipeline.
-        cfg = QuickstartConfig(seed=seed, pretrain_epochs=args.pretrain_epochs, probe_seeds=(seed,))
-        per_seed[seed] = run_quickstart(Path(args.out) / f"seed{seed}", cfg=cfg, probes=TOY_PROBES)["probes"]
-    print(f"\n# {len(args.seeds)} seeds {args.seeds}; test metric mean ± std (accuracy %, MSE for event_count); "
-          f"{time.perf_counter() - start:.0f} s")
-    header = f"{'probe':40s}" + "".join(f"{t:>18s}" for t in LABEL_MAPS)
-    print(header)
-    table = {}
-    for name, _ in TOY_PROBES:
-        cells, table[name] = [], {}
-        for task in LABEL_MAPS:
-            values = [per_seed[s][name][task] for s in args.seeds]
-            mean, std = statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-            table[name][task] = {"mean": mean, "std": std, "values": values}
-            cells.append(f"{mean:10.1f} ± {std:5.1f}")
-        print(f"{name:40s}" + "".join(f"{c:>18s}" for c in cells))
-    (Path(args.out) / "toy_lvmae.json").write_text(json.dumps(table, indent=2) + "\n")
+        out = out_root / f"seed{seed}"
+        features = prepare(out, seed, args)
+        ckpt, pretrain_metrics = pretrain(out, seed, features, args.pretrain_epochs)
+        gate_numbers = gate(ckpt, features["val"], seed)
+        log(f"seed {seed}: gate on val: {gate_numbers}")
+        entry = report["seeds"][seed] = {"pretrain": pretrain_metrics, "gate": gate_numbers}
+        if not args.pilot:
+            entry["probes"] = probe(out, seed, features, ckpt, args.few)
+        entry["seconds_so_far"] = round(time.perf_counter() - start, 1)
+        out_root.mkdir(parents=True, exist_ok=True)
+        report_file.write_text(json.dumps(report, indent=2) + "\n")
+    elapsed = time.perf_counter() - start
+    report["seconds"] = round(elapsed, 1)
+    if not args.pilot:
+        report["table"] = summarise(report, args.seeds)
+    report_file.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n# seeds {args.seeds}; {elapsed:.0f} s")
+    for seed in args.seeds:
+        g, p = report["seeds"][seed]["gate"], report["seeds"][seed]["pretrain"]
+        print(f"seed {seed}: pre-training {p}; gate: model {g['model']:.4f} vs copy-the-neighbour "
+              f"{g['copy_neighbour']:.4f} (ratio {g['ratio']:.2f})")
+
+
+def summarise(report: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    first = report["seeds"][seeds[0]]["probes"]
+    print("test metric mean ± sd over seeds (accuracy %, MSE for event_count)")
+    for regime in first:
+        print(f"\n{regime}\n{'probe':40s}" + "".join(f"{t:>18s}" for t in LABEL_MAPS))
+        for name, _ in TOY_PROBES:
+            cells = []
+            for task in LABEL_MAPS:
+                values = [report["seeds"][s]["probes"][regime][name][task] for s in seeds]
+                mean, sd = statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+                table.setdefault(regime, {}).setdefault(name, {})[task] = {"mean": mean, "sd": sd, "values": values}
+                cells.append(f"{mean:10.1f} ± {sd:5.1f}")
+            print(f"{name:40s}" + "".join(f"{c:>18s}" for c in cells))
+    return table
 
 
 if __name__ == "__main__":

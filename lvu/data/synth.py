@@ -73,6 +73,12 @@ class SynthConfig:
     width: int = 128
     height: int = 96
     max_events: int = 4
+    clip_seconds: float | None = None
+    """None: each scene's objects move through it (the default). A number: the video is cut into clips of this
+    length on the grid from 0 s (the one ``lvu data embed`` cuts, 5 s by default) and every clip inside an act shows
+    a new arrangement of the act's objects (one to three of the act's three shape/colour pairs, at new sizes,
+    positions and speeds) over the act's background, so a clip is predictable from its act but not a copy of its
+    neighbour. Acts and events are drawn as without it."""
 
     def __post_init__(self) -> None:
         if not 0 < self.min_seconds <= self.max_seconds:
@@ -84,6 +90,8 @@ class SynthConfig:
             raise ValueError("--fps must be positive")
         if self.min_seconds * self.fps < 3:
             raise ValueError("videos this short at this fps hold fewer than 3 frames (one per act)")
+        if self.clip_seconds is not None and self.clip_seconds * self.fps < 1:
+            raise ValueError("--clip-seconds must span at least one frame")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -127,10 +135,41 @@ def _plan(rng: np.random.Generator, cfg: SynthConfig) -> dict[str, Any]:
                        "end_frame": start + length,
                        "x": float(rng.uniform(0.2, 0.8) * cfg.width), "y": float(rng.uniform(0.2, 0.7) * cfg.height)})
     events.sort(key=lambda e: e["start_frame"])
+    if cfg.clip_seconds is not None:
+        scenes = _clip_scenes(rng, cfg, acts)
     for item in (*acts, *scenes, *events):
         item["start_s"] = round(item["start_frame"] / cfg.fps, 3)
         item["end_s"] = round(item["end_frame"] / cfg.fps, 3)
     return {"frames": frames, "duration_s": duration, "acts": acts, "scenes": scenes, "events": events}
+
+
+def _object(rng: np.random.Generator, cfg: SynthConfig, shape: str, colour: str) -> dict[str, Any]:
+    size = int(rng.integers(cfg.height // 8, cfg.height // 4))
+    return {
+        "shape": shape,
+        "colour": colour,
+        "size": size,
+        "x": float(rng.uniform(size, cfg.width - size)),
+        "y": float(rng.uniform(size, cfg.height - TIMECODE_ROWS - size)),
+        "vx": float(rng.uniform(-1, 1) * cfg.width / (2 * cfg.fps)),
+        "vy": float(rng.uniform(-1, 1) * cfg.height / (2 * cfg.fps)),
+    }
+
+
+def _clip_scenes(rng: np.random.Generator, cfg: SynthConfig, acts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """SynthConfig.clip_seconds: one scene per clip of each act, each a new arrangement of the act's objects."""
+    step = max(1, round(cfg.clip_seconds * cfg.fps))
+    scenes = []
+    for act in acts:
+        a0, a1 = act["start_frame"], act["end_frame"]
+        pool = [(SHAPES[int(rng.integers(len(SHAPES)))], list(COLOURS)[int(rng.integers(len(COLOURS)))])
+                for _ in range(3)]
+        cuts = list(range((a0 // step + 1) * step, a1, step))
+        for s0, s1 in zip([a0, *cuts], [*cuts, a1], strict=True):
+            chosen = sorted(rng.choice(len(pool), int(rng.integers(1, len(pool) + 1)), replace=False).tolist())
+            scenes.append({"scene_type": act["scene_type"], "start_frame": s0, "end_frame": s1,
+                           "objects": [_object(rng, cfg, *pool[i]) for i in chosen]})
+    return scenes
 
 
 # --------------------------------------------------------------------------------------------------------------------
