@@ -6,8 +6,10 @@ rank 1). The model is a tiny LV-MAE on hand-made clip-embedding shards.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +32,22 @@ def feature_shards(tmp_path_factory) -> Path:
     return make_features(tmp_path_factory.mktemp("features"), 96, dim=8, seed=3, per_shard=32)
 
 
+@pytest.fixture(scope="module")
+def stopped_at_step_5(feature_shards, tmp_path_factory):
+    """``copy(preset, dest)``: a 2-rank run of ``preset`` stopped by max_steps at step 5 (mid-epoch), copied to
+    ``dest``. Each preset's run is made once per module; the tests that resume one work on their own copy."""
+    made: dict[str, Path] = {}
+
+    def copy(preset: str, dest: Path) -> Path:
+        if preset not in made:
+            made[preset] = tmp_path_factory.mktemp(f"stopped_{preset}")
+            _ok(launch([*_recipe(feature_shards, made[preset], preset), "trainer.max_steps=5"]))
+        shutil.copytree(made[preset], dest, symlinks=True)
+        return dest
+
+    return copy
+
+
 def _recipe(shards: Path, run_dir: Path, preset: str, devices: int = 2) -> list[str]:
     return ["fit", "quickstart/lvmae_pretrain", f"data.train={shards}", "data.val=null", "data.batch_size=4",
             "data.num_workers=1", "model.input_dim=8", "model.embed_dim=8", "model.decoder_dim=8",
@@ -40,13 +58,42 @@ def _recipe(shards: Path, run_dir: Path, preset: str, devices: int = 2) -> list[
             "optim.scheduler.warmup_steps=3"]
 
 
-def launch(args: list[str], *, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def _driver_env(env: dict[str, str] | None) -> dict[str, str]:
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get(
         "PYTHONPATH", "")]), **(env or {})}
     full_env.pop("LVU_RUN_DIR", None)
-    result = subprocess.run([sys.executable, DRIVER, *args], capture_output=True, text=True, env=full_env,
-                            timeout=timeout)
-    return result
+    return full_env
+
+
+def launch(args: list[str], *, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, DRIVER, *args], capture_output=True, text=True, env=_driver_env(env),
+                          timeout=timeout)
+
+
+class Background:
+    """``launch`` in the background, output (both streams) in ``log``: an uninterrupted reference run goes alongside
+    the interrupted one it is compared with. A launch is mostly one rank importing at a time, so two of them share
+    2 cores well. Used as a context manager, it is stopped (both ranks: its own process group) if the test fails
+    before ``wait_ok``."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        with log.open("w") as out:
+            self.process = subprocess.Popen([sys.executable, DRIVER, *args], stdout=out, stderr=subprocess.STDOUT,
+                                            env=_driver_env(None), start_new_session=True)
+
+    def wait_ok(self, timeout: int = 600) -> None:
+        code = self.process.wait(timeout=timeout)
+        assert code == 0, f"exit {code}\n{self.log.read_text(errors='replace')[-6000:]}"
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
 
 
 def _ok(result: subprocess.CompletedProcess, code: int = 0) -> subprocess.CompletedProcess:
@@ -68,20 +115,22 @@ def _assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
 
 
 @pytest.mark.parametrize("preset", ["ddp", "deepspeed_zero2", "deepspeed_zero3"])
-def test_stopped_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(preset, feature_shards, tmp_path):
+def test_stopped_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(preset, feature_shards, stopped_at_step_5,
+                                                                            tmp_path):
     reference = tmp_path / "reference"
-    _ok(launch([*_recipe(feature_shards, reference, preset), f"trainer.max_steps={TOTAL_STEPS}"]))
-
-    run = tmp_path / "interrupted"
-    # 1. stopped by max_steps, mid-epoch
-    _ok(launch([*_recipe(feature_shards, run, preset), "trainer.max_steps=5"]))
-    # 2. resumed, then stopped by a signal that reaches rank 0 only, mid-epoch of the second epoch
-    stopped = _ok(launch([*_recipe(feature_shards, run, preset), f"trainer.max_steps={TOTAL_STEPS}"],
-                         env={"LVU_TEST_SIGNAL": "SIGUSR1:14"}), PREEMPTED_EXIT)
-    assert "stopped by SIGUSR1 at step 14" in stopped.stderr
-    assert consolidated_state_dict(run / "checkpoints" / "last.ckpt").global_step == 14
-    # 3. resumed to the end with the same command
-    _ok(launch([*_recipe(feature_shards, run, preset), f"trainer.max_steps={TOTAL_STEPS}"]))
+    with Background([*_recipe(feature_shards, reference, preset), f"trainer.max_steps={TOTAL_STEPS}"],
+                    tmp_path / "reference.log") as uninterrupted:
+        # 1. stopped by max_steps, mid-epoch
+        run = stopped_at_step_5(preset, tmp_path / "interrupted")
+        # 2. resumed, then stopped by a signal that reaches rank 0 only, mid-epoch of the second epoch
+        stopped = _ok(launch([*_recipe(feature_shards, run, preset), f"trainer.max_steps={TOTAL_STEPS}"],
+                             env={"LVU_TEST_SIGNAL": "SIGUSR1:14"}), PREEMPTED_EXIT)
+        assert "Resuming from" in stopped.stdout + stopped.stderr
+        assert "stopped by SIGUSR1 at step 14" in stopped.stderr
+        assert consolidated_state_dict(run / "checkpoints" / "last.ckpt").global_step == 14
+        # 3. resumed to the end with the same command
+        _ok(launch([*_recipe(feature_shards, run, preset), f"trainer.max_steps={TOTAL_STEPS}"]))
+        uninterrupted.wait_ok()
 
     _assert_identical(_final_state(reference), _final_state(run))
 
@@ -89,10 +138,12 @@ def test_stopped_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(pres
 def test_sigterm_stops_gracefully_and_resumes_exactly(feature_shards, tmp_path):
     reference = tmp_path / "reference"
     args = [f"trainer.max_steps={TOTAL_STEPS}", f"data.val={feature_shards}"]  # validation at epoch ends
-    _ok(launch([*_recipe(feature_shards, reference, "ddp"), *args]))
-    run = tmp_path / "run"
-    stopped = _ok(launch([*_recipe(feature_shards, run, "ddp"), *args], env={"LVU_TEST_SIGNAL": "SIGTERM:6"}),
-                  PREEMPTED_EXIT)
+    uninterrupted = Background([*_recipe(feature_shards, reference, "ddp"), *args], tmp_path / "reference.log")
+    with uninterrupted:
+        run = tmp_path / "run"
+        stopped = _ok(launch([*_recipe(feature_shards, run, "ddp"), *args], env={"LVU_TEST_SIGNAL": "SIGTERM:6"}),
+                      PREEMPTED_EXIT)
+        uninterrupted.wait_ok()
     assert "stopped by SIGTERM at step 6" in stopped.stderr and "run the same command to resume" in stopped.stderr
     # No validation pass after the signal (Lightning runs one when a run stops mid-epoch): time is short.
     with (run / "logs" / "csv" / "version_0" / "metrics.csv").open() as f:
@@ -115,14 +166,13 @@ def test_kill_during_a_checkpoint_save_leaves_the_run_resumable(preset, feature_
     assert not list(checkpoints.glob(".*partial*"))
 
 
-def test_convert_writes_one_fp32_state_dict_that_evaluation_loads(feature_shards, tmp_path, capsys):
-    run = tmp_path / "run"
-    _ok(launch([*_recipe(feature_shards, run, "deepspeed_zero3"), "trainer.max_steps=3"]))
+def test_convert_writes_one_fp32_state_dict_that_evaluation_loads(stopped_at_step_5, tmp_path, capsys):
+    run = stopped_at_step_5("deepspeed_zero3", tmp_path / "run")
     out = tmp_path / "lvmae.pt"
     assert main(["ckpt", "convert", str(run / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
     converted = torch.load(out, weights_only=True)
-    assert converted["global_step"] == 3 and converted["lvu"]["task"] == "lvmae.pretrain"
+    assert converted["global_step"] == 5 and converted["lvu"]["task"] == "lvmae.pretrain"
     assert all(t.dtype == torch.float32 for t in converted["state_dict"].values())
     assert not any(k.startswith("_forward_module") for k in converted["state_dict"])
     # The same weights DeepSpeed holds, and a model of the recipe loads them strictly.
@@ -143,12 +193,12 @@ def test_convert_writes_one_fp32_state_dict_that_evaluation_loads(feature_shards
 
 
 @pytest.mark.parametrize("preset", ["ddp", "deepspeed_zero2", "deepspeed_zero3"])
-def test_resume_on_a_smaller_world_size(preset, feature_shards, tmp_path):
-    _ok(launch([*_recipe(feature_shards, tmp_path, preset), "trainer.max_steps=5"]))
-    resumed = _ok(launch([*_recipe(feature_shards, tmp_path, preset, devices=1), "trainer.max_steps=8"]))
+def test_resume_on_a_smaller_world_size(preset, feature_shards, stopped_at_step_5, tmp_path):
+    run = stopped_at_step_5(preset, tmp_path / "run")
+    resumed = _ok(launch([*_recipe(feature_shards, run, preset, devices=1), "trainer.max_steps=8"]))
     out = resumed.stdout + resumed.stderr
     assert "data position restored approximately" in out and "RNG states of 2 ranks and this run has 1" in out
-    last = tmp_path / "checkpoints" / "last.ckpt"
+    last = run / "checkpoints" / "last.ckpt"
     assert consolidated_state_dict(last).global_step == 8
     if preset.startswith("deepspeed"):
         assert "written by 2 ranks and this run has 1: loading it through a DeepSpeed universal checkpoint" in out
@@ -162,18 +212,31 @@ def test_resume_on_a_smaller_world_size(preset, feature_shards, tmp_path):
         groups = state[inner]["param_groups"]
         assert len({g["name"] for g in groups}) == len(groups) == 2
         assert {g["weight_decay"] for g in groups} == {0.0, 0.05}
-        assert not (tmp_path / "checkpoints" / ".last.ckpt.universal").exists()  # removed once stale
+        assert not (run / "checkpoints" / ".last.ckpt.universal").exists()  # removed once stale
 
 
-def test_ckpt_universal_command(feature_shards, tmp_path, capsys):
-    _ok(launch([*_recipe(feature_shards, tmp_path / "run", "deepspeed_zero2"), "trainer.max_steps=3"]))
+def test_ckpt_universal_command(feature_shards, stopped_at_step_5, tmp_path, capsys):
+    stopped_at_step_5("deepspeed_zero2", tmp_path / "run")
     out = tmp_path / "uni"
     assert main(["ckpt", "universal", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 0
     assert "written by 2 ranks" in capsys.readouterr().out
     assert (out / "latest_universal").read_text() == "checkpoint" and list((out / "checkpoint" / "zero").iterdir())
-    _ok(launch([*_recipe(feature_shards, tmp_path / "more", "deepspeed_zero2", devices=1), "trainer.max_steps=5",
+    _ok(launch([*_recipe(feature_shards, tmp_path / "more", "deepspeed_zero2", devices=1), "trainer.max_steps=7",
                 "--ckpt", str(out)]))
-    assert consolidated_state_dict(tmp_path / "more" / "checkpoints" / "last.ckpt").global_step == 5
+    assert consolidated_state_dict(tmp_path / "more" / "checkpoints" / "last.ckpt").global_step == 7
+
+
+def test_a_moved_run_folder_resumes_in_place(recipe_path, tmp_path, caplog):
+    # Lightning drops ModelCheckpoint's history when its folder changed: the resumed run wrote last-v1.ckpt beside
+    # the old last.ckpt, and the next resume went back to the old one.
+    args = ["fit", recipe_path("tiny"), "trainer.accelerator=cpu", "trainer.devices=1"]
+    assert main([*args, f"run_dir={tmp_path / 'scratch'}", "trainer.max_steps=4"]) == 0
+    shutil.move(tmp_path / "scratch", tmp_path / "project")
+    assert main([*args, f"run_dir={tmp_path / 'project'}", "trainer.max_steps=6"]) == 0
+    assert "the run folder was moved" in caplog.text
+    checkpoints = tmp_path / "project" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("*.ckpt")) == ["last.ckpt"]
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 6
 
 
 def test_every_rank_gets_its_own_rng_state_back(tmp_path, recipe_path):

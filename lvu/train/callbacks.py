@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lvu import __version__
 from lvu.ckpt import RECORD_KEY
@@ -155,6 +155,20 @@ class LvuModelCheckpoint(ModelCheckpoint):
     ``max_steps`` off that schedule would lose its final steps.
     """
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning forgets the checkpoint history when ``dirpath`` changed, so a run folder that was moved or
+        copied (scratch to project space, a renamed experiment) would, on resume, find a ``last.ckpt`` it does not
+        know and write ``last-v1.ckpt`` beside it: the next resume would take the stale ``last.ckpt``. When the
+        recorded files are in the new folder, the history is moved with them."""
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and old != self.dirpath:
+            moved = _rebased(state_dict, Path(old), Path(self.dirpath))
+            if moved["last_model_path"] and Path(moved["last_model_path"]).exists():
+                rank_zero_info(f"the run folder was moved (its checkpoints were in {old}): continuing in "
+                               f"{self.dirpath}")
+                state_dict = moved
+        super().load_state_dict(state_dict)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         if self.save_last and trainer.global_step != self._last_global_step_saved and not trainer.sanity_checking:
@@ -172,6 +186,24 @@ class LvuModelCheckpoint(ModelCheckpoint):
             tmp = best.with_suffix(".tmp")
             tmp.write_text(json.dumps(record, indent=1) + "\n")
             os.replace(tmp, best)
+
+
+def _rebased(state: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
+    """ModelCheckpoint's state with every path inside ``old`` moved to the same place inside ``new``."""
+
+    def move(path: Any) -> Any:
+        if not path:
+            return path
+        try:
+            return str(new / Path(path).relative_to(old))
+        except ValueError:  # outside the old folder: not ours to move
+            return path
+
+    moved = {**state, "dirpath": str(new)}
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        moved[key] = move(state.get(key))
+    moved["best_k_models"] = {move(k): v for k, v in (state.get("best_k_models") or {}).items()}
+    return moved
 
 
 class JsonlPredictionWriter(BasePredictionWriter):
