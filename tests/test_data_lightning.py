@@ -12,11 +12,13 @@ import pytest
 SCRIPT = Path(__file__).parent / "support" / "loader_resume.py"
 
 
+def _command(shards: Path, out: Path, steps: int, devices: int, ckpt: Path | None = None) -> list[str]:
+    return [sys.executable, str(SCRIPT), str(shards), str(out), str(steps), str(devices),
+            *([str(ckpt)] if ckpt is not None else [])]
+
+
 def _run(shards: Path, out: Path, steps: int, devices: int, ckpt: Path | None = None) -> None:
-    args = [sys.executable, str(SCRIPT), str(shards), str(out), str(steps), str(devices)]
-    if ckpt is not None:
-        args.append(str(ckpt))
-    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(_command(shards, out, steps, devices, ckpt), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -28,9 +30,13 @@ def _keys(out: Path, rank: int) -> list[tuple[int, list[str]]]:
 @pytest.mark.slow
 def test_ddp_resume_mid_epoch_sees_exactly_the_uninterrupted_samples(synth_shards, tmp_path):
     # 10 videos, 2 ranks x batch 2: 2 batches per rank per epoch. Stop at step 3 (mid-epoch 1), resume to 5.
-    _run(synth_shards, tmp_path / "full", 5, devices=2)
-    _run(synth_shards, tmp_path / "cut", 3, devices=2)
-    _run(synth_shards, tmp_path / "cut", 5, devices=2, ckpt=tmp_path / "cut" / "ckpt" / "last.ckpt")
+    # The uninterrupted run goes alongside the interrupted one (each is mostly one process importing at a time).
+    log = tmp_path / "full.log"
+    with log.open("w") as out, subprocess.Popen(_command(synth_shards, tmp_path / "full", 5, devices=2), stdout=out,
+                                                stderr=subprocess.STDOUT) as full_run:
+        _run(synth_shards, tmp_path / "cut", 3, devices=2)
+        _run(synth_shards, tmp_path / "cut", 5, devices=2, ckpt=tmp_path / "cut" / "ckpt" / "last.ckpt")
+        assert full_run.wait(timeout=300) == 0, log.read_text()[-3000:]
     for rank in (0, 1):
         full, resumed = _keys(tmp_path / "full", rank), _keys(tmp_path / "cut", rank)
         assert [s for s, _ in full] == [0, 1, 2, 3, 4]

@@ -12,6 +12,7 @@ import torch
 from support.hosts import FRAME, native_image_logits, save_host
 
 from lvu.cli import main
+from lvu.config import load_recipe
 
 
 @pytest.fixture(scope="module", params=["llava_onevision", "qwen2_vl", "internvl"])
@@ -55,6 +56,11 @@ def test_align_trains_only_linvt_and_lowers_the_loss(host_path, two_videos, tmp_
     # term competes with it: the caption loss going down is checked with the contrastive term off below.)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.05
     assert all(c >= 0 for c in _losses(run_dir, "train/contrastive_loss"))
+    # What the task declares (and `trainer.checkpoint.monitor` is checked against) is what it logs.
+    recipe = load_recipe(run_dir / "config.yaml")
+    with (run_dir / "logs" / "csv" / "version_0" / "metrics.csv").open() as f:
+        logged = {name for name in next(csv.reader(f)) if name.startswith(("train/", "val/"))}
+    assert logged == {name for name in recipe.task.metrics(recipe.cfg) if name.startswith("train/")}
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert state and all(k.startswith(("linvt.", "log_scale")) for k in state)  # the frozen host is not saved
     # Resuming restores LinVT and continues.
@@ -160,7 +166,7 @@ def test_stopped_and_resumed_linvt_matches_an_uninterrupted_run(stage, preset, s
                                                                 tmp_path):
     """Stopped mid-epoch, resumed: the same LinVT (and LoRA) as an uninterrupted run, bit for bit. (Stops by signal
     take the same save and restore path; test_resume.py covers them model-independently.)"""
-    from test_resume import _assert_identical, _ok, launch
+    from test_resume import Background, _assert_identical, _ok, launch
 
     from lvu.ckpt import consolidated_state_dict
 
@@ -176,10 +182,12 @@ def test_stopped_and_resumed_linvt_matches_an_uninterrupted_run(stage, preset, s
         a[1] = f"linvt/{stage}"
         return a
 
-    _ok(launch(args(tmp_path / "reference", total)))
     run = tmp_path / "run"
-    _ok(launch(args(run, 3)))
-    _ok(launch(args(run, total)))
+    with Background(args(tmp_path / "reference", total), tmp_path / "reference.log") as uninterrupted:
+        _ok(launch(args(run, 3)))
+        resumed = _ok(launch(args(run, total)))
+        uninterrupted.wait_ok()
+    assert "Resuming from" in resumed.stdout + resumed.stderr
     final = [consolidated_state_dict(r / "checkpoints" / "last.ckpt") for r in (tmp_path / "reference", run)]
     assert final[0].global_step == final[1].global_step == total
     if stage == "instruct":

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from support.features import make_features
-from test_resume import DRIVER, _assert_identical, _ok, launch
+from test_resume import DRIVER, Background, _assert_identical
 
 from lvu.ckpt import consolidated_state_dict
 from lvu.cli import main
@@ -90,23 +90,25 @@ def _log(log_dir: Path, job_id: str) -> str:
 @pytest.mark.parametrize("preset", ["ddp", "deepspeed_zero2"])
 def test_preempted_job_requeues_resumes_and_matches_an_uninterrupted_run(slurm, shards, preset, tmp_path):
     reference = tmp_path / "reference"
-    _ok(launch(["fit", *_lvu_args(shards, preset), "trainer.devices=2", f"run_dir={reference}"], timeout=600))
+    # The uninterrupted run needs no cluster: it runs while the job does (much of the job's time is waiting).
+    with Background(["fit", *_lvu_args(shards, preset), "trainer.devices=2", f"run_dir={reference}"],
+                    tmp_path / "reference.log") as uninterrupted:
+        job, printed = _submit([*_lvu_args(shards, preset), f"runs_root={tmp_path / 'runs'}", "--nodes", "1",
+                                "--gpus-per-node", "2", "--cpus-per-task", "1", "--log-dir",
+                                str(tmp_path / "logs")], tmp_path)
+        run_dir = tmp_path / "runs" / "quickstart" / "lvmae_pretrain" / f"slurm-{job}"
+        assert f"checkpoints: {run_dir}/checkpoints/" in printed
+        try:
+            _wait(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), 300, "the first checkpoint")
+            subprocess.run(["scancel", "--signal=USR1", job], check=True)  # what Slurm does 90 s before the limit
 
-    job, printed = _submit([*_lvu_args(shards, preset), f"runs_root={tmp_path / 'runs'}", "--nodes", "1",
-                            "--gpus-per-node", "2", "--cpus-per-task", "1", "--log-dir", str(tmp_path / "logs")],
-                           tmp_path)
-    run_dir = tmp_path / "runs" / "quickstart" / "lvmae_pretrain" / f"slurm-{job}"
-    assert f"checkpoints: {run_dir}/checkpoints/" in printed
-    try:
-        _wait(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), 300, "the first checkpoint")
-        subprocess.run(["scancel", "--signal=USR1", job], check=True)  # what Slurm does 90 s before the limit
-
-        # Slurm starts a requeued job again once its old credentials expired (local-cluster.sh: 15 s). Forcing it
-        # earlier (scontrol update StartTime=now) races the old run's clean-up: "Job credential revoked".
-        _wait(lambda: _job(job).get("JobState") == "COMPLETED" and "fit finished" in _log(tmp_path / "logs", job),
-              600, "the job to requeue itself, restart and finish", interval=0.5)
-    finally:
-        subprocess.run(["scancel", job], capture_output=True)
+            # Slurm starts a requeued job again once its old credentials expired (local-cluster.sh: 15 s). Forcing
+            # it earlier (scontrol update StartTime=now) races the old run's clean-up: "Job credential revoked".
+            _wait(lambda: _job(job).get("JobState") == "COMPLETED" and "fit finished" in _log(tmp_path / "logs", job),
+                  600, "the job to requeue itself, restart and finish", interval=0.5)
+        finally:
+            subprocess.run(["scancel", job], capture_output=True)
+        uninterrupted.wait_ok()
     log = _log(tmp_path / "logs", job)
     assert _job(job)["JobState"] == "COMPLETED", log[-4000:]
     stopped = re.search(r"stopped by SIGUSR1 at step (\d+)", log)
