@@ -52,6 +52,12 @@ for time only (the full grid would have taken about 85 minutes on the 2-core mac
 answer prior (held-out accuracy at chance, the same with shuffled videos). See benchmarks/README.md.
 
     python benchmarks/toy_linvt.py --seeds 0 1 2 --out runs/toy_linvt
+
+Oracle row (not in the default grid): ``--rows oracle`` bypasses LinVT and hands the LLM exactly the host's 8 square
+tokens of each video, in time order (:func:`oracle_video_tokens`), stage 2 only (LoRA), same data, steps and
+metrics; it tells "LinVT cannot select" apart from "this LLM cannot read a corner from a square token at this scale":
+
+    python benchmarks/toy_linvt.py --rows oracle --seeds 0 1 2 --json toy_linvt_oracle.json
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ from lvu.data.video import encode_mp4
 from lvu.models.vlm.tiny import FRAME, save_tiny_host
 from lvu.tasks.host_lm import host_lm_data
 from lvu.tasks.host_lm.conversation import IGNORE, Conversation, Turn
+from lvu.tasks.host_lm.module import VideoTokens
 from lvu.tasks.linvt import LinVTTask
 
 FRAMES, FPS, SQUARE, SLOT = 48, 8.0, 4, 2
@@ -95,8 +102,12 @@ CONFIGS = {  # name -> (run folder, overrides shared by both stages)
     "avg (one token per frame)": ("avg", ["model.variant=avg", ON]),
     "control multi_c [8,4,2], text on": ("large", ["model.variant=multi_c", LARGE, ON]),
     "control multi_c [8,4,2], text off": ("large_text_off", ["model.variant=multi_c", LARGE, OFF]),
+    # Oracle: LinVT bypassed, the LLM gets exactly the 8 square tokens (see oracle_video_tokens); run as the
+    # parameter-free avg variant, whose output it replaces, so only LoRA trains. Not in the default grid.
+    "oracle (the 8 square tokens, LinVT bypassed)": ("oracle", ["model.variant=avg", ON]),
 }
-NO_STAGE1 = {"avg"}  # parameter-free LinVT: nothing to align
+NO_STAGE1 = {"avg", "oracle"}  # parameter-free LinVT: nothing to align
+DEFAULT_ROWS = [f for f, _ in CONFIGS.values() if f != "oracle"]
 HEAD_SCALE = 25.0
 
 
@@ -245,8 +256,38 @@ def square_weights(model: LinVTTask, batch) -> dict[str, float | None]:
             "on_asked": float((out.weights * asked[:, None]).sum(-1).mean())}
 
 
+ORACLE_TOKENS = 8  # 4 squares x 2 frames
+
+
+def oracle_video_tokens(self: LinVTTask, videos, text) -> VideoTokens:
+    """The oracle row's video tokens, in place of LinVT's: per video, the host's own per-frame tokens
+    (``encode_frames``, what LinVT receives) of the 8 token patches (8x8 px) that hold a square, found in the
+    decoded frames as the 8 tokens with the largest pixel distance from the grey background, in time order (raster
+    order within a frame). The question is not used."""
+    v, t = videos.frames.shape[:2]
+    per_frame = self.host.encode_frames(self.host.normalize(videos.frames.flatten(0, 1)))
+    per_frame = per_frame.view(v, t * per_frame.shape[1], -1)
+    grid = 8  # px per visual token (4-px patches merged 2x2)
+    distance = (videos.frames.float() - torch.tensor(BACKGROUND, device=videos.frames.device)).abs().amax(-1)
+    distance = distance.masked_fill(~videos.frame_mask[:, :, None, None], 0)
+    distance = distance.reshape(v, t, FRAME // grid, grid, FRAME // grid, grid).amax(dim=(3, 5)).flatten(1)
+    chosen = distance.topk(ORACLE_TOKENS, 1).indices.sort(1).values
+    return VideoTokens([per_frame[i, chosen[i]] for i in range(v)])
+
+
 def run_row(name: str, seed: int, paths: dict[str, Path], out: Path, args) -> dict[str, float]:
     folder, config = CONFIGS[name]
+    original = LinVTTask.video_tokens
+    if folder == "oracle":  # patched for this row's fit and evaluation only (all run in this process)
+        LinVTTask.video_tokens = oracle_video_tokens
+    try:
+        return _run_row(folder, config, seed, paths, out, args)
+    finally:
+        LinVTTask.video_tokens = original
+
+
+def _run_row(folder: str, config: list[str], seed: int, paths: dict[str, Path], out: Path,
+             args) -> dict[str, float]:
     result: dict[str, float] = {}
     stage2 = [f"data.train={paths['train']}", *common(paths, out / "runs" / f"{folder}_seed{seed}", seed, config,
                                                       args.steps2)]
@@ -264,7 +305,7 @@ def run_row(name: str, seed: int, paths: dict[str, Path], out: Path, args) -> di
     result["instruct_s"] = fit("linvt/instruct", [*stage2, *init], run_dir)
     result["train_loss_end"] = logged(run_dir, "train/loss")
     plain = [*stage2, "init.required=false"]  # the stage-2 checkpoint holds every trained tensor
-    matched = evaluate(plain, run_dir, paths["val"], probe=True)
+    matched = evaluate(plain, run_dir, paths["val"], probe=folder != "oracle")
     shuffled = evaluate(plain, run_dir, paths["val_shuffled"])
     result.update(val_loss=matched["loss"], accuracy=matched["accuracy"], shuffled_loss=shuffled["loss"],
                   shuffled_accuracy=shuffled["accuracy"],
@@ -278,8 +319,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/toy_linvt")
     parser.add_argument("--steps1", type=int, default=100, help="stage-1 (align) steps of 4 videos")
     parser.add_argument("--steps2", type=int, default=200, help="stage-2 (instruct) steps of 4 questions")
-    parser.add_argument("--rows", nargs="+", choices=[f for f, _ in CONFIGS.values()], default=None,
-                        help="run only these rows (run folders); default: all")
+    parser.add_argument("--rows", nargs="+", choices=[f for f, _ in CONFIGS.values()],
+                        default=DEFAULT_ROWS, help="run only these rows (run folders); default: all but oracle")
+    parser.add_argument("--json", default="toy_linvt.json", help="results file name under --out")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the ops are tiny: 1 is fastest)")
     parser.add_argument("--videos", type=int, default=200)
     parser.add_argument("--train-videos", type=int, default=160)
@@ -288,13 +330,13 @@ def main() -> None:
     start = time.perf_counter()
     out = Path(args.out)
     paths = prepare(out, args.videos, args.train_videos)
-    names = [n for n, (f, _) in CONFIGS.items() if args.rows is None or f in args.rows]
+    names = [n for n, (f, _) in CONFIGS.items() if f in args.rows]
     results: dict[str, dict[int, dict[str, float]]] = {n: {} for n in names}
     for seed in args.seeds:  # seed-major: an interrupted run still has every row for the seeds it finished
         for name in names:
             results[name][seed] = run_row(name, seed, paths, out, args)
             print(f"{name} seed {seed}: {results[name][seed]}", flush=True)
-            (out / "toy_linvt.json").write_text(json.dumps(results, indent=2) + "\n")
+            (out / args.json).write_text(json.dumps(results, indent=2) + "\n")
     report(results, args, time.perf_counter() - start, out)
 
 
@@ -322,7 +364,7 @@ def report(results, args, seconds: float, out: Path) -> None:
                            for key in ("align_caption_loss", "align_contrastive_loss", "train_loss_end")
                            if all(r.get(key) is not None for r in rows))
         print(f"{'':44s}{probes}  {stages}")
-    (out / "toy_linvt.json").write_text(json.dumps({"seconds": seconds, "steps1": args.steps1,
+    (out / args.json).write_text(json.dumps({"seconds": seconds, "steps1": args.steps1,
                                                     "steps2": args.steps2, "results": results}, indent=2) + "\n")
 
 

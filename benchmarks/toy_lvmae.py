@@ -17,8 +17,15 @@ v2, per seed of the whole pipeline (videos, tiny random frozen CLIP, pre-trainin
 
 ``act_order`` depends only on the order of the three acts, so a mean-pooled bag of clips is at chance (16.7%).
 
+``--control`` adds the untrained-encoder control (benchmarks/README.md): the LV-MAE probe rows again, on an LV-MAE of
+the same architecture initialised exactly as the seed's pre-training run started (``seed_everything(seed)``, then the
+model built) with zero pre-training steps; same probes, recipes, epochs and labelled videos. It reuses each seed's
+data and pre-training checkpoint (the latter only for its config and record) and keeps its results in
+``control.json``.
+
     python benchmarks/toy_lvmae.py --pilot --seeds 0          # data, pre-training and the gate of one seed
     python benchmarks/toy_lvmae.py --seeds 0 1 2 --out runs/toy_lvmae_v2
+    python benchmarks/toy_lvmae.py --control --seeds 0 1 2 --out runs/toy_lvmae_v2
 
 Finished steps (synthesised and embedded sets, the pre-training checkpoint) are reused when the script is run again
 into the same ``--out``, so the pilot's seed is not recomputed.
@@ -34,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -50,6 +58,9 @@ from lvu.train.run import run
 
 # The quickstart's like-for-like rows; attentive probes with 8 heads as the lvmae/probe_attentive recipe (Table 7).
 TOY_PROBES = tuple((name, [*overrides, "probe.num_heads=8"]) for name, overrides in PROBES)
+# The control: the LV-MAE rows (same run-dir index as in TOY_PROBES) on an untrained encoder.
+CONTROL_PROBES = tuple((f"untrained {name}", overrides, n) for n, (name, overrides) in enumerate(TOY_PROBES)
+                       if "probe.backbone=lvmae" in overrides)
 SPLITS = ("unlabelled", "train", "val", "test")
 
 
@@ -150,10 +161,36 @@ def gate(ckpt: Path, folder: Path, seed: int, draws: int = 10) -> dict[str, floa
     return result
 
 
-def probe(out: Path, seed: int, features: dict[str, Path], ckpt: Path, few: int) -> dict[str, dict[str, Any]]:
+def untrained_checkpoint(out: Path, seed: int, ckpt: Path) -> Path:
+    """A copy of the pre-training checkpoint whose weights are the model as the pre-training run built it before its
+    first step (``run`` seeds with ``seed_everything(seed)`` and then builds the model), global step 0, no optimiser
+    state; the record (model config, ``data.normalize``) is the pre-training run's."""
+    path = out / "runs" / "untrained" / "untrained.ckpt"
+    if path.is_file():
+        return path
+    entries = torch.load(ckpt, map_location="cpu", weights_only=False)
+    config = load_pretrained(ckpt).config
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = LVMAE(config)
+    state = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    trained = {k for k in entries["state_dict"] if k.startswith("model.")}
+    if set(state) != trained:
+        raise RuntimeError(f"untrained model keys differ from the checkpoint's: {sorted(set(state) ^ trained)}")
+    changed = sum(not torch.equal(state[k], entries["state_dict"][k]) for k in state)
+    entries.update(state_dict=state, global_step=0, epoch=0, optimizer_states=[], lr_schedulers=[])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(entries, path)
+    log(f"seed {seed}: untrained checkpoint {path} ({changed}/{len(state)} tensors differ from the trained ones)")
+    return path
+
+
+def probe(out: Path, seed: int, features: dict[str, Path], ckpt: Path, few: int,
+          control: bool = False) -> dict[str, dict[str, Any]]:
     """Every probe row on every task, with all labelled training videos and with the first ``few`` (results kept in
-    ``probes.json`` and reused)."""
-    saved = out / "probes.json"
+    ``probes.json`` and reused). With ``control``, the untrained-encoder rows instead (``ckpt`` the untrained
+    checkpoint; results in ``control.json``)."""
+    saved = out / ("control.json" if control else "probes.json")
+    rows = CONTROL_PROBES if control else tuple((name, overrides, n) for n, (name, overrides) in enumerate(TOY_PROBES))
     results: dict[str, dict[str, Any]] = json.loads(saved.read_text()) if saved.is_file() else {}
     few_shard = features["train"] / "shard-000000.tar"
     if count_samples(few_shard) != few:
@@ -162,10 +199,10 @@ def probe(out: Path, seed: int, features: dict[str, Path], ckpt: Path, few: int)
     regimes = {f"{few} labels": str(few_shard),
                f"{count_samples_all(features['train'])} labels": str(features["train"])}
     for regime, train in regimes.items():
-        for n, (name, overrides) in enumerate(TOY_PROBES):
+        for name, overrides, n in rows:
             if name in results.get(regime, {}):
                 continue
-            run_dir = out / "runs" / f"probe{n}_{regime.split()[0]}"
+            run_dir = out / "runs" / f"{'control' if control else 'probe'}{n}_{regime.split()[0]}"
             t = time.perf_counter()
             recipe = load_recipe("quickstart/lvmae_probe", [
                 f"data.train={train}", f"data.val={features['val']}", f"data.test={features['test']}",
@@ -194,6 +231,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/toy_lvmae_v2")
     parser.add_argument("--pilot", action="store_true", help="data, pre-training and the gate only")
+    parser.add_argument("--control", action="store_true",
+                        help="the untrained-encoder control rows (after the main run: reuses its steps)")
     parser.add_argument("--unlabelled", type=int, default=1200)
     parser.add_argument("--train", type=int, default=240)
     parser.add_argument("--val", type=int, default=60)
@@ -214,7 +253,8 @@ def main() -> None:
     report: dict[str, Any] = {"args": vars(args), "seeds": {}}
     out_root = Path(args.out)
     # Seeds may run in separate processes into one --out (their steps are reused), then all together to tabulate.
-    report_file = out_root / f"{'pilot' if args.pilot else 'toy_lvmae'}_seeds{'-'.join(map(str, args.seeds))}.json"
+    kind = "pilot" if args.pilot else "control" if args.control else "toy_lvmae"
+    report_file = out_root / f"{kind}_seeds{'-'.join(map(str, args.seeds))}.json"
     for seed in args.seeds:
         out = out_root / f"seed{seed}"
         features = prepare(out, seed, args)
@@ -222,7 +262,11 @@ def main() -> None:
         gate_numbers = gate(ckpt, features["val"], seed)
         log(f"seed {seed}: gate on val: {gate_numbers}")
         entry = report["seeds"][seed] = {"pretrain": pretrain_metrics, "gate": gate_numbers}
-        if not args.pilot:
+        if args.control:
+            entry["probes"] = probe(out, seed, features, ckpt, args.few)  # the main rows, for the table
+            entry["control"] = probe(out, seed, features, untrained_checkpoint(out, seed, ckpt), args.few,
+                                     control=True)
+        elif not args.pilot:
             entry["probes"] = probe(out, seed, features, ckpt, args.few)
         entry["seconds_so_far"] = round(time.perf_counter() - start, 1)
         out_root.mkdir(parents=True, exist_ok=True)
@@ -230,7 +274,7 @@ def main() -> None:
     elapsed = time.perf_counter() - start
     report["seconds"] = round(elapsed, 1)
     if not args.pilot:
-        report["table"] = summarise(report, args.seeds)
+        report["table"] = summarise(report, args.seeds, args.control)
     report_file.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n# seeds {args.seeds}; {elapsed:.0f} s")
     for seed in args.seeds:
@@ -239,20 +283,25 @@ def main() -> None:
               f"{g['copy_neighbour']:.4f} (ratio {g['ratio']:.2f})")
 
 
-def summarise(report: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+def summarise(report: dict[str, Any], seeds: list[int], control: bool = False) -> dict[str, Any]:
     table: dict[str, Any] = {}
     first = report["seeds"][seeds[0]]["probes"]
+    rows = [(name, "probes") for name, _ in TOY_PROBES]
+    if control:
+        rows += [(name, "control") for name, _, _ in CONTROL_PROBES]
     print("test metric mean ± sd over seeds (accuracy %, MSE for event_count)")
     for regime in first:
         print(f"\n{regime}\n{'probe':40s}" + "".join(f"{t:>18s}" for t in LABEL_MAPS))
-        for name, _ in TOY_PROBES:
+        for name, source in rows:
             cells = []
             for task in LABEL_MAPS:
-                values = [report["seeds"][s]["probes"][regime][name][task] for s in seeds]
+                values = [report["seeds"][s][source][regime][name][task] for s in seeds]
                 mean, sd = statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
                 table.setdefault(regime, {}).setdefault(name, {})[task] = {"mean": mean, "sd": sd, "values": values}
                 cells.append(f"{mean:10.1f} ± {sd:5.1f}")
             print(f"{name:40s}" + "".join(f"{c:>18s}" for c in cells))
+            print(f"{'':40s}" + "".join(
+                f"  {' / '.join(f'{v:.1f}' for v in table[regime][name][t]['values']):>16s}" for t in LABEL_MAPS))
     return table
 
 
