@@ -237,7 +237,7 @@ def _check_monitor(cfg: DictConfig, spec: TaskSpec) -> None:
         logged = spec.metrics(cfg)
     except oc_errors.MissingMandatoryValue:  # `lvu config` of an unfinished recipe: checked once it is complete
         return
-    if monitor not in logged:
+    if monitor not in logged | {"step", "epoch"}:  # Lightning offers these two to every run
         raise ConfigError(f"trainer.checkpoint.monitor={monitor!r} is not a metric of task {spec.name}"
                           f"{did_you_mean(monitor, logged)}; under this recipe it logs: {', '.join(sorted(logged))}")
 

@@ -103,8 +103,9 @@ class WandbMode(str, Enum):
 
 @dataclass
 class WandbConfig:
-    """Weights & Biases, when ``trainer.loggers`` lists ``wandb`` (``pip install 'lvu[wandb]'``). One W&B run per
-    lvu run: restarts (resumes, Slurm requeues) continue it, its id kept in ``<run_dir>/logs/wandb_run_id``."""
+    """Weights & Biases, when ``trainer.loggers`` lists ``wandb`` (``pip install 'lvu[wandb]'``). Online,
+    restarts (resumes, Slurm requeues) continue one W&B run; offline (W&B cannot continue a run there) each start is
+    its own W&B run, grouped under the lvu run's id, kept in ``<run_dir>/logs/wandb_run_id``."""
 
     project: str = "lvu"
     """W&B project."""

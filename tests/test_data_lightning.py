@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_resume import Background
 
 SCRIPT = Path(__file__).parent / "support" / "loader_resume.py"
 
@@ -31,12 +32,11 @@ def _keys(out: Path, rank: int) -> list[tuple[int, list[str]]]:
 def test_ddp_resume_mid_epoch_sees_exactly_the_uninterrupted_samples(synth_shards, tmp_path):
     # 10 videos, 2 ranks x batch 2: 2 batches per rank per epoch. Stop at step 3 (mid-epoch 1), resume to 5.
     # The uninterrupted run goes alongside the interrupted one (each is mostly one process importing at a time).
-    log = tmp_path / "full.log"
-    with log.open("w") as out, subprocess.Popen(_command(synth_shards, tmp_path / "full", 5, devices=2), stdout=out,
-                                                stderr=subprocess.STDOUT) as full_run:
+    with Background(_command(synth_shards, tmp_path / "full", 5, devices=2)[2:], tmp_path / "full.log",
+                    script=str(SCRIPT)) as full_run:
         _run(synth_shards, tmp_path / "cut", 3, devices=2)
         _run(synth_shards, tmp_path / "cut", 5, devices=2, ckpt=tmp_path / "cut" / "ckpt" / "last.ckpt")
-        assert full_run.wait(timeout=300) == 0, log.read_text()[-3000:]
+        full_run.wait_ok(timeout=300)
     for rank in (0, 1):
         full, resumed = _keys(tmp_path / "full", rank), _keys(tmp_path / "cut", rank)
         assert [s for s, _ in full] == [0, 1, 2, 3, 4]

@@ -48,7 +48,8 @@ def test_pretraining_lowers_the_reconstruction_loss_and_resumes(pretrained, feat
     val = _csv(pretrained, "val/loss")
     assert len(val) == 4 and val[-1] < val[0]
     recipe = load_recipe(pretrained / "config.yaml")  # the metrics the task declares are the ones it logs
-    header = next(csv.reader((pretrained / "logs" / "csv" / "version_0" / "metrics.csv").open()))
+    with (pretrained / "logs" / "csv" / "version_0" / "metrics.csv").open() as f:
+        header = next(csv.reader(f))
     assert {name for name in header if name.startswith(("train/", "val/"))} == recipe.task.metrics(recipe.cfg)
     ckpt = torch.load(pretrained / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4 * (96 // 16) and ckpt["lvu"]["task"] == "lvmae.pretrain"

@@ -50,9 +50,9 @@ def test_the_lvu_command_exits_with_mains_code_without_teardown(tmp_path):
         script_main()
     """, LVU_TEARDOWN_MARKS=str(marks))
     assert result.returncode == 1 and "lvu: error:" in result.stderr, result.stderr
-    assert not list(marks.iterdir()), "the interpreter's teardown ran"
+    assert not list(marks.glob("teardown-*")), "the interpreter's teardown ran"
     control = _python("import support.teardown_probe", LVU_TEARDOWN_MARKS=str(marks))
-    assert control.returncode == 0 and len(list(marks.iterdir())) == 1  # the probe does see a normal teardown
+    assert control.returncode == 0 and len(list(marks.glob("teardown-*"))) == 1  # the probe sees a normal teardown
 
 
 def test_the_loader_fork_server_leaves_without_teardown(tmp_path):
@@ -75,6 +75,7 @@ def test_the_loader_fork_server_leaves_without_teardown(tmp_path):
     while time.monotonic() < deadline and Path(f"/proc/{server}").exists():
         time.sleep(0.1)
     assert not Path(f"/proc/{server}").exists(), "the fork server outlived its last client by a minute"
-    marked = {int(p.name) for p in marks.iterdir()}
-    assert server not in marked, "the fork server tore its interpreter down"
-    assert marked, "the probe saw no teardown at all, not even the (normally exiting) client's"
+    assert (marks / f"imported-{server}").exists(), "the fork server did not preload the probe's module"
+    torn_down = {int(p.name.split("-")[1]) for p in marks.glob("teardown-*")}
+    assert server not in torn_down, "the fork server tore its interpreter down"
+    assert torn_down, "the probe saw no teardown at all, not even the (normally exiting) client's"

@@ -254,7 +254,7 @@ class _PlannedBatches(IterableDataset):
             else:
                 raise LvuError(
                     f"gave up after {MAX_REPLACEMENTS} bad samples in a row while building batch {j}; last: "
-                    f"{skips[-1].reason} in shard {skips[-1].shard}, key {skips[-1].key}. Run `lvu data inspect` "
+                    f"{skips[-1].reason} in {skips[-1].where()}. Run `lvu data inspect` "
                     f"on the shards"
                 )
             sample["__pad__"] = bool(pad)

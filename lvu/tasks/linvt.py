@@ -144,8 +144,9 @@ class LinVTTask(HostLMTask):
         return VideoTokens(list(out.tokens))
 
     def extra_losses(self, batch: MediaBatch, visual: VisualTokens) -> dict[str, LossTerm]:
-        weight = self.cfg.loss.contrastive_weight
-        return {"contrastive_loss": LossTerm(self.contrastive(batch, visual), weight)} if weight > 0 else {}
+        if "contrastive_loss" not in self.extra_loss_names(self.cfg):
+            return {}
+        return {"contrastive_loss": LossTerm(self.contrastive(batch, visual), self.cfg.loss.contrastive_weight)}
 
     @classmethod
     def extra_loss_names(cls, cfg: LinVTRecipe) -> tuple[str, ...]:

@@ -159,15 +159,23 @@ class LvuModelCheckpoint(ModelCheckpoint):
         """Lightning forgets the checkpoint history when ``dirpath`` changed, so a run folder that was moved or
         copied (scratch to project space, a renamed experiment) would, on resume, find a ``last.ckpt`` it does not
         know and write ``last-v1.ckpt`` beside it: the next resume would take the stale ``last.ckpt``. When the
-        recorded files are in the new folder, the history is moved with them."""
+        checkpoint being resumed lies in this folder (``resuming_from``: the run's own history, moved; not another
+        run's checkpoint given with ``--ckpt``), the history is moved with it, keeping only files that are here."""
         old = state_dict.get("dirpath")
-        if old and self.dirpath and old != self.dirpath:
+        if old and self.dirpath and old != self.dirpath and self._resumes_own_history():
             moved = _rebased(state_dict, Path(old), Path(self.dirpath))
             if moved["last_model_path"] and Path(moved["last_model_path"]).exists():
                 rank_zero_info(f"the run folder was moved (its checkpoints were in {old}): continuing in "
                                f"{self.dirpath}")
                 state_dict = moved
         super().load_state_dict(state_dict)
+
+    resuming_from: Path | None = None  # set by the run before fitting (lvu.train.run)
+
+    def _resumes_own_history(self) -> bool:
+        if self.resuming_from is None:
+            return False
+        return Path(self.resuming_from).resolve().parent == Path(self.dirpath).resolve()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
@@ -202,7 +210,8 @@ def _rebased(state: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
     moved = {**state, "dirpath": str(new)}
     for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
         moved[key] = move(state.get(key))
-    moved["best_k_models"] = {move(k): v for k, v in (state.get("best_k_models") or {}).items()}
+    moved["best_k_models"] = {move(k): v for k, v in (state.get("best_k_models") or {}).items()
+                              if Path(move(k)).exists()}
     return moved
 
 

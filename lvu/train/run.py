@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +20,9 @@ from omegaconf import OmegaConf
 
 from lvu.ckpt import convert
 from lvu.config import Recipe, load_recipe
-from lvu.errors import LvuError
+from lvu.errors import PREEMPTED_EXIT, LvuError, Preempted
 from lvu.schema import LOGGERS, StrategyName
-from lvu.train.callbacks import RunInfo
+from lvu.train.callbacks import LvuModelCheckpoint, RunInfo
 from lvu.train.checkpointing import find_best_checkpoint, find_resume_checkpoint, remove_partials
 from lvu.train.compat import check_compatible
 from lvu.train.preemption import PreemptionHandler
@@ -201,6 +202,20 @@ def _check_start(cfg: Any, stage: str) -> None:
                        f"(torch.cuda.is_available() is false); use trainer.accelerator=cpu, or auto")
 
 
+def _wait_for_other_ranks(trainer: L.Trainer, timeout: float = 300.0) -> None:
+    """Lightning starts ranks 1..N-1 as child processes of rank 0 and never waits for them. Rank 0 now leaves at
+    once (lvu.process_exit), so without this `lvu fit ... && lvu test ...` could start while another rank still
+    holds its GPU, and a rank that failed at the very end would go unseen. (Under srun there are no children.)"""
+    for process in getattr(getattr(trainer.strategy, "launcher", None), "procs", None) or []:
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rank_zero_warn(f"rank process {process.pid} is still running {timeout:.0f} s after this one finished")
+            continue
+        if code not in (0, PREEMPTED_EXIT):
+            rank_zero_warn(f"rank process {process.pid} exited with code {code}")
+
+
 def _writer(stage: str, run_dir: Path) -> contextlib.AbstractContextManager:
     """Training writes the run directory: one training process per folder (lvu.train.runlock)."""
     return run_lock(run_dir) if stage == "fit" else contextlib.nullcontext()
@@ -269,6 +284,9 @@ def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ck
         write_config(recipe, run_dir)  # only now: a refused start leaves the run's recorded recipe as it was
         run_info = RunInfo(task=recipe.task.name, recipe_name=recipe.name, config=recipe.to_container())
         trainer = build_trainer(cfg.trainer, run_dir, stage, run_info, predictions_path)
+        for callback in trainer.callbacks:
+            if isinstance(callback, LvuModelCheckpoint) and ckpt_path is not None:
+                callback.resuming_from = Path(ckpt_path)
         evaluate = {"verbose": verbose} if stage in ("validate", "test") else {}
         try:
             try:
@@ -286,8 +304,13 @@ def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ck
                 outputs = trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None,
                                        verbose=verbose)
                 evaluated = "test"
-        finally:
-            close_loggers(trainer)
+        except BaseException as exc:
+            close_loggers(trainer, exc)
+            if isinstance(exc, Preempted):
+                _wait_for_other_ranks(trainer)
+            raise
+        close_loggers(trainer, None)
+        _wait_for_other_ranks(trainer)
 
     metrics = _scalar_metrics(trainer.callback_metrics)
     if evaluated in ("validate", "test") and outputs:

@@ -13,11 +13,11 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from lvu import early_signals
 from lvu.errors import ConfigError
-from lvu.schema import MLflowConfig, ProgressBar, TrainerConfig, WandbConfig
+from lvu.schema import MLflowConfig, ProgressBar, TrainerConfig, WandbConfig, WandbMode
 from lvu.train.callbacks import (
     DataHealth,
     JsonlPredictionWriter,
@@ -49,12 +49,43 @@ def build_loggers(cfg: TrainerConfig, run_dir: Path) -> list[Logger]:
     return loggers
 
 
-def close_loggers(trainer: L.Trainer) -> None:
-    """End the W&B run of this lvu run. Lightning leaves it open, and the next run in the same process (a probe's
-    sub-run, a quickstart step) would log into it instead of starting its own."""
+def close_loggers(trainer: L.Trainer, error: BaseException | None) -> None:
+    """End the W&B run of this lvu run, with the run's outcome (a stop by a signal gives its exit code, 75). Lightning
+    leaves it open, and the next run in the same process (a probe's sub-run, a quickstart step) would log into it
+    instead of starting its own. A failure to close it (online, the network) is a warning, not a new error that
+    would hide the run's own."""
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
-            logger.experiment.finish()
+            code = 0 if error is None else int(getattr(error, "exit_code", 1))
+            try:
+                logger.experiment.finish(exit_code=code)
+            except Exception as exc:  # see the docstring
+                rank_zero_warn(f"could not close the W&B run: {exc}")
+
+
+class OtherRankLogger(Logger):
+    """What ranks other than 0 hold in place of a tracker logger (W&B, MLflow). Lightning logs from rank 0 only;
+    building the real logger on every rank would, under srun (all ranks start at once), race to create the
+    tracker's store (MLflow's SQLite file) and its run. Every rank keeps a logger list of the same shape
+    (LearningRateMonitor, for one, needs a logger on every rank)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> None:
+        return None
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
 
 
 def _run_label(run_dir: Path) -> str:
@@ -63,23 +94,31 @@ def _run_label(run_dir: Path) -> str:
 
 def _kept_run_id(record: Path) -> str | None:
     """The tracker run this lvu run logs to, once one was made (so a resume or requeue continues it)."""
-    return record.read_text().strip() if record.is_file() else None
+    kept = record.read_text().strip() if record.is_file() else ""
+    return kept or None
 
 
 def _keep_run_id(record: Path, run_id: str) -> None:
     record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(run_id + "\n")
+    partial = record.with_name(f".{record.name}.partial")
+    partial.write_text(run_id + "\n")
+    os.replace(partial, record)  # never an empty record, which would name no run on every restart
 
 
 def _wandb_logger(cfg: WandbConfig, run_dir: Path) -> Logger:
+    if global_rank() != 0:
+        return OtherRankLogger("wandb")
     record = run_dir / "logs" / "wandb_run_id"
     run_id = _kept_run_id(record)
-    if run_id is None and global_rank() == 0:  # other ranks never start the W&B run (rank-zero only)
+    if run_id is None:
         run_id = uuid.uuid4().hex[:16]
         _keep_run_id(record, run_id)
-    return WandbLogger(project=cfg.project, entity=cfg.entity, name=_run_label(run_dir), id=run_id,
-                       save_dir=str(run_dir / "logs"), mode=cfg.mode.value, resume="allow", tags=list(cfg.tags),
-                       log_model=False)
+    # W&B continues a run by id only online: offline it ignores `resume`, and two local runs with one id clash on
+    # `wandb sync` (wandb/wandb#4624). Offline, each start is its own W&B run, grouped under this lvu run's id.
+    online = cfg.mode == WandbMode.online
+    return WandbLogger(project=cfg.project, entity=cfg.entity, name=_run_label(run_dir), group=run_id,
+                       id=run_id if online else None, resume="allow" if online else None,
+                       save_dir=str(run_dir / "logs"), mode=cfg.mode.value, tags=list(cfg.tags), log_model=False)
 
 
 class RestartableMLFlowLogger(MLFlowLogger):
@@ -89,7 +128,8 @@ class RestartableMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Any) -> None:
-        flat = {key: str(value)[:250] for key, value in _flatten_dict(_convert_params(params)).items()}  # as Lightning
+        # Flattened and cut as Lightning's MLFlowLogger does, so the keys and values compare with what it logged.
+        flat = {key: str(value)[:250] for key, value in _flatten_dict(_convert_params(params)).items()}
         logged = self.experiment.get_run(self.run_id).data.params
         new = {key: value for key, value in flat.items() if key not in logged}
         if new:
@@ -100,13 +140,15 @@ class RestartableMLFlowLogger(MLFlowLogger):
 
 
 def _mlflow_logger(cfg: MLflowConfig, run_dir: Path) -> Logger:
+    if global_rank() != 0:
+        return OtherRankLogger("mlflow")
     record = run_dir / "logs" / "mlflow_run_id"
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     uri = cfg.tracking_uri or f"sqlite:///{(run_dir / 'logs' / 'mlflow.db').resolve()}"
     kept = _kept_run_id(record)
-    logger = RestartableMLFlowLogger(experiment_name=cfg.experiment, tracking_uri=uri, run_name=_run_label(run_dir),
-                          run_id=kept)
-    if kept is None and global_rank() == 0:
+    logger = RestartableMLFlowLogger(experiment_name=cfg.experiment, tracking_uri=uri,
+                                     run_name=_run_label(run_dir), run_id=kept)
+    if kept is None:
         _keep_run_id(record, logger.run_id)  # reading run_id creates the MLflow run now, so restarts can continue it
     return logger
 

@@ -15,10 +15,12 @@ class _TeardownMark:
     def __del__(self) -> None:
         folder = os.environ.get("LVU_TEARDOWN_MARKS")
         if folder:
-            (Path(folder) / str(os.getpid())).write_text("teardown ran")
+            (Path(folder) / f"teardown-{os.getpid()}").write_text("teardown ran")
 
 
 _MARK = _TeardownMark()
+if os.environ.get("LVU_TEARDOWN_MARKS"):  # proof that this process imported the probe at all
+    (Path(os.environ["LVU_TEARDOWN_MARKS"]) / f"imported-{os.getpid()}").write_text("imported")
 
 
 def decode(raw, rng):
