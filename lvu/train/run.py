@@ -140,6 +140,17 @@ def run(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions: str
     A task may stand for several runs (``TaskSpec.expand``, e.g. one probe per label task); each then runs in its
     own sub-folder and the task's summary table is printed and saved as ``summary.json``/``summary.txt``.
     """
+    try:
+        result = _run_recipe(recipe, stage, ckpt=ckpt, predictions=predictions, verbose=verbose)
+    except Preempted:
+        _wait_for_started_ranks()
+        raise
+    _wait_for_started_ranks()
+    return result
+
+
+def _run_recipe(recipe: Recipe, stage: str, *, ckpt: str | None, predictions: str | None,
+                verbose: bool) -> RunResult:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
     if recipe.missing_keys():
@@ -202,11 +213,17 @@ def _check_start(cfg: Any, stage: str) -> None:
                        f"(torch.cuda.is_available() is false); use trainer.accelerator=cpu, or auto")
 
 
-def _wait_for_other_ranks(trainer: L.Trainer, timeout: float = 300.0) -> None:
-    """Lightning starts ranks 1..N-1 as child processes of rank 0 and never waits for them. Rank 0 now leaves at
-    once (lvu.process_exit), so without this `lvu fit ... && lvu test ...` could start while another rank still
-    holds its GPU, and a rank that failed at the very end would go unseen. (Under srun there are no children.)"""
-    for process in getattr(getattr(trainer.strategy, "launcher", None), "procs", None) or []:
+# The rank processes Lightning started from this one (ranks 1..N-1 under its own launcher; none under srun). They run
+# the whole command, every sub-run included, so they are waited for once the command's runs are done.
+_STARTED_RANKS: list[subprocess.Popen] = []
+
+
+def _wait_for_started_ranks(timeout: float = 300.0) -> None:
+    """Lightning never waits for the ranks it starts. Rank 0 now leaves at once (lvu.process_exit), so without this
+    `lvu fit ... && lvu test ...` could start while another rank still holds its GPU, and a rank that failed at the
+    very end would go unseen."""
+    while _STARTED_RANKS:
+        process = _STARTED_RANKS.pop()
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -306,11 +323,10 @@ def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ck
                 evaluated = "test"
         except BaseException as exc:
             close_loggers(trainer, exc)
-            if isinstance(exc, Preempted):
-                _wait_for_other_ranks(trainer)
             raise
+        finally:
+            _STARTED_RANKS.extend(getattr(getattr(trainer.strategy, "launcher", None), "procs", None) or [])
         close_loggers(trainer, None)
-        _wait_for_other_ranks(trainer)
 
     metrics = _scalar_metrics(trainer.callback_metrics)
     if evaluated in ("validate", "test") and outputs:
