@@ -210,8 +210,8 @@ def _rebased(state: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
     moved = {**state, "dirpath": str(new)}
     for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
         moved[key] = move(state.get(key))
-    moved["best_k_models"] = {move(k): v for k, v in (state.get("best_k_models") or {}).items()
-                              if Path(move(k)).exists()}
+    best_k = {move(k): v for k, v in (state.get("best_k_models") or {}).items()}
+    moved["best_k_models"] = {k: v for k, v in best_k.items() if Path(k).exists()}
     return moved
 
 
