@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from lvu.data.shards import BadSample, ShardInfo, ShardReader, parse_json
+from lvu.data.shards import BadSample, ShardInfo, ShardReader, parse_json, sample_place
 from lvu.data.video import VideoError
 from lvu.data.workers import exit_with, ignore_preemption_signals
 from lvu.errors import LvuError
@@ -197,8 +197,7 @@ class Skip:
     position: int  # the sample's place in the SampleSet: one bad sample met twice (as a replacement too) counts once
 
     def where(self) -> str:
-        # A sample past the end of a truncated shard has no key: its message says which one it is.
-        return f"shard {self.shard}, key {self.key}" if self.key else f"shard {self.shard}"
+        return sample_place(self.shard, self.key)
 
 
 class _PlannedBatches(IterableDataset):

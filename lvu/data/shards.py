@@ -44,7 +44,12 @@ class BadSample(Exception):
         self.reason, self.shard, self.key = reason, shard, key
 
     def where(self) -> str:
-        return f"shard {self.shard}, key {self.key}" if self.key else f"shard {self.shard}"
+        return sample_place(self.shard, self.key)
+
+
+def sample_place(shard: str, key: str) -> str:
+    """Where a sample is, for messages; a sample past the end of a truncated shard has no key to name."""
+    return f"shard {shard}, key {key}" if key else f"shard {shard}"
 
 
 # --------------------------------------------------------------------------------------------------------------------
