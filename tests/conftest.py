@@ -14,6 +14,20 @@ TESTS = os.path.dirname(__file__)
 SMALL_VIDEOS = SynthConfig(min_seconds=12, max_seconds=24, fps=8, width=64, height=48)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def shard_cache(tmp_path_factory):
+    """Remote and compressed shards are fetched into a temporary cache (never the user's ~/.cache), inherited by
+    the processes the tests start."""
+    cache = tmp_path_factory.mktemp("shard-cache")
+    previous = os.environ.get("LVU_SHARD_CACHE")
+    os.environ["LVU_SHARD_CACHE"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("LVU_SHARD_CACHE", None)
+    else:
+        os.environ["LVU_SHARD_CACHE"] = previous
+
+
 @pytest.fixture
 def recipe_path():
     """Path of a test recipe under tests/recipes/ by name."""

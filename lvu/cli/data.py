@@ -97,19 +97,20 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from lvu.data.shards import Manifest, scan_tar, scanned_shard  # see the module docstring
+    from lvu.data.shards import SHARD_GLOBS, Manifest, scan_shard  # see the module docstring
 
     folder = Path(args.folder)
-    tars = sorted(folder.glob("*.tar"))
+    tars = sorted(t for pattern in SHARD_GLOBS for t in folder.glob(pattern))
     if not tars:
-        raise LvuError(f"{folder}: no .tar shards to index")
-    broken = {t.name: error for t in tars if (error := scan_tar(t).error)}
+        raise LvuError(f"{folder}: no .tar or .tar.gz shards to index")
+    scanned = [scan_shard(t) for t in tars]
+    broken = {s.info.name: s.error for s in scanned if s.error}
     if broken and not args.allow_truncated:
         raise LvuError(f"{len(broken)} shard(s) are truncated or unreadable, a manifest would record their loss as "
                        f"their size: " + "; ".join(f"{name}: {error}" for name, error in broken.items())
                        + " (rewrite them, or --allow-truncated to index them marked: readers then report the lost "
                          "samples)")
-    manifest = Manifest([scanned_shard(t) for t in tars], kind=args.kind,
+    manifest = Manifest([s.info for s in scanned], kind=args.kind,
                         extra={"truncated": broken} if broken else {})
     path = manifest.save(folder)
     print(json.dumps({"manifest": str(path), "shards": len(tars), "samples": manifest.total,

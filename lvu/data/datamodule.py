@@ -23,7 +23,9 @@ class ShardDataConfig:
     """Where the shards are and how to load them (the recipe's ``data`` section; tasks add their own fields)."""
 
     train: Any = None
-    """Training shards: a shard folder, a .tar, a glob or brace pattern, or a list of those (null: not used)."""
+    """Training shards: a shard folder, a .tar or .tar.gz, a glob or brace pattern, a URL (``https://``, ``s3://``,
+    ... : one shard, a brace pattern, or a folder's ``manifest.json``), a ``pipe:`` command, or a list of those
+    (null: not used)."""
     train_weights: list[float] | None = None
     """Mix the data.train sources (a list) in these proportions: the first is taken whole, source i contributes
     w_i / w_0 times as many samples, drawn once without replacement (seeded); e.g. [40, 1] for FiLA-Video's real to
@@ -52,6 +54,9 @@ class ShardDataConfig:
     """Batches each worker prepares ahead."""
     pin_memory: bool = False
     """Page-locked batches for faster copies to a GPU."""
+    shard_cache: str | None = None
+    """Where remote, piped and gzip-compressed shards are copied before reading (null: $LVU_SHARD_CACHE, else
+    ~/.cache/lvu/shards). Node-local disk on a cluster; copies are reused until deleted."""
 
 
 def split_sources(cfg: ShardDataConfig, split: str) -> list[str] | None:
@@ -65,12 +70,12 @@ def split_sources(cfg: ShardDataConfig, split: str) -> list[str] | None:
     raise ConfigError(f"data.{split}: expected a shard path or a list of shard paths, got {value!r}")
 
 
-def mixture(sources: list[str], weights: list[float], seed: int) -> SampleSet:
+def mixture(sources: list[str], weights: list[float], seed: int, cache: str | None = None) -> SampleSet:
     """The training samples of ``sources`` in the proportions ``weights`` (see ShardDataConfig.train_weights)."""
     if len(weights) != len(sources) or any(w <= 0 for w in weights):
         raise ConfigError(f"data.train_weights: one positive weight per data.train source ({len(sources)}), got "
                           f"{weights}")
-    sets = [SampleSet(resolve_shards([source])) for source in sources]
+    sets = [SampleSet(resolve_shards([source], cache)) for source in sources]
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x6D6978]))  # its own stream ("mix")
     chosen = [sets[0]]
     for source, part, weight in zip(sources[1:], sets[1:], weights[1:], strict=True):
@@ -109,9 +114,9 @@ class ShardDataModule(L.LightningDataModule):
             if sources is None:
                 raise ConfigError(f"data.{split} is not set: this stage needs {split} shards")
             if split == "train" and self.cfg.train_weights is not None:
-                samples = mixture(sources, list(self.cfg.train_weights), self.seed)
+                samples = mixture(sources, list(self.cfg.train_weights), self.seed, self.cfg.shard_cache)
             else:
-                samples = SampleSet(resolve_shards(sources))
+                samples = SampleSet(resolve_shards(sources, self.cfg.shard_cache))
             keep = self._select(split) if self._select is not None else None
             if keep is not None:
                 samples = samples.select(keep)

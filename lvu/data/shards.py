@@ -19,7 +19,7 @@ import os
 import re
 import tarfile
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,24 @@ from typing import Any
 import numpy as np
 from webdataset.shardlists import expand_urls
 
+from lvu.data.remote import (
+    Fetched,
+    cache_entry,
+    display_name,
+    fetch,
+    has_gzip_magic,
+    is_gzip_name,
+    is_remote,
+    load_manifest_payload,
+    remote_glob,
+    shard_cache,
+)
 from lvu.errors import LvuError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SHARD_PATTERN = "shard-{:06d}.tar"
+SHARD_GLOBS = ("*.tar", "*.tar.gz", "*.tgz")  # what a folder without a manifest is scanned for
 # webdataset's rule (base_plus_ext): the key is the path up to the first dot of the file name.
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 
@@ -107,14 +120,22 @@ def _member_order(ext: str) -> tuple[int, str]:
 
 @dataclass
 class ShardInfo:
-    """One tar file and how many samples it holds."""
+    """One tar file and how many samples it holds.
+
+    ``source`` is set for shards that are fetched before reading (a URL, a ``pipe:`` command, a gzip-compressed
+    tar: lvu.data.remote); ``path`` is then the local copy, made on first use."""
 
     path: Path
     samples: int
+    source: str | None = None
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return display_name(self.source) if self.source else self.path.name
+
+    def local(self) -> Fetched:
+        """The readable tar (fetched first when ``source`` is set) and why it holds less than it should, if known."""
+        return fetch(self.source, self.path) if self.source else Fetched(self.path, None)
 
 
 @dataclass
@@ -135,7 +156,7 @@ class Manifest:
             "schema_version": self.schema_version,
             "kind": self.kind,
             "total": self.total,
-            "shards": [{"file": s.path.name, "samples": s.samples} for s in self.shards],
+            "shards": [{"file": s.name, "samples": s.samples} for s in self.shards],
             **({"extra": self.extra} if self.extra else {}),
         }
         path = folder / MANIFEST
@@ -145,17 +166,42 @@ class Manifest:
         return path
 
     @classmethod
-    def load(cls, folder: Path) -> Manifest:
+    def load(cls, folder: Path, cache: Path | None = None) -> Manifest:
         path = folder / MANIFEST
         try:
             payload = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise LvuError(f"{path} is not valid JSON ({exc})") from None
+        return cls.from_payload(payload, str(path), lambda file, n: located_shard(str(folder / file), n, cache))
+
+    @classmethod
+    def load_remote(cls, location: str, cache: Path | None = None) -> Manifest:
+        """A manifest at a URL; its shards are fetched only when read (each rank reads its own)."""
+        base = location.rsplit("/", 1)[0]
+        payload = load_manifest_payload(location)
+        return cls.from_payload(payload, location, lambda file, n: located_shard(f"{base}/{file}", n, cache))
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], where: str,
+                     shard: Callable[[str, int], ShardInfo]) -> Manifest:
         version = payload.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise LvuError(f"{path}: schema version {version} is not supported (this lvu reads {SCHEMA_VERSION})")
-        shards = [ShardInfo(folder / s["file"], int(s["samples"])) for s in payload["shards"]]
+            raise LvuError(f"{where}: schema version {version} is not supported (this lvu reads {SCHEMA_VERSION})")
+        shards = [shard(s["file"], int(s["samples"])) for s in payload["shards"]]
         return cls(shards=shards, kind=payload.get("kind", "video"), extra=payload.get("extra", {}))
+
+
+def needs_fetch(location: str) -> bool:
+    """Whether ``location`` must be copied into the shard cache before it can be read by offset."""
+    return is_remote(location) or is_gzip_name(location) or (Path(location).is_file()
+                                                                and has_gzip_magic(Path(location)))
+
+
+def located_shard(location: str, samples: int, cache: Path | None) -> ShardInfo:
+    """A shard with a known sample count: a local plain tar as is, anything else through the cache."""
+    if needs_fetch(location):
+        return ShardInfo(cache_entry(location, cache or shard_cache()), samples, source=location)
+    return ShardInfo(Path(location), samples)
 
 
 def shard_path(folder: Path, index: int) -> Path:
@@ -174,8 +220,11 @@ class TarIndex:
     error: str | None = None  # set when the tar ends early (truncated) or is unreadable
 
 
-def scan_tar(path: Path) -> TarIndex:
-    """Index a tar by reading its headers only. A truncated tar keeps the samples that are complete."""
+def scan_tar(path: Path, known_error: str | None = None) -> TarIndex:
+    """Index a tar by reading its headers only. A truncated tar keeps the samples that are complete.
+
+    ``known_error``: why the file is already known to be short (a fetched copy of a cut gzip stream); it is reported
+    even when the tar happens to end cleanly at a member boundary."""
     samples: list[tuple[str, dict[str, tuple[int, int]]]] = []
     error = None
     try:
@@ -197,6 +246,7 @@ def scan_tar(path: Path) -> TarIndex:
                     samples.append((key, {ext: (member.offset_data, member.size)}))
     except (tarfile.TarError, OSError) as exc:
         error = f"{type(exc).__name__}: {exc}"
+    error = known_error or error  # the cause (a cut gzip stream) before its symptom in the tar
     if error and samples:
         # The last sample may have lost members to the truncation: it is not trustworthy.
         samples.pop()
@@ -207,48 +257,88 @@ def count_samples(path: Path) -> int:
     return len(scan_tar(path).samples)
 
 
-def scanned_shard(path: Path) -> ShardInfo:
-    """A shard without a manifest, counted by scanning it. A truncated tar counts one sample more than it holds
-    whole (at least that one was lost): reading it then reports a ``truncated_shard`` bad sample (skipped and
-    counted, fatal with ``data.strict``) instead of the loss passing unseen."""
-    index = scan_tar(path)
-    return ShardInfo(path, len(index.samples) + (1 if index.error else 0))
+@dataclass
+class ScannedShard:
+    info: ShardInfo
+    error: str | None  # why the tar is truncated or unreadable, else None
+
+
+def scan_shard(location: str | Path, cache: Path | None = None) -> ScannedShard:
+    """Count a shard's samples by scanning it (fetched into the cache first when it is remote or compressed).
+
+    A truncated tar counts one sample more than it holds whole (at least that one was lost): reading it then reports
+    a ``truncated_shard`` bad sample (skipped and counted, fatal with ``data.strict``) instead of the loss passing
+    unseen."""
+    info = located_shard(str(location), 0, cache)
+    local = info.local()
+    index = scan_tar(local.path, local.error)
+    info.samples = len(index.samples) + (1 if index.error else 0)
+    return ScannedShard(info, index.error)
+
+
+def scanned_shard(location: str | Path, cache: Path | None = None) -> ShardInfo:
+    """A shard without a manifest (see scan_shard)."""
+    return scan_shard(location, cache).info
 
 
 def _expand(source: str) -> list[str]:
     return list(expand_urls(source))
 
 
-def resolve_shards(sources: str | Sequence[str]) -> list[ShardInfo]:
-    """Shards named by folders (with or without manifest.json), tar paths, globs or brace patterns.
+def _resolve_remote(source: str, cache: Path | None) -> list[ShardInfo]:
+    """A URL or ``pipe:`` source: a manifest (``.../manifest.json`` or a folder URL ending in ``/``), a brace
+    pattern, a glob on a listable store, or one shard."""
+    if not source.startswith("pipe:") and (source.endswith("/") or source.endswith(f"/{MANIFEST}")):
+        return Manifest.load_remote(source if source.endswith(MANIFEST) else source + MANIFEST, cache).shards
+    if "{" in source:
+        locations = _expand(source)
+    elif not source.startswith("pipe:") and any(c in source.split("?", 1)[0] for c in "*?["):
+        locations = remote_glob(source)
+        if not locations:
+            raise LvuError(f"no shards found at {source}")
+    else:
+        locations = [source]
+    return [scanned_shard(location, cache) for location in locations]
+
+
+def resolve_shards(sources: str | Sequence[str], cache: str | os.PathLike | None = None) -> list[ShardInfo]:
+    """Shards named by folders (with or without manifest.json), tar paths (``.tar`` or gzip-compressed), globs,
+    brace patterns, URLs (a shard, a pattern, or a remote folder's manifest.json) and ``pipe:`` commands.
 
     Folders without a manifest (shards from other tools) are indexed by scanning; ``lvu data index`` writes one.
+    Remote and compressed shards are copied into ``cache`` (see lvu.data.remote.shard_cache); without a manifest,
+    every one of them is fetched here to be counted.
     """
     if isinstance(sources, str):
         sources = [sources]
+    folder = shard_cache(cache)
     shards: list[ShardInfo] = []
     for source in sources:
+        if is_remote(source):
+            shards += _resolve_remote(source, folder)
+            continue
         path = Path(source)
         if path.is_dir():
             if (path / MANIFEST).is_file():
-                shards += Manifest.load(path).shards
+                shards += Manifest.load(path, folder).shards
             else:
-                tars = sorted(path.glob("*.tar"))
+                tars = sorted(t for pattern in SHARD_GLOBS for t in path.glob(pattern))
                 if not tars:
-                    raise LvuError(f"{path}: no manifest.json and no .tar shards in this folder")
-                shards += [scanned_shard(t) for t in tars]
+                    raise LvuError(f"{path}: no manifest.json and no .tar or .tar.gz shards in this folder")
+                shards += [scanned_shard(t, folder) for t in tars]
         elif path.name == MANIFEST and path.is_file():
-            shards += Manifest.load(path.parent).shards
+            shards += Manifest.load(path.parent, folder).shards
         else:
             matches = [Path(p) for p in (_expand(source) if "{" in source else sorted(glob.glob(source)))]
             if not matches and path.is_file():
                 matches = [path]
             if not matches:
-                raise LvuError(f"no shards found at {source} (give a shard folder, a .tar file, a glob or a pattern)")
+                raise LvuError(f"no shards found at {source} (give a shard folder, a .tar file, a glob, a pattern, "
+                               f"a URL or a pipe: command)")
             for tar in matches:
                 if not tar.is_file():
                     raise LvuError(f"shard {tar} not found")
-                shards.append(scanned_shard(tar))
+                shards.append(scanned_shard(tar, folder))
     return shards
 
 
@@ -266,12 +356,14 @@ class ShardReader:
 
     def index(self, shard: int) -> TarIndex:
         if shard not in self._indices:
-            self._indices[shard] = scan_tar(self.shards[shard].path)
+            local = self.shards[shard].local()  # fetches a remote or compressed shard on first use
+            self._indices[shard] = scan_tar(local.path, local.error)
         return self._indices[shard]
 
     def _file(self, shard: int):
         handle = self._files.pop(shard, None)
         if handle is None:
+            self.index(shard)  # the local copy exists once indexed
             handle = open(self.shards[shard].path, "rb")  # noqa: SIM115 - kept open across reads, closed on eviction
             while len(self._files) >= self.max_open:
                 self._files.popitem(last=False)[1].close()
