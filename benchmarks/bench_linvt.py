@@ -8,7 +8,8 @@
      ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the peak resident memory (VmHWM, ``benchmarks/_memory.py``)
      minus an import-only process's. "above model" subtracts what the process held once the module and its inputs
      existed: activations, parameter gradients and workspace remain. A frame count that fails (out of memory) ends
-     the list there. The same forward + backward runs under ``torch.utils.flop_counter.FlopCounterMode`` for the
+     the list there. A second forward + backward, after the peak is read, runs under
+     ``torch.utils.flop_counter.FlopCounterMode`` (which raises the peak and defeats activation checkpointing) for the
      table's GFLOP and GFLOP/s columns (matmuls, and the SDPA kernels it has formulas for: CUDA's fused ones and the
      MATH fallback's matmuls; not CPU's flash kernel, a few percent here).
    * Time: one process, one module, interleaved rounds (each round runs every frame count once, smallest first),
@@ -48,10 +49,21 @@
    MFU = model FLOPs per step / step time / peak dense bf16 FLOP/s (H100 SXM and H200: 989 TFLOP/s; H100 PCIe:
    756; A100: 312; ``--peak-tflops`` otherwise). A FlopCounterMode count of one whole step is printed beside it.
 
+3. ``--vs-official``: against the official module's shape (``benchmarks/_linvt_official_shape.py``: no MLPs, no
+   residuals in SVR, one TTA stack, ``nn.MultiheadAttention`` with its attention weights returned; 67.6M parameters
+   at dim 896), in fp32 and under bf16 autocast, beside ours at its defaults, ours at equal parameters (one TTA stack
+   with per-scale queries, MLPs a quarter wide: 69.4M), + ``checkpoint_svr``, + bf16 autocast. Memory per input token
+   is the slope of "above model" between the two ``--frames`` (default 8 and 16), each a fresh process; step times
+   are interleaved rounds at the larger frame count. Ratios are against the official shape in fp32.
+   ``--host-pooling``: the same two measurements for ours at its defaults on 729 tokens per frame (SigLIP's grid, as
+   LinVT receives it by default) against 196 (``model.host_pooling=true``); default frames 4 and 8.
+
     python benchmarks/bench_linvt.py                                    # 16 ... 512 frames (CUDA if available)
     python benchmarks/bench_linvt.py --device cpu --frames 16 32 64 128 --repeats 3
     python benchmarks/bench_linvt.py --quick                            # tiny shapes, a smoke run
     python benchmarks/bench_linvt.py --gpu-host                         # stage-2 step of a 7B-shaped host
+    python benchmarks/bench_linvt.py --vs-official --device cpu         # against the official module's shape
+    python benchmarks/bench_linvt.py --host-pooling --device cpu        # 729 vs 196 tokens per frame
 """
 
 from __future__ import annotations
@@ -65,14 +77,16 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from _linvt_official_shape import OfficialShapeLinVT
 from _memory import peak_rss_mb, rss_mb
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from lvu.models.linvt import LinVT, LinVTConfig, Variant
+from lvu.models.linvt import LinVT, LinVTConfig, TTAWeights, Variant
 
 PAPER = {"frames": [16, 32, 64, 128, 256, 512], "tokens": 256, "dim": 896, "top_k": 2048, "repeats": 3}
 QUICK = {"frames": [4, 8], "tokens": 64, "dim": 128, "top_k": 256, "repeats": 1}
@@ -127,9 +141,12 @@ def count_sdpa(calls: Counter):
 
 
 def linvt_config(args: argparse.Namespace, dim: int | None = None, width: int | None = None) -> LinVTConfig:
+    overrides = json.loads(args.overrides)
+    if "tta_weights" in overrides:
+        overrides["tta_weights"] = TTAWeights(overrides["tta_weights"])
     return LinVTConfig(dim=dim or args.dim, layers=args.layers, heads=args.heads, top_k=args.top_k,
                        queries=list(args.queries), variant=Variant(args.variant), text_conditioning=True,
-                       width=width)
+                       width=width, **overrides)
 
 
 def make_inputs(args: argparse.Namespace, frames: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -141,7 +158,7 @@ def make_inputs(args: argparse.Namespace, frames: int, device: torch.device) -> 
             torch.ones(args.batch, args.text_tokens, dtype=torch.bool, device=device))
 
 
-def fwd_bwd(model: LinVT, inputs: tuple[torch.Tensor, ...], dtype: torch.dtype,
+def fwd_bwd(model: nn.Module, inputs: tuple[torch.Tensor, ...], dtype: torch.dtype,
             calls: Counter | None = None) -> tuple[int, float, float]:
     """One forward + backward: (output tokens, forward ms, forward + backward ms)."""
     device = inputs[0].device
@@ -157,9 +174,14 @@ def fwd_bwd(model: LinVT, inputs: tuple[torch.Tensor, ...], dtype: torch.dtype,
     return out.tokens.shape[1], forward * 1e3, (time.perf_counter() - start) * 1e3
 
 
-def build(args: argparse.Namespace, device: torch.device) -> LinVT:
+def build(args: argparse.Namespace, device: torch.device) -> nn.Module:
+    """Ours (``LinVT`` with ``--overrides``) or, with ``--impl official``, the official module's shape."""
     torch.manual_seed(0)
-    return LinVT(linvt_config(args)).to(device).train()
+    if args.impl == "official":
+        model = OfficialShapeLinVT(args.dim, args.layers, args.heads, args.top_k, list(args.queries))
+    else:
+        model = LinVT(linvt_config(args))
+    return model.to(device).train()
 
 
 def memory_child(args: argparse.Namespace, frames: int) -> dict:
@@ -174,15 +196,19 @@ def memory_child(args: argparse.Namespace, frames: int) -> dict:
     else:
         model_mib = rss_mb()
     calls: Counter = Counter()
-    with FlopCounterMode(display=False) as flops:
-        tokens_out, _, ms = fwd_bwd(model, inputs, dtype, calls)
+    tokens_out, _, ms = fwd_bwd(model, inputs, dtype, calls)
     peak = torch.cuda.max_memory_allocated(device) / MIB if device.type == "cuda" else peak_rss_mb()
+    # FLOPs in a second pass, after the peak is read: FlopCounterMode holds tensors of its own (30% more peak memory
+    # here) and defeats activation checkpointing, whose recomputation it sees as more saved activations.
+    with FlopCounterMode(display=False) as flops:
+        fwd_bwd(model, inputs, dtype)
     return {"frames": frames, "tokens_out": tokens_out, "peak_mib": peak, "model_mib": model_mib, "ms": ms,
             "flops": flops.get_total_flops(), "sdpa": dict(calls),
             "params": sum(p.numel() for p in model.parameters())}
 
 
-CHILD_OPTIONS = ("tokens", "dim", "batch", "device", "dtype", "layers", "heads", "top_k", "variant", "text_tokens")
+CHILD_OPTIONS = ("tokens", "dim", "batch", "device", "dtype", "layers", "heads", "top_k", "variant", "text_tokens",
+                 "impl", "overrides")
 
 
 def run_child(args: argparse.Namespace, frames: int) -> dict:
@@ -278,6 +304,94 @@ def scaling(args: argparse.Namespace) -> None:
               f"{r['tokens_in'] / first['tokens_in']:.0f}x | {r['flops'] / 1e9:.0f} | "
               f"{r['flops'] / r['step_ms'] / 1e6:.0f} | {r['peak_mib'] - base:.0f} | "
               f"{r['peak_mib'] - r['model_mib']:.0f} |")
+
+
+# -- 3. against the official module's shape ------------------------------------------------------------------------
+
+# Ours at the official module's parameter count (within a few percent): one TTA stack with per-scale queries (as the
+# official has one stack) and MLPs a quarter of the width (it has none).
+EQUAL_PARAMETERS = {"tta_weights": "shared", "mlp_ratio": 0.25}
+
+
+@dataclass
+class Entry:
+    """One module configuration of a side-by-side comparison."""
+
+    label: str
+    impl: str = "ours"  # or "official" (its shape, _linvt_official_shape.py)
+    dtype: str = "fp32"
+    overrides: dict = field(default_factory=dict)  # LinVTConfig fields
+    tokens: int | None = None  # visual tokens per frame (None: --tokens)
+
+
+VS_OFFICIAL = [
+    Entry("official shape", "official"),
+    Entry("official shape, bf16 autocast", "official", "bf16"),
+    Entry("ours, defaults"),
+    Entry("ours, equal parameters", overrides=EQUAL_PARAMETERS),
+    Entry("ours, equal parameters + checkpoint_svr", overrides={**EQUAL_PARAMETERS, "checkpoint_svr": True}),
+    Entry("ours, equal parameters + checkpoint_svr, bf16 autocast", dtype="bf16",
+          overrides={**EQUAL_PARAMETERS, "checkpoint_svr": True}),
+]
+HOST_POOLING = [  # LLaVA-OneVision's SigLIP grid (27 x 27) and its 2x2-pooled video path (14 x 14)
+    Entry("729 tokens per frame (model.host_pooling=false, the default)", tokens=729),
+    Entry("196 tokens per frame (model.host_pooling=true)", tokens=196),
+]
+
+
+def entry_args(args: argparse.Namespace, entry: Entry) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "impl": entry.impl, "dtype": entry.dtype,
+                                 "overrides": json.dumps(entry.overrides), "tokens": entry.tokens or args.tokens})
+
+
+def compare(args: argparse.Namespace, entries: list[Entry]) -> None:
+    """Activation memory per input token (slope between two frame counts, fresh processes) and step time
+    (interleaved rounds, one process) of each entry; ratios against the first entry."""
+    device = torch.device(args.device)
+    low, high = sorted(args.frames)[0], sorted(args.frames)[-1]
+    if low == high:
+        raise SystemExit("a comparison needs two frame counts (--frames LOW HIGH): memory per token is the slope")
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; dim {args.dim}, "
+          f"{args.layers} layers, {args.heads} heads, top-k {args.top_k}, {args.text_tokens} text tokens; memory "
+          f"slope between {low} and {high} frames; time at {high} frames, median of {args.repeats} interleaved "
+          f"rounds after {args.warmup} warm-up round(s)")
+    configs = [entry_args(args, entry) for entry in entries]
+    memory = []
+    for entry, config in zip(entries, configs, strict=True):
+        rows = [run_child(config, frames) for frames in (low, high)]
+        failed = [r["error"] for r in rows if "error" in r]
+        if failed:
+            raise SystemExit(f"{entry.label}: {failed[0]}")
+        above = [r["peak_mib"] - r["model_mib"] for r in rows]
+        per_token = (above[1] - above[0]) / ((high - low) * config.tokens * args.batch)
+        memory.append({"params": rows[1]["params"], "above": above[1], "per_token": per_token,
+                       "tokens_in": high * config.tokens * args.batch})
+        print(f"# {entry.label}: {rows[1]['params'] / 1e6:.1f}M parameters, above model {above[0]:.0f} MiB at {low} "
+              f"frames, {above[1]:.0f} MiB at {high}", flush=True)
+
+    models = [build(config, device) for config in configs]
+    inputs = [make_inputs(config, high, device) for config in configs]
+    for model, x, config in zip(models, inputs, configs, strict=True):  # first call: thread pools, allocator
+        fwd_bwd(model, x, DTYPES[config.dtype])
+    times: list[list[float]] = [[] for _ in models]
+    for r in range(args.warmup + args.repeats):
+        reference = matmul_gflops(device)
+        runs = [fwd_bwd(model, x, DTYPES[config.dtype])[2]
+                for model, x, config in zip(models, inputs, configs, strict=True)]
+        label = "warm-up" if r < args.warmup else f"round {r - args.warmup + 1}"
+        print(f"# {label} (dense matmul {reference:.0f} GFLOP/s just before, load average {os.getloadavg()[0]:.1f}): "
+              + ", ".join(f"{ms:.0f}" for ms in runs) + " ms", flush=True)
+        if r >= args.warmup:
+            for kept, ms in zip(times, runs, strict=True):
+                kept.append(ms)
+    step = [statistics.median(t) for t in times]
+    print(f"\n| module | parameters | tokens in at {high} frames | above model MiB | MiB per input token | vs row 1 "
+          f"| fwd+bwd ms | vs row 1 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for entry, mem, ms in zip(entries, memory, step, strict=True):
+        print(f"| {entry.label} | {mem['params'] / 1e6:.1f}M | {mem['tokens_in']} | {mem['above']:.0f} | "
+              f"{mem['per_token']:.3f} | {mem['per_token'] / memory[0]['per_token']:.2f}x | {ms:.0f} | "
+              f"{ms / step[0]:.2f}x |")
 
 
 # -- 2. stage-2 step of a 7B-shaped host -----------------------------------------------------------------------------
@@ -434,10 +548,22 @@ def main() -> None:
     host.add_argument("--host-steps", type=int, default=10)
     host.add_argument("--lora-r", type=int, default=16)
     host.add_argument("--peak-tflops", type=float, help="peak dense bf16 TFLOP/s of the GPU (MFU's denominator)")
+    parser.add_argument("--vs-official", action="store_true",
+                        help="ours (defaults, at equal parameters, + checkpoint_svr, + bf16) against the official "
+                        "module's shape: memory per input token and step time (--frames LOW HIGH, default 8 16)")
+    parser.add_argument("--host-pooling", action="store_true",
+                        help="729 against 196 tokens per frame (model.host_pooling), ours at its defaults "
+                        "(--frames LOW HIGH, default 4 8)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--impl", choices=["ours", "official"], default="ours", help=argparse.SUPPRESS)
+    parser.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)  # JSON LinVTConfig fields
     args = parser.parse_args()
     if args.warmup is None:
         args.warmup = 1 if args.device == "cuda" else 0
+    if args.vs_official and args.frames is None:
+        args.frames = [2, 4] if args.quick else [8, 16]
+    if args.host_pooling and args.frames is None:
+        args.frames = [2, 4] if args.quick else [4, 8]
     for key, value in (QUICK if args.quick else PAPER).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -446,6 +572,10 @@ def main() -> None:
         print(json.dumps(memory_child(args, args.child) if args.child else {"peak_mib": peak_rss_mb()}))
     elif args.gpu_host:
         gpu_host(args)
+    elif args.vs_official:
+        compare(args, VS_OFFICIAL)
+    elif args.host_pooling:
+        compare(args, HOST_POOLING)
     else:
         scaling(args)
 
