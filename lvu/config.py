@@ -198,6 +198,7 @@ VALUE_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("trainer.devices", lambda v: v not in (0, "0", []), "0 devices: give a count, a list of device ids, or auto"),
     ("trainer.num_nodes", _positive, "must be positive"),
     ("trainer.accumulate_grad_batches", _positive, "must be positive"),
+    ("trainer.threads", _positive, "must be positive (or null: torch's default, one per core)"),
 )
 
 

@@ -192,6 +192,9 @@ class TrainerConfig:
     """Ask torch for deterministic algorithms (slower on GPUs); null leaves torch's defaults."""
     benchmark: bool | None = None
     """cuDNN autotuning of convolution algorithms; null leaves Lightning's default."""
+    threads: int | None = None
+    """torch's intra-op CPU threads in each training process (``torch.set_num_threads``); null leaves torch's default
+    (one per core). Tiny models on a few shared cores run faster on 1: their steps are too small to split."""
     progress_bar: ProgressBar = ProgressBar.auto
     """auto (rich on a terminal, log lines when the output is a file or a pipe), rich, tqdm, log or none. Rich and
     tqdm redraw one line, which a redirected log (a Slurm .out file) shows only at the end."""

@@ -176,13 +176,13 @@ def test_values_no_run_can_use_are_refused_together_when_the_recipe_loads(capsys
     from lvu.cli import main
 
     bad = ["data.batch_size=0", "data.num_workers=-1", "trainer.devices=0", "data.sampler.min_frames=9",
-           "data.sampler.max_frames=4", "data.eval_batch_size=-2"]
+           "data.sampler.max_frames=4", "data.eval_batch_size=-2", "trainer.threads=0"]
     with pytest.raises(ConfigError) as caught:
         load_recipe("linvt/align", ["host.path=h", "data.train=t", *bad])
     message = str(caught.value)
     for expected in ("data.batch_size=0 must be positive", "data.num_workers=-1 must be 0",
                      "trainer.devices=0 0 devices", "data.sampler.min_frames=9 exceeds data.sampler.max_frames=4",
-                     "data.eval_batch_size=-2 must be positive"):
+                     "data.eval_batch_size=-2 must be positive", "trainer.threads=0 must be positive"):
         assert expected in message
     assert main(["config", "linvt/align", "host.path=h", "data.train=t", "data.batch_size=-1"]) == 1
     assert "data.batch_size=-1 must be positive" in capsys.readouterr().err

@@ -119,3 +119,14 @@ def test_a_truncated_shard_without_a_manifest_is_a_bad_shard_not_a_shorter_one(t
     assert main(["data", "index", str(folder), "--allow-truncated"]) == 0
     manifest = Manifest.load(folder)
     assert manifest.total == 4 and "shard-000000.tar" in manifest.extra["truncated"]
+
+
+def test_tar_indices_are_remembered_until_the_file_changes(tmp_path):
+    from lvu.data.shards import indexed_tar
+
+    path = tmp_path / "s.tar"
+    write_shard(path, [(f"k{i}", {"json": {"i": i}}) for i in range(3)])
+    first = indexed_tar(path)
+    assert indexed_tar(path) is first and len(first.samples) == 3  # not scanned again
+    write_shard(path, [(f"k{i}", {"json": {"i": i}}) for i in range(5)])  # rewritten: another size and time
+    assert len(indexed_tar(path).samples) == 5

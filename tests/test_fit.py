@@ -40,8 +40,14 @@ def test_fit_writes_config_checkpoint_and_logs(tmp_path, recipe_path):
     # The resolved recipe is the run's hyper-parameters (it used to be {}).
     hparams = yaml.safe_load((run_dir / "logs" / "csv" / "version_0" / "hparams.yaml").read_text())
     assert hparams["task"] == "test.tiny" and hparams["trainer"]["max_steps"] == 6 and hparams["seed"] == 7
-    # A second fresh run of the same recipe gets its own version folder.
-    assert main(["fit", recipe_path("tiny"), f"runs_root={tmp_path}", "trainer.max_steps=1"]) == 0
+    # A second fresh run of the same recipe gets its own version folder; trainer.threads sets torch's thread count.
+    threads = torch.get_num_threads()
+    try:
+        assert main(["fit", recipe_path("tiny"), f"runs_root={tmp_path}", "trainer.max_steps=1",
+                     f"trainer.threads={threads + 1}"]) == 0
+        assert torch.get_num_threads() == threads + 1
+    finally:
+        torch.set_num_threads(threads)
     assert _step(tmp_path / "tiny" / "version_1" / "checkpoints" / "last.ckpt") == 1
 
 

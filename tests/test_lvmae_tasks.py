@@ -163,6 +163,33 @@ def test_sequences_over_the_cap_are_truncated_or_windowed(tmp_path):
     assert centred[0, 0] == 4  # the middle window in evaluation
 
 
+def test_the_feature_cache_decodes_each_sample_once_within_its_budget(tmp_path, monkeypatch):
+    long = (np.arange(40, dtype=np.float32)[:, None] + 1).repeat(8, 1)  # 40 x 8 fp32: 1280 bytes
+    folder = _write(tmp_path, [("long", {"npy": long, "json": {}}), ("other", {"npy": long * 2, "json": {}})])
+    from lvu.data.shards import ShardReader
+
+    reader = ShardReader(resolve_shards(str(folder)))
+    raws = [reader.read(0, 0), reader.read(0, 1)]
+    cfg = LVMAEDataConfig(normalize=True, crop=RandomCropConfig(True, 2), feature_cache_mb=1)
+    cached, plain = SequenceDecoder(8, 32, cfg, True), SequenceDecoder(8, 32, _data(normalize=True, crop=True), True)
+    parsed = []
+    for decoder in (cached, plain):
+        def counting(raw, rng, decode=decoder.features):
+            parsed.append(raw["__key__"])
+            return decode(raw, rng)
+
+        monkeypatch.setattr(decoder, "features", counting)
+    for seed in range(6):  # the same crops, drawn from the same generators, with and without the cache
+        for raw in raws:
+            a = cached(raw, np.random.default_rng(seed))["features"]
+            b = plain(raw, np.random.default_rng(seed))["features"]
+            assert torch.equal(a, b)
+    assert parsed.count("long") == 7 and parsed.count("other") == 7  # cached: once each; uncached: six times each
+    small = SequenceDecoder(8, 32, LVMAEDataConfig(feature_cache_mb=0), True)
+    small(raws[0], np.random.default_rng(0))
+    assert small._cache == {}  # 0 MB: nothing kept
+
+
 def test_inputs_are_l2_normalised_and_training_crops_have_random_length_and_start(tmp_path):
     long = (np.arange(40, dtype=np.float32)[:, None] + 1).repeat(8, 1)  # clip i is (i + 1) * ones: norm ~ 3 * (i + 1)
     folder = _write(tmp_path, [("long", {"npy": long, "json": {}})])

@@ -7,14 +7,14 @@ import json
 import pytest
 
 from lvu.data.synth import LABEL_MAPS
-from lvu.quickstart.lvmae import PROBES, QuickstartConfig, run_quickstart
+from lvu.quickstart.lvmae import PROBES, QuickstartConfig, _metric, _probe_run, probe_jobs, run_quickstart
 
 
 @pytest.mark.slow
 def test_quickstart_pipeline_writes_a_summary(tmp_path):
     cfg = QuickstartConfig(train_videos=32, val_videos=16, test_videos=16, min_seconds=20, max_seconds=30,
-                           pretrain_epochs=2, workers=1, probe_seeds=(0, 1))
-    summary = run_quickstart(tmp_path / "qs", cfg=cfg)
+                           pretrain_epochs=2, workers=2, probe_seeds=(0, 1))
+    summary = run_quickstart(tmp_path / "qs", cfg=cfg)  # probes 2 at a time, in fresh processes
     saved = json.loads((tmp_path / "qs" / "summary.json").read_text())
     assert saved["probes"] == summary["probes"]
     # Like for like: both probe kinds on LV-MAE and on the raw embeddings, each with every probe seed.
@@ -31,6 +31,12 @@ def test_quickstart_pipeline_writes_a_summary(tmp_path):
         assert (tmp_path / "qs" / "features" / split / "manifest.json").is_file()
     assert (tmp_path / "qs" / "runs" / "pretrain" / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "qs" / "runs" / "probe0_seed1" / "summary.txt").read_text().startswith("| Method")
+    # Where a probe runs does not change its numbers: probe 0, seed 1 again, here in this process.
+    pretrained = tmp_path / "qs" / "runs" / "pretrain" / "checkpoints" / "last.ckpt"
+    overrides = probe_jobs(tmp_path / "qs", pretrained, PROBES, cfg.probe_seeds)[("LV-MAE + attentive probe", 1)]
+    metrics = _probe_run([*overrides, f"run_dir={tmp_path / 'again'}"])
+    again = {task: _metric(metrics, task) for task in LABEL_MAPS}
+    assert again == saved["probe_runs"]["LV-MAE + attentive probe"][1]
 
 
 @pytest.mark.slow

@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import logging
 import os
 import sys
 import tempfile
 import traceback
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -34,6 +32,7 @@ from lvu.errors import LvuError, Preempted
 from lvu.process_exit import exit_now
 from lvu.quickstart.registry import QUICKSTARTS
 from lvu.tasks.registry import available_tasks, get_task
+from lvu.train.library_noise import quiet_library_noise
 from lvu.train.rundir import global_rank
 
 # Subcommand groups: ``lvu data ...``, ``lvu ckpt ...``. Each adds its commands to the parser it is given.
@@ -205,24 +204,6 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     return args
 
 
-class _DropAdverts(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
-
-
-def _quiet_library_noise() -> None:
-    # Lightning 2.6 under torch 2.13 warns about its own pytree helper on every run; nothing a user can act on.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    # Frozen backbones (probes, adapters) are kept in eval mode on purpose.
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-    # Evaluating a checkpoint needs its weights, not the ModelCheckpoint that wrote it.
-    warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create")
-    # Our loaders hand out whole batches; Lightning's prediction loop looks for a sampler's indices and says so.
-    warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices fetched from your dataloader")
-    # Lightning advertises its cloud logger at every Trainer construction.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdverts())
-
-
 # File-system failures a user fixes outside lvu (a read-only or full disk, a folder they may not write): one line.
 FILE_SYSTEM_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
 
@@ -233,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("fit", "quickstart"):  # training: a scheduler's signal must not kill it while it loads
         early_signals.note_from_now()
     debug = getattr(args, "debug", False) or os.environ.get("LVU_DEBUG") == "1"
-    _quiet_library_noise()
+    quiet_library_noise()
     try:
         return int(args.func(args) or 0)
     except Preempted as exc:

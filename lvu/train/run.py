@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from omegaconf import OmegaConf
 
-from lvu.ckpt import convert
+from lvu.ckpt import checkpoint_step, convert
 from lvu.config import Recipe, load_recipe
 from lvu.errors import PREEMPTED_EXIT, LvuError, Preempted
 from lvu.schema import LOGGERS, StrategyName
@@ -273,7 +273,7 @@ def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ck
     if ckpt_path is not None and stage != "fit":
         rank_zero_info(f"Loading weights from {ckpt_path}")
     elif ckpt_path is not None and resumed_from is not None:
-        rank_zero_info(f"Resuming from {ckpt_path}")
+        rank_zero_info(f"Resuming from {ckpt_path} (step {checkpoint_step(ckpt_path)})")
     elif ckpt_path is not None:  # --ckpt: its whole training state, continued in this (new) run folder
         rank_zero_info(f"Continuing the training state of {ckpt_path} (step, optimiser, data position) in "
                        f"{run_dir}")
@@ -286,6 +286,8 @@ def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ck
     predictions_path = Path(predictions) if predictions else run_dir / "predictions.jsonl"
     export = contextlib.nullcontext() if named else _env(RUN_DIR_ENV, str(run_dir))
     with export:
+        if cfg.trainer.threads:
+            torch.set_num_threads(cfg.trainer.threads)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         module = recipe.task.build_module(cfg)
         if stage != "fit" and ckpt_path is None:
