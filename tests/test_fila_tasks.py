@@ -147,7 +147,7 @@ def test_stage_4_full_fine_tuning_resumes_bit_exactly_under_zero3(parts, synth_s
     """Stage 4 on the composed host: vision encoder, projector, LLM and merge module all train in full, each at its
     own learning rate, on 2 ZeRO-3 processes; stopped mid-epoch and resumed, the run ends with the same weights as
     an uninterrupted one. (The host-LM layer's full fine-tuning case, tests/test_host_lm.py's parts aside.)"""
-    from test_resume import Background, _assert_identical, _ok, launch
+    from test_resume import Background, _assert_identical, _ok, assert_resumed, launch
 
     total = 4
 
@@ -162,7 +162,7 @@ def test_stage_4_full_fine_tuning_resumes_bit_exactly_under_zero3(parts, synth_s
         _ok(launch(args(run, 2), timeout=400))
         resumed = _ok(launch(args(run, total), timeout=400))
         uninterrupted.wait_ok()
-    assert "Resuming from" in resumed.stdout + resumed.stderr
+    assert_resumed(resumed, run / "checkpoints" / "last.ckpt", 2)
     final = [consolidated_state_dict(r / "checkpoints" / "last.ckpt") for r in (reference, run)]
     assert final[0].global_step == final[1].global_step == total
     _assert_identical(final[0].state, final[1].state)

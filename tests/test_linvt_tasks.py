@@ -166,7 +166,7 @@ def test_stopped_and_resumed_linvt_matches_an_uninterrupted_run(stage, preset, s
                                                                 tmp_path):
     """Stopped mid-epoch, resumed: the same LinVT (and LoRA) as an uninterrupted run, bit for bit. (Stops by signal
     take the same save and restore path; test_resume.py covers them model-independently.)"""
-    from test_resume import Background, _assert_identical, _ok, launch
+    from test_resume import Background, _assert_identical, _ok, assert_resumed, launch
 
     from lvu.ckpt import consolidated_state_dict
 
@@ -187,7 +187,7 @@ def test_stopped_and_resumed_linvt_matches_an_uninterrupted_run(stage, preset, s
         _ok(launch(args(run, 3)))
         resumed = _ok(launch(args(run, total)))
         uninterrupted.wait_ok()
-    assert "Resuming from" in resumed.stdout + resumed.stderr
+    assert_resumed(resumed, run / "checkpoints" / "last.ckpt", 3)
     final = [consolidated_state_dict(r / "checkpoints" / "last.ckpt") for r in (tmp_path / "reference", run)]
     assert final[0].global_step == final[1].global_step == total
     if stage == "instruct":

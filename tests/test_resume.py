@@ -101,6 +101,14 @@ def _ok(result: subprocess.CompletedProcess, code: int = 0) -> subprocess.Comple
     return result
 
 
+def assert_resumed(result: subprocess.CompletedProcess, checkpoint: Path, step: int) -> None:
+    """The leg resumed ``checkpoint``, saved at ``step``, and its training really started there (a resume that
+    silently restarted from scratch would say "Training from step 0")."""
+    output = result.stdout + result.stderr
+    assert f"Resuming from {checkpoint} (step {step})" in output, output[-3000:]
+    assert f"Training from step {step} " in output, output[-3000:]
+
+
 def _final_state(run_dir: Path) -> dict[str, torch.Tensor]:
     loaded = consolidated_state_dict(run_dir / "checkpoints" / "last.ckpt")
     state, client = loaded.state, loaded.entries
@@ -125,11 +133,12 @@ def test_stopped_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(pres
         # 2. resumed, then stopped by a signal that reaches rank 0 only, mid-epoch of the second epoch
         stopped = _ok(launch([*_recipe(feature_shards, run, preset), f"trainer.max_steps={TOTAL_STEPS}"],
                              env={"LVU_TEST_SIGNAL": "SIGUSR1:14"}), PREEMPTED_EXIT)
-        assert "Resuming from" in stopped.stdout + stopped.stderr
+        assert_resumed(stopped, run / "checkpoints" / "last.ckpt", 5)
         assert "stopped by SIGUSR1 at step 14" in stopped.stderr
         assert consolidated_state_dict(run / "checkpoints" / "last.ckpt").global_step == 14
         # 3. resumed to the end with the same command
-        _ok(launch([*_recipe(feature_shards, run, preset), f"trainer.max_steps={TOTAL_STEPS}"]))
+        final = _ok(launch([*_recipe(feature_shards, run, preset), f"trainer.max_steps={TOTAL_STEPS}"]))
+        assert_resumed(final, run / "checkpoints" / "last.ckpt", 14)
         uninterrupted.wait_ok()
 
     _assert_identical(_final_state(reference), _final_state(run))
@@ -161,7 +170,7 @@ def test_kill_during_a_checkpoint_save_leaves_the_run_resumable(preset, feature_
     checkpoints = tmp_path / "checkpoints"
     assert consolidated_state_dict(checkpoints / "last.ckpt").global_step == 4  # the old one survived
     resumed = _ok(launch(args))
-    assert "Resuming from" in resumed.stdout + resumed.stderr
+    assert_resumed(resumed, checkpoints / "last.ckpt", 4)
     assert consolidated_state_dict(checkpoints / "last.ckpt").global_step == 8
     assert not list(checkpoints.glob(".*partial*"))
 
@@ -192,10 +201,24 @@ def test_convert_writes_one_fp32_state_dict_that_evaluation_loads(stopped_at_ste
                                                             for k in file.state)
 
 
+def _resume_loads_the_saved_parameters(run: Path, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """Resume ``run`` with ``args``; assert the parameters training started from are the saved ones, exactly."""
+    last = run / "checkpoints" / "last.ckpt"
+    saved = consolidated_state_dict(last)
+    loaded_file = tmp_path / "parameters_at_start.pt"
+    resumed = _ok(launch(args, env={"LVU_TEST_PARAMETERS_AT_START": str(loaded_file)}))
+    assert_resumed(resumed, last, saved.global_step)
+    loaded = torch.load(loaded_file, weights_only=True)
+    assert loaded and set(loaded) <= set(saved.state)
+    _assert_identical(loaded, {k: saved.state[k].float() for k in loaded})
+    return resumed
+
+
 @pytest.mark.parametrize("preset", ["ddp", "deepspeed_zero2", "deepspeed_zero3"])
 def test_resume_on_a_smaller_world_size(preset, feature_shards, stopped_at_step_5, tmp_path):
     run = stopped_at_step_5(preset, tmp_path / "run")
-    resumed = _ok(launch([*_recipe(feature_shards, run, preset, devices=1), "trainer.max_steps=8"]))
+    resumed = _resume_loads_the_saved_parameters(
+        run, [*_recipe(feature_shards, run, preset, devices=1), "trainer.max_steps=8"], tmp_path)
     out = resumed.stdout + resumed.stderr
     assert "data position restored approximately" in out and "RNG states of 2 ranks and this run has 1" in out
     last = run / "checkpoints" / "last.ckpt"
@@ -213,6 +236,40 @@ def test_resume_on_a_smaller_world_size(preset, feature_shards, stopped_at_step_
         assert len({g["name"] for g in groups}) == len(groups) == 2
         assert {g["weight_decay"] for g in groups} == {0.0, 0.05}
         assert not (run / "checkpoints" / ".last.ckpt.universal").exists()  # removed once stale
+
+
+@pytest.mark.parametrize("preset", ["ddp", "deepspeed_zero2"])
+def test_resume_on_a_larger_world_size(preset, feature_shards, tmp_path):
+    run = tmp_path / "run"
+    _ok(launch([*_recipe(feature_shards, run, preset, devices=1), "trainer.max_steps=5"]))
+    resumed = _resume_loads_the_saved_parameters(
+        run, [*_recipe(feature_shards, run, preset, devices=2), "trainer.max_steps=8"], tmp_path)
+    assert "data position restored approximately" in resumed.stdout + resumed.stderr
+    assert consolidated_state_dict(run / "checkpoints" / "last.ckpt").global_step == 8
+
+
+def test_a_deepspeed_save_killed_between_its_renames_resumes_from_the_newest_complete_copy(
+        feature_shards, stopped_at_step_5, tmp_path):
+    """The state a kill leaves between the two renames of a DeepSpeed save: no last.ckpt, the previous checkpoint
+    moved aside (.last.ckpt.old, step 5) and the new one complete but not yet in place (.last.ckpt.partial, step 7).
+    The run resumes from the newer copy, ends exactly as an uninterrupted run, and leaves no debris."""
+    preset = "deepspeed_zero2"
+    with Background([*_recipe(feature_shards, tmp_path / "reference", preset), "trainer.max_steps=8"],
+                    tmp_path / "reference.log") as uninterrupted:
+        run = stopped_at_step_5(preset, tmp_path / "run")
+        checkpoints = run / "checkpoints"
+        shutil.copytree(checkpoints / "last.ckpt", tmp_path / "step5")
+        _ok(launch([*_recipe(feature_shards, run, preset), "trainer.max_steps=7"]))
+        os.replace(checkpoints / "last.ckpt", checkpoints / ".last.ckpt.partial")
+        os.replace(tmp_path / "step5", checkpoints / ".last.ckpt.old")
+        resumed = _ok(launch([*_recipe(feature_shards, run, preset), "trainer.max_steps=8"]))
+        uninterrupted.wait_ok()
+    assert "is missing or incomplete (a save was interrupted); resuming from" in resumed.stderr
+    assert_resumed(resumed, checkpoints / ".last.ckpt.partial", 7)
+    assert consolidated_state_dict(checkpoints / "last.ckpt").global_step == 8
+    assert sorted(p.name for p in checkpoints.iterdir() if p.name.startswith(".last")) == []
+    reference = consolidated_state_dict(tmp_path / "reference" / "checkpoints" / "last.ckpt")
+    _assert_identical(reference.state, consolidated_state_dict(checkpoints / "last.ckpt").state)
 
 
 def test_ckpt_universal_command(feature_shards, stopped_at_step_5, tmp_path, capsys):

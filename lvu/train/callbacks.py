@@ -58,6 +58,11 @@ class RunInfo(Callback):
         for logger in trainer.loggers:
             logger.log_hyperparams({"task": self.task, "recipe": self.recipe_name, **self.config})
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Where training really starts, after any restore: a Slurm log shows each leg's first step, and a resume
+        that silently restarted from scratch says "step 0"."""
+        rank_zero_info(f"Training from step {trainer.global_step} (epoch {trainer.current_epoch})")
+
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         info = checkpoint.get(RECORD_KEY)
         if info and not same_task(info.get("task") or "", self.task):

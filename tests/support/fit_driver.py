@@ -6,10 +6,13 @@
   signal arrives at an arbitrary moment on one process (graceful stop, exact resume).
 * ``LVU_TEST_KILL_IN_SAVE=3``: the 3rd checkpoint save of the run writes part of its data and then the process
   SIGKILLs itself (atomic saving). Single-process runs only.
+* ``LVU_TEST_PARAMETERS_AT_START=FILE``: when training starts (after any restore), rank 0 saves the module's
+  parameters (ZeRO-3 partitions gathered) to FILE, so a test can compare what a resumed run loaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -45,6 +48,28 @@ def _install_signal_hook(spec: str) -> None:
     trainer_assembly.build_callbacks = build_with_signal
 
 
+class ParametersAtStart(L.Callback):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        params = dict(pl_module.named_parameters())
+        gather = contextlib.nullcontext()
+        if any(hasattr(p, "ds_id") for p in params.values()):  # ZeRO-3: every rank takes part in the gather
+            import deepspeed
+
+            gather = deepspeed.zero.GatheredParameters(list(params.values()))
+        with gather:
+            state = {name: p.detach().float().clone() for name, p in params.items()}
+        if trainer.global_rank == 0:
+            torch.save(state, self.path)
+
+
+def _add_callback(callback: L.Callback) -> None:
+    build = trainer_assembly.build_callbacks
+    trainer_assembly.build_callbacks = lambda *args, **kwargs: [*build(*args, **kwargs), callback]
+
+
 def _install_kill_hook(nth: int) -> None:
     """Make the nth ``torch.save`` into a checkpoint write half its bytes, then SIGKILL the process."""
     real_save = torch.save
@@ -73,4 +98,6 @@ if __name__ == "__main__":
         _install_signal_hook(os.environ["LVU_TEST_SIGNAL"])
     if os.environ.get("LVU_TEST_KILL_IN_SAVE"):
         _install_kill_hook(int(os.environ["LVU_TEST_KILL_IN_SAVE"]))
+    if os.environ.get("LVU_TEST_PARAMETERS_AT_START"):
+        _add_callback(ParametersAtStart(os.environ["LVU_TEST_PARAMETERS_AT_START"]))
     script_main()
