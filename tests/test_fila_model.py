@@ -156,6 +156,25 @@ def test_weighted_fusion_starts_as_temporal_averaging_and_learns_every_weight():
     assert fusion.weight.grad is not None and (fusion.weight.grad != 0).all()
 
 
+@pytest.mark.parametrize("merge", ["weighted_fusion", "attention_pooling"])
+def test_learnable_merges_have_the_gradients_finite_differences_give(merge):
+    """Not only "a gradient exists": autograd's gradients, for the inputs and every weight, match central finite
+    differences on a small case (float64)."""
+    torch.manual_seed(0)
+    module = (WeightedFusion(3, 4, 6) if merge == "weighted_fusion" else AttentionPooling(6)).double()
+    with torch.no_grad():  # away from the uniform start, where weighted fusion's weights are all equal
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    scenes = torch.randn(2, 3, 4, 6, dtype=torch.float64, requires_grad=True)
+    names = [name for name, _ in module.named_parameters()]
+
+    def f(x, *weights):
+        return torch.func.functional_call(module, dict(zip(names, weights, strict=True)), (x,))
+
+    weights = [p.detach().clone().requires_grad_(True) for p in module.parameters()]
+    assert torch.autograd.gradcheck(f, (scenes, *weights), eps=1e-6, atol=1e-6)
+
+
 def test_attention_pooling_is_a_per_token_convex_combination_of_the_frames_queried_by_the_middle_one():
     torch.manual_seed(0)
     scenes = torch.randn(2, 3, 4, 6)

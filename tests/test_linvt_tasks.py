@@ -194,7 +194,9 @@ def test_stopped_and_resumed_linvt_matches_an_uninterrupted_run(stage, preset, s
         assert any("lora_B" in k for k in final[0].state)
     _assert_identical(final[0].state, final[1].state)
     if preset.startswith("deepspeed"):  # exclude_frozen_parameters: the frozen host stays out of DeepSpeed saves
-        for states in (run / "checkpoints" / "last.ckpt").rglob("*model_states.pt"):
+        saved_states = list((run / "checkpoints" / "last.ckpt").rglob("*model_states.pt"))
+        assert saved_states  # the loop below checks something
+        for states in saved_states:
             saved = torch.load(states, weights_only=False, map_location="cpu")
             assert not [k for k in saved["module"] if k.startswith("host.") and "lora_" not in k]
             assert not saved.get("frozen_param_fragments")

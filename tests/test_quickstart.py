@@ -23,8 +23,13 @@ def test_quickstart_pipeline_writes_a_summary(tmp_path):
         "raw embeddings, mean-pooled + linear"]
     for name, values in saved["probes"].items():
         assert set(values) == set(LABEL_MAPS)
-        assert all(0 <= values[t] <= 100 for t, s in LABEL_MAPS.items() if s["type"] == "classification")
         runs = saved["probe_runs"][name]
+        # Every accuracy counts each of the 16 test videos exactly once (no padding copies, none left out).
+        for run in runs:
+            for task, spec in LABEL_MAPS.items():
+                if spec["type"] == "classification":
+                    correct = run[task] * 16 / 100
+                    assert 0 <= correct <= 16 and abs(correct - round(correct)) < 1e-4, (name, task, run[task])
         assert len(runs) == 2 and all(abs(values[t] - (runs[0][t] + runs[1][t]) / 2) < 1e-9 for t in values)
         assert all(saved["probe_sd"][name][t] >= 0 for t in values)
     for split in ("train", "val", "test"):

@@ -65,9 +65,10 @@ def _driver_env(env: dict[str, str] | None) -> dict[str, str]:
     return full_env
 
 
-def launch(args: list[str], *, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def launch(args: list[str], *, env: dict[str, str] | None = None, timeout: int = 300,
+           new_session: bool = False) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, DRIVER, *args], capture_output=True, text=True, env=_driver_env(env),
-                          timeout=timeout)
+                          timeout=timeout, start_new_session=new_session)
 
 
 class Background:
@@ -173,6 +174,28 @@ def test_kill_during_a_checkpoint_save_leaves_the_run_resumable(preset, feature_
     assert_resumed(resumed, checkpoints / "last.ckpt", 4)
     assert consolidated_state_dict(checkpoints / "last.ckpt").global_step == 8
     assert not list(checkpoints.glob(".*partial*"))
+
+
+def test_a_two_rank_zero_run_killed_during_a_save_resumes_from_the_previous_checkpoint(feature_shards, tmp_path):
+    """Every rank SIGKILLed while DeepSpeed writes a checkpoint (rank 0 kills the process group half-way through its
+    own files): the previous checkpoint is intact, the run resumes from it and ends bit-identical to an
+    uninterrupted run."""
+    args = [*_recipe(feature_shards, tmp_path / "run", "deepspeed_zero2"), "trainer.checkpoint.every_n_train_steps=2",
+            "trainer.max_steps=8"]
+    with Background([*_recipe(feature_shards, tmp_path / "reference", "deepspeed_zero2"), "trainer.max_steps=8"],
+                    tmp_path / "reference.log") as uninterrupted:
+        killed = launch(args, env={"LVU_TEST_KILL_IN_SAVE": "3"}, new_session=True)  # saves 2, 4; killed saving 6
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        checkpoints = tmp_path / "run" / "checkpoints"
+        assert consolidated_state_dict(checkpoints / "last.ckpt").global_step == 4  # the previous one survived
+        assert (checkpoints / ".last.ckpt.partial").is_dir()  # the cut save, never swapped in
+        resumed = _ok(launch(args))
+        uninterrupted.wait_ok()
+    assert_resumed(resumed, checkpoints / "last.ckpt", 4)
+    assert consolidated_state_dict(checkpoints / "last.ckpt").global_step == 8
+    assert not [p for p in checkpoints.iterdir() if p.name.startswith(".")]
+    reference = consolidated_state_dict(tmp_path / "reference" / "checkpoints" / "last.ckpt")
+    _assert_identical(reference.state, consolidated_state_dict(checkpoints / "last.ckpt").state)
 
 
 def test_convert_writes_one_fp32_state_dict_that_evaluation_loads(stopped_at_step_5, tmp_path, capsys):

@@ -131,5 +131,5 @@ def test_composed_host_from_a_vision_encoder_and_an_llm(tmp_path):
     ids, mask, labels = _batch(host, [1, 1], tokens.shape[1], ["a red square", "a blue circle"])
     out = host(host.build_inputs_embeds(ids, tokens), mask, labels)
     out.loss.backward()
-    assert all(p.grad is not None for p in host.projector.parameters())  # the new projector trains
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in host.projector.parameters())  # it trains
     assert all(p.grad is None for p in host.vision.parameters())  # the encoder stays frozen

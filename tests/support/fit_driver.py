@@ -5,7 +5,8 @@
 * ``LVU_TEST_SIGNAL=SIGUSR1:7``: rank 0 sends itself SIGUSR1 when optimiser step 7 ends, the way a scheduler's
   signal arrives at an arbitrary moment on one process (graceful stop, exact resume).
 * ``LVU_TEST_KILL_IN_SAVE=3``: the 3rd checkpoint save of the run writes part of its data and then the process
-  SIGKILLs itself (atomic saving). Single-process runs only.
+  SIGKILLs itself (atomic saving). With several ranks, rank 0 does it and SIGKILLs its whole process group (every
+  rank, as a node failure would): start the run in a session of its own.
 * ``LVU_TEST_PARAMETERS_AT_START=FILE``: when training starts (after any restore), rank 0 saves the module's
   parameters (ZeRO-3 partitions gathered) to FILE, so a test can compare what a resumed run loaded.
 """
@@ -76,8 +77,8 @@ def _install_kill_hook(nth: int) -> None:
     calls = {"n": 0}
 
     def save(obj, f, *args, **kwargs):
-        if isinstance(obj, dict) and ("global_step" in obj or "module" in obj):  # Lightning's or DeepSpeed's
-            calls["n"] += 1
+        if isinstance(obj, dict) and ("global_step" in obj or "module" in obj) and os.environ.get("RANK", "0") == "0":
+            calls["n"] += 1  # Lightning's or DeepSpeed's; counted on rank 0 (the one that kills)
             if calls["n"] == nth:
                 import io
 
@@ -87,6 +88,8 @@ def _install_kill_hook(nth: int) -> None:
                 handle = open(f, "wb") if isinstance(f, str | os.PathLike) else f  # noqa: SIM115
                 handle.write(data[: len(data) // 2])
                 handle.flush()
+                if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                    os.killpg(os.getpgid(0), signal.SIGKILL)
                 os.kill(os.getpid(), signal.SIGKILL)
         return real_save(obj, f, *args, **kwargs)
 
