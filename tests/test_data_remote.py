@@ -195,3 +195,15 @@ def test_resume_mid_epoch_over_pipe_and_http_sees_the_local_runs_samples(synth_s
         assert _keys(tmp_path / name, 0) == expected, name
         assert _skipped(tmp_path / name)[-1] == _skipped(tmp_path / "local")[-1], name
     assert any((tmp_path / "http-cache-2").glob("*shard-000000.tar"))  # the resumed run fetched its own copy
+
+
+def test_lvu_data_inspect_reads_http_and_pipe_sources(synth_shards, http_root, capsys):
+    import json
+
+    from lvu.cli import main
+
+    _, url = http_root
+    for source in (f"{url}/shards/", f"pipe:cat {synth_shards}/shard-{{000000..000002}}.tar"):
+        assert main(["data", "inspect", source, "--quick", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["samples"] == 10 and report["unreadable"] == 0, source
