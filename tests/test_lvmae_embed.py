@@ -69,6 +69,11 @@ def test_shot_segments_give_one_embedding_per_detected_shot(synth_shards, tmp_pa
         assert features.shape == (len(expected), 24)
         np.testing.assert_allclose(annotation["clips"], expected.round(3))
         assert annotation["clips"][0][0] == 0 and annotation["clips"][-1][1] == annotation["duration_s"]
+        # Against the video's own ground truth, not only the detector: every act change (a cut to another place)
+        # starts a segment, to within one frame.
+        starts = [clip[0] for clip in annotation["clips"]]
+        for act in json.loads(raw["json"])["synth"]["acts"][1:]:
+            assert min(abs(s - act["start_s"]) for s in starts) <= 1 / video.info.fps + 1e-3, act
         counts.add(len(expected))
     assert len(embedded) == 10 and len(counts) > 1  # variable-length: videos have different numbers of shots
     with pytest.raises(LvuError, match="--segments must be fixed or shots, got 'scenes'"):
