@@ -56,7 +56,14 @@ def test_linvt_quickstart_runs_both_stages_answers_and_exports(tmp_path):
     # 8 videos / batch 4 x 2 epochs = 4 steps, logged every 2nd
     assert all(loss["steps"] == 2 for loss in summary["train_loss"].values())
     answers = [json.loads(line) for line in (tmp_path / "qs" / "answers.jsonl").read_text().splitlines()]
-    assert len(answers) == 4 and all(isinstance(a["answer"], str) and a["question"] for a in answers)
+    assert all(isinstance(a["answer"], str) for a in answers)
+    # Each val video answered exactly once, with its own question and reference (the caption it was made with).
+    from lvu.data.shards import iter_samples, parse_json, resolve_shards
+
+    val = {s["__key__"]: parse_json(s) for s in iter_samples(resolve_shards(str(tmp_path / "qs" / "videos" / "val")),
+                                                              exts=("json",))}
+    assert sorted(a["key"] for a in answers) == sorted(val) and len(val) == 4
+    assert all(a["reference"] == val[a["key"]]["caption"] and a["question"] for a in answers)
     assert LinVT.from_pretrained(tmp_path / "qs" / "export" / "linvt").cfg.queries == [8, 4, 2]
     assert (tmp_path / "qs" / "export" / "adapter" / "adapter_config.json").is_file()
 
