@@ -133,5 +133,8 @@ def test_recall_at_k_counts_every_query_including_those_without_a_prediction():
     result = {k: v.item() for k, v in metric.compute().items()}
     assert result == pytest.approx({"R@1,IoU=0.3": 2 / 4, "R@1,IoU=0.5": 1 / 4,
                                     "R@5,IoU=0.3": 2 / 4, "R@5,IoU=0.5": 2 / 4})
+    exact = TemporalGroundingRecall(ks=(1,), thresholds=(0.5,))  # IoU exactly 0.5 is not above 0.5 (Ego4D's rule)
+    exact.update([torch.tensor([[0.0, 10.0]])], torch.tensor([[5.0, 10.0]]))
+    assert exact.compute()["R@1,IoU=0.5"].item() == 0.0
     with pytest.raises(ValueError, match="1 predictions for 2 queries"):
         metric.update(predictions[:1], targets[:2])

@@ -46,11 +46,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+# lvu.data.pack.FORMATS, spelled out: the parser must not import the packing code (tests/test_data_cli.py checks).
+PACK_FORMATS = ["llava", "lvu", "grounding", "videomme", "mlvu", "longvideobench", "lvbench", "mvbench", "egoschema",
+                "nextqa", "perceptiontest", "ego4d_nlq"]
+
+
 def cmd_pack(args: argparse.Namespace) -> int:
     from lvu.data.pack import pack  # see the module docstring
 
     report = pack(args.format, Path(args.videos), Path(args.annotations), Path(args.out), maxcount=args.maxcount,
-                  workers=args.workers, allow_missing_tasks=args.allow_missing_tasks)
+                  workers=args.workers, allow_missing_tasks=args.allow_missing_tasks,
+                  subtitles=Path(args.subtitles) if args.subtitles else None)
     _summary(report, Path(args.out), "packed")
     return 0
 
@@ -135,9 +141,14 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
 
     sub = add_command(subparsers, "pack", "pack a public dataset (videos + annotations) into shards",
                       "lvu data pack --format llava --videos /data/videos --annotations train.json --out shards/train")
-    sub.add_argument("--format", required=True, choices=["llava", "lvu", "lvbench", "grounding"])
+    sub.add_argument("--format", required=True, choices=PACK_FORMATS,
+                     help="a training format (llava, lvu, grounding) or an evaluation benchmark; layouts in "
+                     "data/README.md and data/cards/eval/")
     sub.add_argument("--videos", required=True, help="folder the annotation's video paths are relative to")
-    sub.add_argument("--annotations", required=True, help="annotation file (LVU: the folder of task CSVs)")
+    sub.add_argument("--annotations", required=True,
+                     help="annotation file, or folder (LVU: the task CSVs; MLVU, MVBench: json/; EgoSchema: the "
+                     "folder of questions.json and subset_answers.json)")
+    sub.add_argument("--subtitles", help="Video-MME, LongVideoBench: the subtitle folder (kept in each sample)")
     sub.add_argument("--out", required=True, help="output shard folder")
     sub.add_argument("--maxcount", type=int, default=100, help="samples per shard")
     sub.add_argument("--workers", type=int, default=1, help="parallel processes")

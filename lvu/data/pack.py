@@ -9,8 +9,8 @@ Formats (details and examples in data/README.md):
   ``--videos`` holds ``<youtube_id>.<ext>``). One sample per video with ``labels`` and ``splits`` per task; the two
   regression targets are transformed as in the LVU paper's code; ``label_maps.json`` holds one class list per task,
   built over all splits.
-* ``lvbench``: LVBench's ``video_info.meta.jsonl`` (``{"key", "qa": [{"question" with "(A) ..." options, "answer",
-  "question_type", "time_reference"}]}``); videos at ``--videos/<key>.<ext>``.
+* the evaluation benchmarks (``videomme``, ``mlvu``, ``longvideobench``, ``lvbench``, ``mvbench``, ``egoschema``,
+  ``nextqa``, ``perceptiontest``, ``ego4d_nlq``): their released annotation files, read by lvu.data.benchmarks.
 * ``grounding``: JSONL of ``{"video", "query", "start_s", "end_s"}`` (``start``/``end`` also accepted); one sample per
   video with all its ``segments``.
 
@@ -22,20 +22,18 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lvu.data.benchmarks import READERS as BENCHMARK_READERS
 from lvu.data.decoders import IMAGE_EXTS, VIDEO_EXTS, decode_image
+from lvu.data.pack_plan import PackItem, PackPlan, index_media, load_json_or_jsonl, sanitize_key, unique_keys
 from lvu.data.shards import BadSample, write_shard
 from lvu.data.video import VideoError, VideoFile
 from lvu.data.writing import Skipped, WriteReport, write_dataset
 from lvu.errors import LvuError
-
-FORMATS = ("llava", "lvu", "lvbench", "grounding")
 
 # LVU (Wu & Krahenbuhl 2021): task folders as the release (lvu_1.0/<task>/) and its scripts name them, and the
 # regression target transforms of the official code.
@@ -46,74 +44,6 @@ LVU_REGRESSION = ("like_ratio", "view_count")
 LVU_TASKS = LVU_CLASSIFICATION + LVU_REGRESSION
 LVU_SPLITS = ("train", "val", "test")
 
-LVBENCH_CATEGORIES = {
-    "key information retrieval": "KIR",
-    "event understanding": "EU",
-    "summarization": "Sum",
-    "entity recognition": "ER",
-    "reasoning": "Rea",
-    "temporal grounding": "TG",
-}
-_OPTION = re.compile(r"^\(([A-Z])\)\s*(.*)$")
-
-
-@dataclass
-class PackItem:
-    """One sample to write: where its media is and its annotation."""
-
-    key: str
-    annotation: dict[str, Any]
-    media: Path | None = None  # video or image file; None for text-only samples
-    label: str = ""  # what skipped.jsonl calls the item (its id in the annotation file)
-    missing: str = ""  # set when the annotation names media that was not found
-
-
-@dataclass
-class PackPlan:
-    items: list[PackItem]
-    label_maps: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)  # printed, and kept in the dataset's manifest
-
-
-def sanitize_key(raw: str) -> str:
-    key = re.sub(r"[^A-Za-z0-9_\-]", "_", str(raw)).strip("_") or "sample"
-    return key
-
-
-def _unique_keys(items: list[PackItem]) -> None:
-    seen: dict[str, int] = {}
-    for item in items:
-        base = item.key
-        n = seen.get(base, 0)
-        seen[base] = n + 1
-        if n:
-            item.key = f"{base}_{n}"
-
-
-def _index_media(folder: Path) -> dict[str, Path]:
-    """File stem -> path for every video/image under ``folder`` (first in sorted order wins)."""
-    stems: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower().lstrip(".") in VIDEO_EXTS + IMAGE_EXTS:
-            stems.setdefault(path.stem, path)
-    return stems
-
-
-def _load_json_or_jsonl(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-        return data if isinstance(data, list) else [data]
-    except json.JSONDecodeError:
-        records = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise LvuError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-        return records
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -122,7 +52,7 @@ def _load_json_or_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def read_llava(annotations: Path, videos: Path) -> PackPlan:
     items = []
-    for n, record in enumerate(_load_json_or_jsonl(annotations)):
+    for n, record in enumerate(load_json_or_jsonl(annotations)):
         ident = str(record.get("id", n))
         if "conversations" not in record and not isinstance(record.get("caption"), str):
             raise LvuError(f"{annotations}: entry {ident} has neither 'conversations' nor a 'caption'")
@@ -161,7 +91,7 @@ def _lvu_folder(annotations: Path, task: str) -> Path:
 def read_lvu(annotations: Path, videos: Path, *, allow_missing_tasks: bool = False) -> PackPlan:
     """Every task's three splits are expected: a missing one is an error (a task silently absent from the packed data
     would be a column silently absent from Table 8), or, with ``allow_missing_tasks``, a warning that lists them."""
-    media = _index_media(videos)
+    media = index_media(videos)
     per_video: dict[str, dict[str, Any]] = {}
     classes: dict[str, dict[int, str]] = {t: {} for t in LVU_CLASSIFICATION}
     found_any = False
@@ -228,54 +158,10 @@ def read_lvu(annotations: Path, videos: Path, *, allow_missing_tasks: bool = Fal
     return PackPlan(items, label_maps, warnings)
 
 
-def _parse_options(question: str) -> tuple[str, list[str]]:
-    lines = question.split("\n")
-    stem, options = [], []
-    for line in lines:
-        match = _OPTION.match(line.strip())
-        if match:
-            options.append(match.group(2).strip())
-        elif not options:
-            stem.append(line)
-    return "\n".join(stem).strip(), options
-
-
-def read_lvbench(annotations: Path, videos: Path) -> PackPlan:
-    media = _index_media(videos)
-    items = []
-    for record in _load_json_or_jsonl(annotations):
-        key = str(record.get("key") or record.get("video_id") or "")
-        if not key:
-            raise LvuError(f"{annotations}: an entry has no 'key'")
-        questions = []
-        for qa in record.get("qa", []):
-            stem, options = _parse_options(qa["question"])
-            if "options" in qa:
-                options = list(qa["options"])
-            types = qa.get("question_type") or []
-            types = [types] if isinstance(types, str) else types
-            questions.append({
-                "question": stem,
-                "options": options,
-                "answer": str(qa["answer"]).strip().strip("()"),
-                "categories": [LVBENCH_CATEGORIES.get(t.lower().strip(), t) for t in types],
-                **({"uid": qa["uid"]} if "uid" in qa else {}),
-                **({"time_reference": qa["time_reference"]} if qa.get("time_reference") else {}),
-            })
-        item = PackItem(key=sanitize_key(key), annotation={"mc": questions, "source": "lvbench", "video_id": key},
-                        label=key)
-        if key in media:
-            item.media = media[key]
-        else:
-            item.missing = f"no video named {key}.* under {videos}"
-        items.append(item)
-    return PackPlan(items)
-
-
 def read_grounding(annotations: Path, videos: Path) -> PackPlan:
-    media = _index_media(videos)
+    media = index_media(videos)
     by_video: dict[str, list[dict[str, Any]]] = {}
-    for n, record in enumerate(_load_json_or_jsonl(annotations), 1):
+    for n, record in enumerate(load_json_or_jsonl(annotations), 1):
         try:
             video = str(record["video"])
             start = float(record.get("start_s", record.get("start")))
@@ -304,9 +190,10 @@ def read_grounding(annotations: Path, videos: Path) -> PackPlan:
 READERS: dict[str, Callable[..., PackPlan]] = {
     "llava": read_llava,
     "lvu": read_lvu,
-    "lvbench": read_lvbench,
     "grounding": read_grounding,
+    **BENCHMARK_READERS,
 }
+FORMATS = tuple(READERS)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -343,9 +230,10 @@ def _make_item(index: int) -> tuple[str, dict[str, Any]] | Skipped:
 
 
 def pack(fmt: str, videos: Path, annotations: Path, out: Path, *, maxcount: int = 100, workers: int = 1,
-         quiet: bool = False, allow_missing_tasks: bool = False) -> WriteReport:
+         quiet: bool = False, allow_missing_tasks: bool = False, subtitles: Path | None = None) -> WriteReport:
     """Read ``annotations`` in format ``fmt``, then write shards (and label_maps.json for LVU) into ``out``.
-    ``allow_missing_tasks`` (LVU only) packs a release with task files missing, listing them as a warning."""
+    ``allow_missing_tasks`` (LVU only) packs a release with task files missing, listing them as a warning;
+    ``subtitles`` (Video-MME, LongVideoBench) is the benchmark's subtitle folder."""
     global _ITEMS
     if fmt not in READERS:
         raise LvuError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
@@ -353,13 +241,19 @@ def pack(fmt: str, videos: Path, annotations: Path, out: Path, *, maxcount: int 
         raise LvuError(f"annotations {annotations} not found")
     if not videos.is_dir():
         raise LvuError(f"videos folder {videos} not found")
-    options = {"allow_missing_tasks": allow_missing_tasks} if fmt == "lvu" else {}
+    options: dict[str, Any] = {"allow_missing_tasks": allow_missing_tasks} if fmt == "lvu" else {}
+    if subtitles is not None:
+        if fmt not in ("videomme", "longvideobench"):
+            raise LvuError(f"--subtitles: format {fmt} has no subtitles (videomme and longvideobench have)")
+        if not subtitles.is_dir():
+            raise LvuError(f"subtitles folder {subtitles} not found")
+        options["subtitles"] = subtitles
     plan = READERS[fmt](annotations, videos, **options)
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     if not plan.items:
         raise LvuError(f"{annotations}: no entries to pack")
-    _unique_keys(plan.items)
+    unique_keys(plan.items)
     _ITEMS = plan.items
     try:
         report = write_dataset(out, len(plan.items), _make_item, maxcount=maxcount, workers=workers,

@@ -1,8 +1,10 @@
 """Temporal grounding (Ego4D-NLQ, SEAL's grounding head): Recall@k at temporal IoU thresholds.
 
 torchmetrics has no 1-D IoU recall; this is a small ``Metric`` with summed tensor states, so it syncs across ranks.
-The denominator is every ground-truth query, including those the model gave no window for (Ego4D-NLQ's convention:
-a query without a prediction is a miss, never left out).
+The denominator is every ground-truth query, including those the model gave no window for: a query without a
+prediction is a miss, never left out (Ego4D-NLQ's official script averages over the predictions submitted and only
+prints how many queries it saw, so a run that skips hard queries scores higher there). A hit needs IoU strictly above
+the threshold, as that script counts it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def temporal_iou(windows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class TemporalGroundingRecall(Metric):
-    """Recall@k at IoU >= t: the share of queries whose top-k predicted windows include one with IoU >= t.
+    """Recall@k at IoU > t: the share of queries whose top-k predicted windows include one with IoU above t.
 
     Args:
         ks: the k of Recall@k (default 1 and 5).
@@ -53,7 +55,7 @@ class TemporalGroundingRecall(Metric):
             ious = temporal_iou(windows.float().cpu(), target.float().cpu())
             for i, k in enumerate(self.ks):
                 best = ious[:k].max()
-                self.hits[i] += (best >= thresholds).to(self.hits.device, torch.long)
+                self.hits[i] += (best > thresholds).to(self.hits.device, torch.long)
 
     def compute(self) -> dict[str, torch.Tensor]:
         """``R@{k},IoU={t}`` for every k and threshold, as a fraction of all queries."""
