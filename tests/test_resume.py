@@ -261,7 +261,7 @@ def test_resume_on_a_smaller_world_size(preset, feature_shards, stopped_at_step_
         assert not (run / "checkpoints" / ".last.ckpt.universal").exists()  # removed once stale
 
 
-@pytest.mark.parametrize("preset", ["ddp", "deepspeed_zero2"])
+@pytest.mark.parametrize("preset", ["ddp", "deepspeed_zero2", "deepspeed_zero3"])
 def test_resume_on_a_larger_world_size(preset, feature_shards, tmp_path):
     run = tmp_path / "run"
     _ok(launch([*_recipe(feature_shards, run, preset, devices=1), "trainer.max_steps=5"]))
