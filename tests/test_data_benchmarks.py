@@ -233,8 +233,10 @@ def test_counting_answers_are_option_texts_and_answers_naming_no_option_are_refu
         {"video": "a.mp4", "question": "How many?", "candidates": ["2", "0", "1"], "answer": "1"}]))
     (sample,) = _pack("mvbench", tmp_path / "video", tmp_path / "json", tmp_path / "out2")
     assert sample["mc"][0]["answer"] == "C"  # ... here index 1 would be B
-    (tmp_path / "json" / "action_count.json").write_text(json.dumps([
-        {"video": "a.mp4", "question": "How many?", "candidates": ["1", "2"], "answer": "7"}]))
-    assert main(["data", "pack", "--format", "mvbench", "--videos", str(tmp_path / "video"), "--annotations",
-                 str(tmp_path / "json"), "--out", str(tmp_path / "out3")]) == 1
-    assert "answer '7' is not one of its 2 options" in capsys.readouterr().err
+    for bad, n in ((["1", "2"], "7"), (["3", "0", "2"], "1")):  # "1" is no option here, and not an index either
+        (tmp_path / "json" / "action_count.json").write_text(json.dumps([
+            {"video": "a.mp4", "question": "How many?", "candidates": bad, "answer": n}]))
+        assert main(["data", "pack", "--format", "mvbench", "--videos", str(tmp_path / "video"), "--annotations",
+                     str(tmp_path / "json"), "--out", str(tmp_path / f"out_{n}")]) == 1
+        assert f"answer '{n}' is not one of its {len(bad)} options (this benchmark gives answers as a text)" in \
+            capsys.readouterr().err

@@ -107,7 +107,7 @@ def test_pack_llava_with_missing_corrupt_image_and_text_only_entries(media, tmp_
     assert json.loads(samples["f"]["json"])["caption"] == "Two shapes bounce."  # video-text pairs keep captions
     first = json.loads(samples["a"]["json"])
     assert first["conversations"][1]["value"] == "Shapes." and first["duration_s"] > 10 and first["fps"] == 8
-    assert "jpg" in samples["d"] and set(samples["e"]) == {"__key__", "__shard__", "__index__", "json"}
+    assert "jpg" in samples["d"] and set(samples["e"]) == {"__key__", "__shard__", "__index__", "__path__", "json"}
 
 
 def test_pack_lvu_builds_label_maps_over_all_splits_and_regression_targets(media, tmp_path, capsys):

@@ -42,12 +42,23 @@ def test_fit_writes_config_checkpoint_and_logs(tmp_path, recipe_path):
     assert hparams["task"] == "test.tiny" and hparams["trainer"]["max_steps"] == 6 and hparams["seed"] == 7
     # A second fresh run of the same recipe gets its own version folder; trainer.threads sets torch's thread count.
     threads = torch.get_num_threads()
+    seen = []
+    import lightning as L
+
+    class Threads(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen.append(torch.get_num_threads())
+
+    from lvu.train import trainer as assembly
+
+    build = assembly.build_callbacks
     try:
+        assembly.build_callbacks = lambda *a, **k: [*build(*a, **k), Threads()]
         assert main(["fit", recipe_path("tiny"), f"runs_root={tmp_path}", "trainer.max_steps=1",
                      f"trainer.threads={threads + 1}"]) == 0
-        assert torch.get_num_threads() == threads + 1
     finally:
-        torch.set_num_threads(threads)
+        assembly.build_callbacks = build
+    assert seen == [threads + 1] and torch.get_num_threads() == threads  # set for the run, then restored
     assert _step(tmp_path / "tiny" / "version_1" / "checkpoints" / "last.ckpt") == 1
 
 

@@ -20,7 +20,7 @@ MESSY = [
     ("C a red car", "C", Parse.leading),
     ("(B)", "B", Parse.parenthesised),
     ("(b) a dog", "B", Parse.parenthesised),
-    ("The answer is (C).", "C", Parse.parenthesised),
+    ("The answer is (C).", "C", Parse.cue),
     ("The answer is B.", "B", Parse.cue),
     ("the answer is b", "B", Parse.cue),
     ("Answer: D", "D", Parse.cue),
@@ -38,7 +38,29 @@ MESSY = [
     ("(E)", None, Parse.unparsable),  # a letter beyond the four options
     ("Either B or C", None, Parse.unparsable),  # two letters: no single choice
     ("a cat and a dog", None, Parse.unparsable),  # two options' texts
+    # Found by review: the last answer cue wins over letters quoted before it; quoted lists are not answers.
+    ("Option (A) is incorrect because of the car. The answer is (C).", "C", Parse.cue),
+    ("Options: (A) a cat (B) a dog (C) a red car. Answer: B", "B", Parse.cue),
+    ("Answer: C. Explanation: (A) is wrong.", "C", Parse.cue),
+    ("D. First (a) he opens the fridge", "D", Parse.leading),
+    ("Looking at each option: A is wrong, B is right.", None, Parse.unparsable),  # two letters, no cue
+    ("I think A is correct.", "A", Parse.lone_letter),  # "A is": the letter, not the article
+    ("Options (A) and (B) are close; I pick (B)", None, Parse.unparsable),  # several quoted letters, no cue
 ]
+
+# EgoSchema: "C" is the camera wearer, and options start with it.
+EGO = ["C cooks pasta", "C is cleaning the kitchen", "C reads a book", "C talks on the phone", "C washes dishes"]
+
+
+@pytest.mark.parametrize(("output", "letter", "how"), [
+    ("C is cleaning the kitchen.", "B", Parse.option_text),
+    ("Answer: C is cleaning the kitchen.", "B", Parse.option_text),
+    ("C", "C", Parse.leading),
+    ("The answer is (C)", "C", Parse.cue),
+    ("C washes something", None, Parse.unparsable),
+])
+def test_a_letter_that_starts_the_options_as_a_word_is_that_word(output, letter, how):
+    assert extract_choice(output, EGO) == Choice(letter, how)
 
 
 @pytest.mark.parametrize(("output", "letter", "how"), MESSY)
@@ -62,6 +84,7 @@ def test_accuracy_counts_every_question_once_per_tag_and_reports_what_could_not_
     assert result["accuracy/Sum"].item() == pytest.approx(1 / 2)  # unparsable wrong, C right (tag listed twice)
     with pytest.raises(ValueError, match="category 'EU' is not one of"):
         metric.update([Choice("A", Parse.leading)], ["A"], [["EU"]])
+    assert metric.compute()["questions"] == 6  # the refused question changed nothing
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:

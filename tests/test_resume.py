@@ -158,7 +158,8 @@ def test_sigterm_stops_gracefully_and_resumes_exactly(feature_shards, tmp_path):
     # No validation pass after the signal (Lightning runs one when a run stops mid-epoch): time is short.
     with (run / "logs" / "csv" / "version_0" / "metrics.csv").open() as f:
         assert not [row for row in csv.DictReader(f) if row.get("val/loss")]
-    _ok(launch([*_recipe(feature_shards, run, "ddp"), *args]))
+    resumed = _ok(launch([*_recipe(feature_shards, run, "ddp"), *args]))
+    assert_resumed(resumed, run / "checkpoints" / "last.ckpt", 6)
     _assert_identical(_final_state(reference), _final_state(run))
 
 
@@ -328,7 +329,8 @@ def test_every_rank_gets_its_own_rng_state_back(tmp_path, recipe_path):
     _ok(launch([*args, f"run_dir={tmp_path / 'pieces'}", "trainer.max_steps=4"]))  # an epoch end: 64 / (8 x 2)
     saved = torch.load(tmp_path / "pieces" / "checkpoints" / "last.ckpt", weights_only=True)["lvu_rng"]
     assert len(saved) == 2 and not torch.equal(saved[0]["torch"], saved[1]["torch"])
-    _ok(launch([*args, f"run_dir={tmp_path / 'pieces'}", "trainer.max_steps=8"]))
+    resumed = _ok(launch([*args, f"run_dir={tmp_path / 'pieces'}", "trainer.max_steps=8"]))
+    assert_resumed(resumed, tmp_path / "pieces" / "checkpoints" / "last.ckpt", 4)
     whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     pieces = torch.load(tmp_path / "pieces" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     _assert_identical(whole, pieces)

@@ -113,7 +113,11 @@ def test_preempted_job_requeues_resumes_and_matches_an_uninterrupted_run(slurm, 
     assert _job(job)["JobState"] == "COMPLETED", log[-4000:]
     stopped = re.search(r"stopped by SIGUSR1 at step (\d+)", log)
     assert stopped and 20 <= int(stopped.group(1)) < STEPS, log[-4000:]
-    assert "job requeued" in log and "(restart 1)" in log and "Resuming from" in log
+    step = int(stopped.group(1))
+    assert "job requeued" in log and "(restart 1)" in log
+    # The restarted leg resumed the checkpoint saved at the signal and trained from there, not from scratch.
+    assert f"Resuming from {run_dir}/checkpoints/last.ckpt (step {step})" in log, log[-4000:]
+    assert f"Training from step {step} " in log, log[-4000:]
     loaded = consolidated_state_dict(run_dir / "checkpoints" / "last.ckpt")
     state, client = loaded.state, loaded.entries
     assert client["global_step"] == STEPS

@@ -66,23 +66,22 @@ MVBENCH_FOLDERS = {
 }
 
 
-def _question(uid: str, question: str, options: list[str], answer: int | str, categories: list[str],
-              **extra: Any) -> dict[str, Any]:
-    """One multiple-choice question; ``answer`` as an index (int), the text of one option (MLVU, MVBench: counting
-    questions have options such as "4", so text is tried before a letter or a digit string), or a letter."""
-    letter = answer.strip().strip("()").upper() if isinstance(answer, str) else ""
-    if isinstance(answer, int):
-        index = answer
-    elif answer in options:
-        index = options.index(answer)
-    elif len(letter) == 1 and letter.isalpha():
-        index = LETTERS.index(letter)
-    elif isinstance(answer, str) and answer.strip().isdigit():
+def _question(uid: str, question: str, options: list[str], answer: int | str, categories: list[str], *,
+              encoding: str, **extra: Any) -> dict[str, Any]:
+    """One multiple-choice question. ``encoding`` is how the benchmark releases its answers: ``letter`` ("C", "(C)"),
+    ``index`` (0-based) or ``text`` (the option itself; MLVU, MVBench). Each reader declares its own, and an answer
+    that does not fit is refused: guessing would misread a counting question whose options are "3", "0", "2"."""
+    index = None
+    if encoding == "letter" and isinstance(answer, str):
+        letter = answer.strip().strip("()").upper()
+        index = LETTERS.index(letter) if len(letter) == 1 and letter.isalpha() else None
+    elif encoding == "index" and (isinstance(answer, int) or str(answer).strip().isdigit()):
         index = int(answer)
-    else:
-        raise LvuError(f"question {uid}: answer {answer!r} is neither an index, a letter, nor one of its options")
-    if not 0 <= index < len(options):
-        raise LvuError(f"question {uid}: answer {answer!r} is not one of its {len(options)} options")
+    elif encoding == "text" and answer in options:
+        index = options.index(answer)
+    if index is None or not 0 <= index < len(options):
+        raise LvuError(f"question {uid}: answer {answer!r} is not one of its {len(options)} options (this "
+                       f"benchmark gives answers as {'an' if encoding == 'index' else 'a'} {encoding})")
     return {"uid": uid, "question": question.strip(), "options": options, "answer": LETTERS[index],
             "categories": categories, **{k: v for k, v in extra.items() if v is not None}}
 
@@ -157,7 +156,7 @@ def read_lvbench(annotations: Path, videos: Path, **_: Any) -> PackPlan:
             types = [types] if isinstance(types, str) else types
             questions.append((key, _question(str(qa.get("uid", f"{key}_{n}")), stem, options, qa["answer"],
                                              [LVBENCH_CATEGORIES.get(t.lower().strip(), t) for t in types],
-                                             time_reference=qa.get("time_reference") or None)))
+                                             encoding="letter", time_reference=qa.get("time_reference") or None)))
     return _mc_plan("lvbench", questions, _by_stem(videos), lambda v: f"named {v}.* under {videos}")
 
 
@@ -209,7 +208,7 @@ def read_videomme(annotations: Path, videos: Path, *, subtitles: Path | None = N
         categories = [f"duration/{row['duration']}", f"domain/{row['domain']}", f"task/{row['task_type']}"]
         questions.append((str(row["videoID"]), _question(str(row["question_id"]), row["question"],
                                                          _strip_letters(list(row["options"])), row["answer"],
-                                                         categories)))
+                                                         categories, encoding="letter")))
 
     def extra(video: str) -> dict[str, Any]:
         if subtitles is None:
@@ -239,8 +238,9 @@ def read_mlvu(annotations: Path, videos: Path, **_: Any) -> PackPlan:
             found.setdefault(video, videos / path.stem / video)
             task = str(record.get("question_type") or path.stem.split("_", 1)[-1])
             questions.append((video, _question(f"{path.stem}_{n}", record["question"], list(record["candidates"]),
-                                               record["answer"], [task])))
-    return _mc_plan("mlvu", questions, lambda v: found[v] if found[v].is_file() else _by_stem(videos)(v),
+                                               record["answer"], [task], encoding="text")))
+    anywhere = _by_stem(videos)  # videos not in their task's folder: by name anywhere under --videos
+    return _mc_plan("mlvu", questions, lambda v: found[v] if found[v].is_file() else anywhere(v),
                     lambda v: f"{found[v]}")
 
 
@@ -257,7 +257,7 @@ def read_longvideobench(annotations: Path, videos: Path, *, subtitles: Path | No
         categories = [f"duration/{record['duration_group']}", f"category/{record['question_category']}"]
         options = [c for c in record["candidates"] if c != "N/A"]
         questions.append((video, _question(str(record["id"]), record["question"], options, record["correct_choice"],
-                                           categories)))
+                                           categories, encoding="index")))
 
     def extra(video: str) -> dict[str, Any]:
         if subtitles is None or video not in subtitle_files:
@@ -297,7 +297,7 @@ def read_mvbench(annotations: Path, videos: Path, **_: Any) -> PackPlan:
             paths[video] = next((c for c in candidates if c.is_file()), candidates[0])
             clip = [float(record["start"]), float(record["end"])] if "start" in record and "end" in record else None
             questions.append((video, _question(f"{task}_{n}", record["question"], list(record["candidates"]),
-                                               record["answer"], [task], clip=clip)))
+                                               record["answer"], [task], encoding="text", clip=clip)))
     return _mc_plan("mvbench", questions, paths.get, lambda v: str(paths[v]))
 
 
@@ -319,7 +319,7 @@ def read_egoschema(annotations: Path, videos: Path, **_: Any) -> PackPlan:
         uid = str(record["q_uid"])
         if uid in answers:
             options = [str(record[f"option {i}"]) for i in range(5)]
-            questions.append((uid, _question(uid, record["question"], options, int(answers[uid]), [])))
+            questions.append((uid, _question(uid, record["question"], options, answers[uid], [], encoding="index")))
     return _mc_plan("egoschema", questions, _by_stem(videos), lambda v: f"named {v}.* under {videos}")
 
 
@@ -336,8 +336,8 @@ def read_nextqa(annotations: Path, videos: Path, **_: Any) -> PackPlan:
             video, kind = row["video"], "TN" if row["type"] == "TP" else row["type"]
             categories = [f"type/{kind}", f"group/{NEXTQA_GROUPS.get(kind[:1], kind[:1])}"]
             options = [row[f"a{i}"] for i in range(5)]
-            questions.append((video, _question(f"{video}_{row['qid']}", row["question"], options, int(row["answer"]),
-                                               categories)))
+            questions.append((video, _question(f"{video}_{row['qid']}", row["question"], options, row["answer"],
+                                               categories, encoding="index")))
 
     def find(video: str) -> Path | None:
         mapped = videos / f"{mapping[video]}.mp4" if video in mapping else None
@@ -358,7 +358,7 @@ def read_perceptiontest(annotations: Path, videos: Path, **_: Any) -> PackPlan:
                 continue  # the test split's answers are withheld
             categories = [f"area/{qa['area']}", f"reasoning/{qa['reasoning']}"]
             questions.append((video, _question(f"{video}_{qa['id']}", qa["question"], list(qa["options"]),
-                                               int(qa["answer_id"]), categories, tags=qa.get("tag"))))
+                                               qa["answer_id"], categories, encoding="index", tags=qa.get("tag"))))
     return _mc_plan("perceptiontest", questions, _by_stem(videos), lambda v: f"named {v}.* under {videos}")
 
 

@@ -3,21 +3,24 @@
 Each is copied whole into a local cache (decompressed on the way) the first time a process needs it, then read like
 any local shard. Why copy instead of streaming: the loader plans each epoch as (shard, index) pairs and reads samples
 by offset, which is what makes mid-epoch resume exact and O(1), independent of the worker count, and lets a bad sample
-be replaced by a planned other one; a stream cannot seek. A shard is fetched once per machine: ranks and loader
-workers that want the same shard wait on one lock (``fcntl.flock``) while the first of them fetches it.
+be replaced by a planned other one; a stream cannot seek. A shard is fetched once per cache folder (on node-local
+disk: once per machine): ranks and loader workers that want the same shard wait on one lock (``fcntl.flock``) while
+the first of them fetches it.
 
 * ``pipe:CMD``: CMD's standard output, through webdataset's own opener (the convention webdataset users know); a
   non-zero exit status is a failed fetch.
 * ``SCHEME://...`` (``http(s)``, ``s3``, ``gs``, ``file``, ...): ``fsspec.open``. HTTP comes with fsspec's
   ``aiohttp`` backend; object stores need their fsspec package (``s3fs``, ``gcsfs``, ...), named in the error when
   missing.
-* A ``.tar.gz`` / ``.tgz`` shard (or any fetched stream starting with gzip's magic bytes) is decompressed into the
-  cache. A broken or cut gzip stream keeps what decompressed; the reason is kept beside the copy and reported as a
-  ``truncated_shard`` wherever the shard is read, exactly like a truncated local tar.
+* Any fetched stream that starts with gzip's magic bytes (a ``.tar.gz`` / ``.tgz`` shard) is decompressed into the
+  cache, whatever its name says. A broken or cut gzip stream keeps what decompressed; the reason is kept beside the
+  copy and reported as a ``truncated_shard`` wherever the shard is read, exactly like a truncated local tar.
 
-A fetch that fails outright (no such file, HTTP error, command failing) is retried, then stops the run with one line
-naming the shard: that is missing infrastructure, not bad data, and a resumed run must see the same samples.
-Cached copies are reused until deleted: the cache key is the location string, not the remote content.
+A fetch that fails (no such file, an HTTP error or timeout, a command failing) is retried, then stops the run with
+one line naming the shard: that is missing infrastructure, not bad data, and a resumed run must see the same samples.
+A remote gzip stream that ends early is fetched again; cut every time, it is the file itself (a truncated shard).
+Copies of URLs and commands are reused until deleted (the cache key is the location string, not the remote
+content); a local file's copy is renewed when the file changes.
 """
 
 from __future__ import annotations
@@ -74,21 +77,35 @@ def shard_cache(configured: str | os.PathLike | None = None) -> Path:
 
 
 def display_name(location: str) -> str:
-    """The file name a user recognises in messages: a URL's or command's last path part."""
-    tail = location.split("?", 1)[0].rstrip("/").split("/")[-1]
-    return tail.split()[-1] if tail.split() else location
+    """The file name a user recognises in messages: the shard file a URL or ``pipe:`` command names.
+
+    ``pipe:aws s3 cp s3://b/shard-000001.tar -`` -> ``shard-000001.tar``; ``https://h/dl?id=3`` -> ``dl?id=3``."""
+    if location.startswith("pipe:"):
+        words = [w for w in location[5:].split() if not w.startswith("-") and w not in ("|", "&&", ";")]
+        named = [w for w in words if ".tar" in w] or [w for w in words if "/" in w] or words or [location]
+        return named[-1].rstrip("/").split("/")[-1]
+    path, _, query = location.partition("?")
+    tail = path.rstrip("/").split("/")[-1] or location
+    return f"{tail}?{query}" if query and ".tar" not in tail else tail
 
 
 def cache_entry(location: str, cache: Path) -> Path:
-    """The local copy of ``location``: a hash of the location (distinct locations never share a copy) plus its
-    readable name, without the compression suffix."""
+    """The local copy of ``location``: a hash of what identifies its content (distinct sources never share a copy)
+    plus its readable name, without the compression suffix. A URL or command is identified by its text (its copy is
+    reused until deleted); a local file by its absolute path, size and modification time, so a file rebuilt in place
+    gets a fresh copy and two projects' same relative path never share one."""
     name = display_name(location)
     for suffix, plain in ((".tar.gz", ".tar"), (".tgz", ".tar"), (".gz", "")):
         if name.endswith(suffix):
             name = name[: -len(suffix)] + plain
             break
-    digest = hashlib.sha1(location.encode()).hexdigest()[:16]
-    return cache / f"{digest}-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}"
+    identity = location
+    if not is_remote(location):
+        path = Path(location).resolve()
+        stat = path.stat()
+        identity = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    digest = hashlib.sha1(identity.encode()).hexdigest()[:16]
+    return cache / f"{digest}-{re.sub(r'[^A-Za-z0-9._?=-]', '_', name).replace('?', '_')}"
 
 
 def open_stream(location: str) -> IO[bytes]:
@@ -100,8 +117,14 @@ def open_stream(location: str) -> IO[bytes]:
         return open(location, "rb")
     import fsspec  # here, not at the top: only remote shards need it (and it is slow to import)
 
-    # HTTP: a plain streaming GET (block_size 0); fsspec's default asks for byte ranges, which servers may ignore.
-    options = {"block_size": 0} if location.startswith(("http://", "https://")) else {}
+    options: dict = {}
+    if location.startswith(("http://", "https://")):
+        import aiohttp  # fsspec's HTTP backend (a dependency of fsspec[http], which Lightning requires)
+
+        # A plain streaming GET (block_size 0): fsspec's default asks for byte ranges, which servers may ignore.
+        # No limit on the whole download (aiohttp's default total of 5 minutes fails every large shard), only on
+        # a stalled read.
+        options = {"block_size": 0, "client_kwargs": {"timeout": aiohttp.ClientTimeout(total=None, sock_read=120)}}
     try:
         return fsspec.open(location, "rb", **options).open()
     except ImportError as exc:  # fsspec names the package a scheme needs ("Install s3fs to access S3")
@@ -125,13 +148,11 @@ def _error_file(entry: Path) -> Path:
     return entry.with_name(entry.name + ".error")
 
 
-def _copy(source: IO[bytes], target: IO[bytes], gunzip: bool | None) -> str | None:
-    """Copy ``source`` into ``target``, gunzipping when ``gunzip`` (None: when the stream starts with gzip's magic).
-    Returns why the gzip stream ended badly, or None."""
+def _copy(source: IO[bytes], target: IO[bytes]) -> str | None:
+    """Copy ``source`` into ``target``, gunzipping when the stream starts with gzip's magic bytes. Returns why the
+    gzip stream ended badly, or None."""
     head = source.read(2)
-    if gunzip is None:
-        gunzip = head == GZIP_MAGIC
-    if not gunzip:
+    if head != GZIP_MAGIC:
         target.write(head)
         shutil.copyfileobj(source, target, _CHUNK)
         return None
@@ -154,33 +175,46 @@ def _copy(source: IO[bytes], target: IO[bytes], gunzip: bool | None) -> str | No
 
 
 def fetch(location: str, entry: Path) -> Fetched:
-    """``location``'s bytes at ``entry`` (decompressed), fetching them unless another process already did."""
+    """``location``'s bytes at ``entry`` (decompressed), fetching them unless another process already did.
+
+    Any failure is retried (HTTP errors, timeouts, a command failing), then stops the run with one line. A remote
+    gzip stream that ends early is fetched again too (a cut in transit heals); cut every time, it is the file itself,
+    kept as far as it decompresses and reported as a truncated shard, as a cut local gzip file is at once."""
     if entry.is_file():
         return _cached(entry)
     entry.parent.mkdir(parents=True, exist_ok=True)
     with open(entry.with_name(entry.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one fetch per machine; the others wait, then read the copy
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one fetch per cache folder; the others wait, then read the copy
         if entry.is_file():
             return _cached(entry)
-        gunzip = True if is_gzip_name(location) else None
+        for stale in entry.parent.glob(f".{entry.name}.*.partial"):  # left by a fetch that was killed
+            stale.unlink(missing_ok=True)
         for attempt in range(1, FETCH_TRIES + 1):
             try:
-                return _fetch_once(location, entry, gunzip)
-            except (OSError, LvuError) as exc:
+                fetched = _fetch_once(location, entry)
+            except Exception as exc:  # whatever the transport raises: the same retries, then one line
                 why = str(exc) if isinstance(exc, LvuError) else f"{type(exc).__name__}: {exc}"
-                if attempt == FETCH_TRIES:
-                    raise LvuError(f"cannot fetch shard {location} ({FETCH_TRIES} tries): {why}") from None
-                log.warning("fetching shard %s failed (%s); trying again", location, why)
-                time.sleep(2 ** (attempt - 1))
+            else:
+                if not (fetched.error and is_remote(location)) or attempt == FETCH_TRIES:
+                    return fetched
+                why = fetched.error
+                entry.unlink(missing_ok=True)
+                _error_file(entry).unlink(missing_ok=True)
+            if attempt == FETCH_TRIES:
+                raise LvuError(f"cannot fetch shard {location} ({FETCH_TRIES} tries): {why}")
+            log.warning("fetching shard %s failed (%s); trying again", location, why)
+            time.sleep(2 ** (attempt - 1))
     raise AssertionError("unreachable")
 
 
-def _fetch_once(location: str, entry: Path, gunzip: bool | None) -> Fetched:
+def _fetch_once(location: str, entry: Path) -> Fetched:
     partial = entry.with_name(f".{entry.name}.{os.getpid()}.partial")
     try:
         started = time.monotonic()
         with contextlib.closing(open_stream(location)) as source, open(partial, "wb") as target:
-            error = _copy(source, target, gunzip)
+            # Decompressed when the bytes are gzip, whatever the name says: a server may have undone the
+            # compression already (Content-Encoding: gzip), and a plain tar named .gz is still a tar.
+            error = _copy(source, target)
         if error:
             _error_file(entry).write_text(error + "\n")
         else:

@@ -395,7 +395,8 @@ class ShardReader:
         return entries[index][0] if index < len(entries) else None
 
     def read(self, shard: int, index: int, exts: Sequence[str] | None = None) -> dict[str, Any]:
-        """Raw sample ``{"__key__", "__shard__", "__index__", ext: bytes, ...}`` (only ``exts`` when given)."""
+        """Raw sample ``{"__key__", "__shard__", "__index__", "__path__", ext: bytes, ...}`` (only ``exts`` when
+        given): ``__shard__`` is the shard's file name for messages, ``__path__`` where it is read from."""
         info = self.shards[shard]
         entries = self.index(shard)
         if index >= len(entries.samples):
@@ -403,7 +404,8 @@ class ShardReader:
             raise BadSample("truncated_shard", f"sample {index} is missing: {detail}", shard=info.name)
         key, members = entries.samples[index]
         handle = self._file(shard)
-        sample: dict[str, Any] = {"__key__": key, "__shard__": info.name, "__index__": index}
+        sample: dict[str, Any] = {"__key__": key, "__shard__": info.name, "__index__": index,
+                                  "__path__": info.source or str(info.path)}  # unique where names are not
         for ext, (offset, size) in members.items():
             if exts is not None and ext not in exts:
                 continue

@@ -42,35 +42,54 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
 
 
+# Words after "A" that make it a letter ("A is correct"), not the article ("A dog runs").
+_COPULAS = {"is", "was", "seems", "looks", "appears", "would", "should", "could", "might", "must", "fits", "matches"}
+_ANSWER_CUE = re.compile(r"(?:final answer|correct answer|best answer|answer|best option|correct option|correct choice)"
+                         r"\s*(?:is|would be|:)?\s*[:\-]?\s*\(?\s*([A-Za-z])(?![A-Za-z'])", re.IGNORECASE)
+_OPTION_CUE = re.compile(r"\b(?:option|choice)\s+\(?([A-Z])\)?(?![A-Za-z'])", re.IGNORECASE)
+
+
 def extract_choice(text: str | None, options: Sequence[str]) -> Choice:
     """The option letter a free-text answer gives among ``options`` (their texts, in letter order).
 
-    Rules, first match wins: a parenthesised letter; a letter opening the answer followed by punctuation, the end, or
-    that option's own text; a letter after a cue ("answer is", "answer:", "option", "choice"), lower case only when
-    punctuation or the end follows it (so "the answer is a dog" is not A); the text of exactly one option; one
-    distinct option letter standing alone, where "A" followed by a lower-case word is the article and "I" a pronoun
-    when it is not an option. A letter beyond the options is not a choice."""
+    Rules, first match wins: the last answer cue ("the answer is B", "Answer: (C", "Best option: D"; lower case only
+    when punctuation or the end follows, so "the answer is a dog" is not A); a letter opening the answer followed by
+    punctuation or the end ("B.", "c)"), or by that option's own text; the last "option C" / "choice C"; the one
+    distinct parenthesised letter ("(B)"; a list of several is the options being quoted); the text of exactly one
+    option; one distinct option letter standing alone ("I think D"). A letter used as a word is not a choice: "A"
+    before a lower-case word other than "is", "was", ... is the article, and where options start with a one-letter
+    word (EgoSchema's "C" for the camera wearer), that letter before a lower-case word is that word. A letter beyond
+    the options is never a choice."""
     if text is None or not text.strip():
         return Choice(None, Parse.empty)
     valid = LETTERS[: len(options)]
+    words = {o.split()[0] for o in options if o.split() and len(o.split()[0]) == 1}
     stripped = text.strip()
 
-    def ok(letter: str) -> str | None:
-        letter = letter.upper()
-        return letter if letter in valid else None
+    def as_letter(letter: str, after: str) -> str | None:
+        """``letter`` as an option letter, given the text that follows it; None when it is a word or no option."""
+        letter_up = letter.upper()
+        following = re.match(r"\s+([a-z]\w*)", after)
+        if letter_up not in valid or (letter.islower() and not re.match(r"\s*(?:[.):\],]|$)", after)):
+            return None
+        if following and (letter_up in words or (letter_up == "A" and following.group(1) not in _COPULAS)):
+            return None
+        return letter_up
 
-    if (m := re.search(r"\(\s*([A-Za-z])\s*\)", stripped)) and (letter := ok(m.group(1))):
+    cues = [c for m in _ANSWER_CUE.finditer(stripped) if (c := as_letter(m.group(1), stripped[m.end(1):]))]
+    if cues:
+        return Choice(cues[-1], Parse.cue)
+    if (m := re.match(r"([A-Za-z])\s*(?:[.):\]]|$)", stripped)) and (letter := as_letter(m.group(1), "")):
+        return Choice(letter, Parse.leading)
+    if (m := re.match(r"([A-Z])\s+(.+)", stripped, re.S)) and m.group(1) in valid and \
+            _norm(m.group(2)).startswith(_norm(options[LETTERS.index(m.group(1))])):
+        return Choice(m.group(1), Parse.leading)
+    cues = [m.group(1).upper() for m in _OPTION_CUE.finditer(stripped) if m.group(1).upper() in valid]
+    if cues:
+        return Choice(cues[-1], Parse.cue)
+    quoted = {m.group(1).upper() for m in re.finditer(r"\(\s*([A-Za-z])\s*\)", stripped)}
+    if len(quoted) == 1 and (letter := quoted.pop()) in valid:
         return Choice(letter, Parse.parenthesised)
-    if (m := re.match(r"([A-Za-z])\s*(?:[.):\]]|$)", stripped)) and (letter := ok(m.group(1))):
-        return Choice(letter, Parse.leading)
-    if (m := re.match(r"([A-Z])\s+(.+)", stripped)) and (letter := ok(m.group(1))) and \
-            _norm(m.group(2)).startswith(_norm(options[LETTERS.index(letter)])):
-        return Choice(letter, Parse.leading)
-    cue = r"(?:answer\s*(?:is|:)?|option|choice)\s*[:\-]?\s*\(?\s*"
-    for m in re.finditer(cue + r"([A-Za-z])(?=([^A-Za-z]|$))", stripped, flags=re.IGNORECASE):
-        letter, after = m.group(1), stripped[m.end(1):]
-        if (letter.isupper() or re.match(r"\s*(?:[.):\]]|$)", after)) and (chosen := ok(letter)):
-            return Choice(chosen, Parse.cue)
     said = _norm(stripped)
     named = [i for i, option in enumerate(options) if _norm(option) and re.search(
         rf"(?:^| ){re.escape(_norm(option))}(?: |$)", said)]
@@ -80,13 +99,8 @@ def extract_choice(text: str | None, options: Sequence[str]) -> Choice:
             named = [longest]
     if len(named) == 1:
         return Choice(LETTERS[named[0]], Parse.option_text)
-    lone = set()
-    for m in re.finditer(r"(?<![A-Za-z'])([A-Z])(?![A-Za-z'])", stripped):
-        letter, after = m.group(1), stripped[m.end():]
-        if letter == "A" and re.match(r"\s+[a-z]", after):
-            continue  # the article
-        if letter in valid:
-            lone.add(letter)
+    lone = {letter for m in re.finditer(r"(?<![A-Za-z'])([A-Z])(?![A-Za-z'])", stripped)
+            if (letter := as_letter(m.group(1), stripped[m.end():]))}
     if len(lone) == 1:
         return Choice(lone.pop(), Parse.lone_letter)
     return Choice(None, Parse.unparsable)
@@ -122,14 +136,15 @@ class MultipleChoiceAccuracy(Metric):
         for choice, answer, question_tags, kept in zip(choices, answers, tags, flags, strict=True):
             if not kept:
                 continue
+            unknown = [tag for tag in question_tags if tag not in self._index]
+            if unknown:  # before anything is counted: a caught error leaves the states as they were
+                raise ValueError(f"category {unknown[0]!r} is not one of {self.categories}")
             right = int(choice.letter is not None and choice.letter == answer.strip().upper())
             self.correct += right
             self.total += 1
             self.empty += int(choice.how == Parse.empty)
             self.unparsable += int(choice.how == Parse.unparsable)
             for tag in dict.fromkeys(question_tags):  # a tag listed twice still counts once
-                if tag not in self._index:
-                    raise ValueError(f"category {tag!r} is not one of {self.categories}")
                 self.category_correct[self._index[tag]] += right
                 self.category_total[self._index[tag]] += 1
 

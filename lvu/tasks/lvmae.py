@@ -106,7 +106,7 @@ class SequenceDecoder:
     def _decoded(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         """Features (normalised when asked) and annotation; from the cache when this sample was decoded before.
         Decoding draws nothing from ``rng``, so a cached sample is exactly what decoding again would give."""
-        key = (raw.get("__shard__", ""), raw.get("__index__", -1), raw.get("__key__", ""))
+        key = (raw.get("__path__", raw.get("__shard__", "")), raw.get("__index__", -1), raw.get("__key__", ""))
         sample = self._cache.get(key)
         if sample is None:
             sample = self.features(raw, rng)

@@ -261,6 +261,21 @@ def _remove_if_unused(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads for one run (trainer.threads; null: leave them), restored afterwards: the count is
+    process-wide, and a later run in the same process (the quickstart's, a test's) must get its own setting."""
+    if not threads:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ckpt: str | None,
             predictions: str | None, verbose: bool) -> RunResult:
     ckpt_path = resolve_ckpt(ckpt, stage)
@@ -285,9 +300,7 @@ def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ck
         ckpt_path = consolidated = _consolidate_for_evaluation(ckpt_path, run_dir)
     predictions_path = Path(predictions) if predictions else run_dir / "predictions.jsonl"
     export = contextlib.nullcontext() if named else _env(RUN_DIR_ENV, str(run_dir))
-    with export:
-        if cfg.trainer.threads:
-            torch.set_num_threads(cfg.trainer.threads)
+    with export, _torch_threads(cfg.trainer.threads):
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         module = recipe.task.build_module(cfg)
         if stage != "fit" and ckpt_path is None:
