@@ -15,7 +15,7 @@ import re
 import string
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lvu.data.pack_plan import PackItem, PackPlan, index_media, load_json_or_jsonl, sanitize_key
 from lvu.errors import LvuError
@@ -61,13 +61,16 @@ MVBENCH_FOLDERS = {
     "fine_grained_pose": ("nturgbd", "nturgbd_convert"),
     "character_order": ("perception/videos",),
     "egocentric_navigation": ("vlnqa",),
-    "episodic_reasoning": ("tvqa/video_fps3_hq_segment", "tvqa/frames_fps3_hq"),
+    "episodic_reasoning": ("tvqa/video_fps3_hq_segment",),  # the official copy is frame folders, not videos
     "counterfactual_inference": ("clevrer/video_validation",),
 }
 
 
+AnswerEncoding = Literal["letter", "index", "text"]
+
+
 def _question(uid: str, question: str, options: list[str], answer: int | str, categories: list[str], *,
-              encoding: str, **extra: Any) -> dict[str, Any]:
+              encoding: AnswerEncoding, **extra: Any) -> dict[str, Any]:
     """One multiple-choice question. ``encoding`` is how the benchmark releases its answers: ``letter`` ("C", "(C)"),
     ``index`` (0-based) or ``text`` (the option itself; MLVU, MVBench). Each reader declares its own, and an answer
     that does not fit is refused: guessing would misread a counting question whose options are "3", "0", "2"."""
@@ -103,18 +106,14 @@ def _video_item(key: str, annotation: dict[str, Any], path: Path | None, looked_
     return item
 
 
-def _grouped(questions: list[tuple[str, dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
-    by_video: dict[str, list[dict[str, Any]]] = {}
-    for video, question in questions:
-        by_video.setdefault(video, []).append(question)
-    return by_video
-
-
 def _mc_plan(source: str, questions: list[tuple[str, dict[str, Any]]], find: Callable[[str], Path | None],
              looked_for: Callable[[str], str], extra: Callable[[str], dict[str, Any]] | None = None) -> PackPlan:
     """One sample per video holding all its questions, in the order the annotation file first names the videos."""
+    by_video: dict[str, list[dict[str, Any]]] = {}
+    for video, question in questions:
+        by_video.setdefault(video, []).append(question)
     items = []
-    for video, mc in _grouped(questions).items():
+    for video, mc in by_video.items():
         annotation = {"mc": mc, "source": source, "video_id": video, **(extra(video) if extra else {})}
         items.append(_video_item(video, annotation, find(video), looked_for(video)))
     return PackPlan(items)

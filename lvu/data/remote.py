@@ -61,11 +61,6 @@ def is_gzip_name(location: str) -> bool:
     return location.split("?", 1)[0].endswith(GZIP_SUFFIXES)
 
 
-def has_gzip_magic(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(2) == GZIP_MAGIC
-
-
 def shard_cache(configured: str | os.PathLike | None = None) -> Path:
     """Where fetched shards go: ``configured`` (``data.shard_cache``), else ``$LVU_SHARD_CACHE``, else
     ``~/.cache/lvu/shards``. On a cluster, point it at node-local disk."""

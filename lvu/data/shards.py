@@ -19,7 +19,7 @@ import os
 import re
 import tarfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,6 @@ from lvu.data.remote import (
     cache_entry,
     display_name,
     fetch,
-    has_gzip_magic,
     is_gzip_name,
     is_remote,
     load_manifest_payload,
@@ -167,34 +166,25 @@ class Manifest:
 
     @classmethod
     def load(cls, folder: Path, cache: Path | None = None) -> Manifest:
-        path = folder / MANIFEST
-        try:
-            payload = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise LvuError(f"{path} is not valid JSON ({exc})") from None
-        return cls.from_payload(payload, str(path), lambda file, n: located_shard(str(folder / file), n, cache))
+        return cls.load_at(str(folder / MANIFEST), cache)
 
     @classmethod
-    def load_remote(cls, location: str, cache: Path | None = None) -> Manifest:
-        """A manifest at a URL; its shards are fetched only when read (each rank reads its own)."""
+    def load_at(cls, location: str, cache: Path | None = None) -> Manifest:
+        """The manifest at a path or URL; its shards are named relative to it (remote or compressed ones are
+        fetched only when read: each rank reads its own)."""
         base = location.rsplit("/", 1)[0]
         payload = load_manifest_payload(location)
-        return cls.from_payload(payload, location, lambda file, n: located_shard(f"{base}/{file}", n, cache))
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any], where: str,
-                     shard: Callable[[str, int], ShardInfo]) -> Manifest:
         version = payload.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise LvuError(f"{where}: schema version {version} is not supported (this lvu reads {SCHEMA_VERSION})")
-        shards = [shard(s["file"], int(s["samples"])) for s in payload["shards"]]
+            raise LvuError(f"{location}: schema version {version} is not supported (this lvu reads {SCHEMA_VERSION})")
+        shards = [located_shard(f"{base}/{s['file']}", int(s["samples"]), cache) for s in payload["shards"]]
         return cls(shards=shards, kind=payload.get("kind", "video"), extra=payload.get("extra", {}))
 
 
 def needs_fetch(location: str) -> bool:
-    """Whether ``location`` must be copied into the shard cache before it can be read by offset."""
-    return is_remote(location) or is_gzip_name(location) or (Path(location).is_file()
-                                                                and has_gzip_magic(Path(location)))
+    """Whether ``location`` must be copied into the shard cache before it can be read by offset: a URL, a command,
+    or a gzip-compressed tar (by its name: resolving a manifest of local tars opens none of them)."""
+    return is_remote(location) or is_gzip_name(location)
 
 
 def located_shard(location: str, samples: int, cache: Path | None) -> ShardInfo:
@@ -291,7 +281,7 @@ def scan_shard(location: str | Path, cache: Path | None = None) -> ScannedShard:
     unseen."""
     info = located_shard(str(location), 0, cache)
     local = info.local()
-    index = scan_tar(local.path, local.error)
+    index = indexed_tar(local.path, local.error)  # remembered: this process's reader will not scan it again
     info.samples = len(index.samples) + (1 if index.error else 0)
     return ScannedShard(info, index.error)
 
@@ -309,7 +299,7 @@ def _resolve_remote(source: str, cache: Path | None) -> list[ShardInfo]:
     """A URL or ``pipe:`` source: a manifest (``.../manifest.json`` or a folder URL ending in ``/``), a brace
     pattern, a glob on a listable store, or one shard."""
     if not source.startswith("pipe:") and (source.endswith("/") or source.endswith(f"/{MANIFEST}")):
-        return Manifest.load_remote(source if source.endswith(MANIFEST) else source + MANIFEST, cache).shards
+        return Manifest.load_at(source if source.endswith(MANIFEST) else source + MANIFEST, cache).shards
     if "{" in source:
         locations = _expand(source)
     elif not source.startswith("pipe:") and any(c in source.split("?", 1)[0] for c in "*?["):
@@ -383,7 +373,6 @@ class ShardReader:
     def _file(self, shard: int):
         handle = self._files.pop(shard, None)
         if handle is None:
-            self.index(shard)  # the local copy exists once indexed
             handle = open(self.shards[shard].path, "rb")  # noqa: SIM115 - kept open across reads, closed on eviction
             while len(self._files) >= self.max_open:
                 self._files.popitem(last=False)[1].close()
