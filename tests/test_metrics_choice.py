@@ -46,6 +46,7 @@ MESSY = [
     ("Looking at each option: A is wrong, B is right.", None, Parse.unparsable),  # two letters, no cue
     ("I think A is correct.", "A", Parse.lone_letter),  # "A is": the letter, not the article
     ("Options (A) and (B) are close; I pick (B)", None, Parse.unparsable),  # several quoted letters, no cue
+    ("I'd go with the option a red car", "C", Parse.option_text),  # "option a": the article, not option A
 ]
 
 # EgoSchema: "C" is the camera wearer, and options start with it.

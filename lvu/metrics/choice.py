@@ -46,7 +46,7 @@ def _norm(text: str) -> str:
 _COPULAS = {"is", "was", "seems", "looks", "appears", "would", "should", "could", "might", "must", "fits", "matches"}
 _ANSWER_CUE = re.compile(r"(?:final answer|correct answer|best answer|answer|best option|correct option|correct choice)"
                          r"\s*(?:is|would be|:)?\s*[:\-]?\s*\(?\s*([A-Za-z])(?![A-Za-z'])", re.IGNORECASE)
-_OPTION_CUE = re.compile(r"\b(?:option|choice)\s+\(?([A-Z])\)?(?![A-Za-z'])", re.IGNORECASE)
+_OPTION_CUE = re.compile(r"\b(?i:option|choice)\s+\(?([A-Z])\)?(?![A-Za-z'])")  # the letter itself upper case
 
 
 def extract_choice(text: str | None, options: Sequence[str]) -> Choice:
@@ -84,7 +84,7 @@ def extract_choice(text: str | None, options: Sequence[str]) -> Choice:
     if (m := re.match(r"([A-Z])\s+(.+)", stripped, re.S)) and m.group(1) in valid and \
             _norm(m.group(2)).startswith(_norm(options[LETTERS.index(m.group(1))])):
         return Choice(m.group(1), Parse.leading)
-    cues = [m.group(1).upper() for m in _OPTION_CUE.finditer(stripped) if m.group(1).upper() in valid]
+    cues = [m.group(1) for m in _OPTION_CUE.finditer(stripped) if m.group(1) in valid]
     if cues:
         return Choice(cues[-1], Parse.cue)
     quoted = {m.group(1).upper() for m in re.finditer(r"\(\s*([A-Za-z])\s*\)", stripped)}
