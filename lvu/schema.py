@@ -322,6 +322,57 @@ def user_keys(tree: Any) -> Any:
 
 
 
+class Benchmark(str, Enum):
+    """The benchmarks ``lvu eval`` scores (``lvu data pack --format NAME`` makes their shards)."""
+
+    videomme = "videomme"
+    mlvu = "mlvu"
+    longvideobench = "longvideobench"
+    lvbench = "lvbench"
+    mvbench = "mvbench"
+    egoschema = "egoschema"
+    nextqa = "nextqa"
+    perceptiontest = "perceptiontest"
+    ego4d_nlq = "ego4d_nlq"
+
+
+class AnswerMode(str, Enum):
+    """How a multiple-choice question is answered."""
+
+    generate = "generate"  # greedy text, the letter read out of it (the benchmarks' standard protocol)
+    likelihood = "likelihood"  # the option whose continuation the model finds most likely (nothing to parse)
+
+
+class LikelihoodTarget(str, Enum):
+    """What is scored in likelihood mode, after the prompt's assistant turn opens."""
+
+    letter = "letter"  # the option's letter alone ("B"), which the prompts ask for
+    option = "option"  # the letter and the option's text ("B. a red car")
+
+
+@dataclass
+class EvalConfig:
+    """Scoring a video-LLM on a benchmark with ``lvu eval`` (presets in ``recipes/eval/``: ``eval=videomme``)."""
+
+    benchmark: Benchmark | None = None
+    """Which benchmark the data.predict shards hold (null: not an evaluation); it picks the prompt and the scorer."""
+    mode: AnswerMode = AnswerMode.generate
+    """generate (greedy, the letter read from the text) or likelihood (the most likely option; multiple choice
+    only)."""
+    likelihood_target: LikelihoodTarget = LikelihoodTarget.letter
+    """Likelihood mode: score the letter alone, or the letter with the option's text."""
+    max_new_tokens: int = 16
+    """Generate mode: the longest answer (the benchmarks' protocol: 16)."""
+    subtitles: bool = False
+    """Put the subtitles spoken at the sampled frames' times in the prompt (Video-MME "w/ subs", LongVideoBench);
+    the shards must have been packed with --subtitles."""
+    headline: str = "accuracy"
+    """The metric the summary line reports (MLVU reports "mean": the mean of its task accuracies)."""
+    papers: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Published results to print beside ours, in percent: {"FiLA-Video-7B (FiLA Tab. 1)": {"accuracy": 62.3}}."""
+
+
 # Recipe sections that may be picked from a folder of presets: ``defaults: [{trainer: cpu}]`` or ``trainer=ddp``
 # on the command line loads recipes/trainer/ddp.yaml into the ``trainer`` section.
-PRESET_GROUPS: dict[str, type] = {"trainer": TrainerConfig}
+# ``eval=videomme`` picks recipes/eval/videomme.yaml (tasks whose recipes have an ``eval`` section: video-LLMs).
+PRESET_GROUPS: dict[str, type] = {"trainer": TrainerConfig, "eval": EvalConfig}

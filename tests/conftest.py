@@ -44,3 +44,20 @@ def synth_shards(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "train"
     synthesize(out, 10, seed=0, cfg=SMALL_VIDEOS, maxcount=4, quiet=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def eval_host(tmp_path_factory) -> Path:
+    """A tiny random LLaVA-OneVision host saved once for the evaluation tests (read-only)."""
+    from support.hosts import save_host
+
+    return save_host("llava_onevision", tmp_path_factory.mktemp("eval-host") / "host")
+
+
+def eval_args(host: Path, shards: Path, folder: Path, *extra: str) -> list[str]:
+    """``lvu eval`` of the uniform baseline on the tiny host (fp32, one CPU process unless ``extra`` says)."""
+    from support.hosts import FRAME
+
+    return ["uniform/instruct", f"host.path={host}", f"data.predict={shards}", f"run_dir={folder}", "trainer=cpu",
+            f"data.frame_size={FRAME}", "data.eval_frames=3", "data.eval_batch_size=3", "data.num_workers=0",
+            "trainer.progress_bar=none", "trainer.precision=32-true", "parts.llm.mode=frozen", *extra]

@@ -1,5 +1,7 @@
 """``lvu data pack --format BENCH``: each benchmark's released annotation layout, written here in miniature (field
-names, nesting, answer encodings and video folders as released), with real synthetic videos."""
+names, nesting, answer encodings and video folders as released), with real synthetic videos; then ``lvu eval`` of
+the packed shards with the benchmark's preset (a tiny random video-LLM: the path, the prompt and the counts are
+checked, not the accuracy)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import eval_args
 
 from lvu.cli import main
 from lvu.data.shards import iter_samples, resolve_shards
@@ -31,6 +34,14 @@ def _pack(fmt: str, videos: Path, annotations: Path, out: Path, *extra: str) -> 
     return [json.loads(s["json"]) for s in iter_samples(resolve_shards(str(out)), exts=("json",))]
 
 
+def _score(host: Path, shards: Path, preset: str, *extra: str) -> tuple[dict, list[dict]]:
+    """``lvu eval`` of the packed shards: results.json and the answers, after checking the command's exit code."""
+    folder = shards.parent / f"eval-{preset}"
+    assert main(["eval", *eval_args(host, shards, folder, f"eval={preset}", *extra)]) == 0
+    answers = [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
+    return json.loads((folder / "results.json").read_text()), answers
+
+
 def _skipped(out: Path) -> dict[str, str]:
     path = out / "skipped.jsonl"
     lines = path.read_text().splitlines() if path.is_file() else []
@@ -44,7 +55,7 @@ def test_the_cli_lists_exactly_the_formats_pack_reads():
     assert sorted(PACK_FORMATS) == sorted(FORMATS)
 
 
-def test_videomme_parquet_with_subtitles(clip, tmp_path):
+def test_videomme_parquet_with_subtitles(clip, tmp_path, eval_host):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
@@ -80,9 +91,14 @@ def test_videomme_parquet_with_subtitles(clip, tmp_path):
     assert sample["subtitles"] == [{"start_s": 1.5, "end_s": 3.0, "text": "Here is the tree"},
                                    {"start_s": 3.2, "end_s": 4.0, "text": "with candles"}]
     assert _skipped(tmp_path / "out") == {"missing0001": "missing_video"}
+    results, answers = _score(eval_host, tmp_path / "out", "videomme_subs", "data.eval_frames=12")
+    assert results["metrics"]["questions"] == 2 and results["subtitles"] is True
+    assert {a["uid"] for a in answers} == {"fFjv93ACGo8/001-1", "fFjv93ACGo8/001-2"}
+    assert answers[0]["prompt"].startswith("This video's subtitles are listed below:\n")
+    assert "accuracy/duration/short" in results["metrics"] and "accuracy/task/Counting Problem" in results["metrics"]
 
 
-def test_videomme_official_json(clip, tmp_path):
+def test_videomme_official_json(clip, tmp_path, eval_host):
     videos = [{"video_id": "001", "duration_category": "medium", "video_category": "Film & Television",
                "video_subcategory": "Animation", "url": "https://www.youtube.com/watch?v=abcdefghijk",
                "questions": [{"question_id": "001-1", "task_type": "Action Recognition", "question": "Who runs?",
@@ -93,9 +109,11 @@ def test_videomme_official_json(clip, tmp_path):
     (question,) = sample["mc"]
     assert question["options"] == ["a cat", "a dog", "a fox", "nobody"] and question["answer"] == "B"
     assert question["categories"] == ["duration/medium", "domain/Film & Television", "task/Action Recognition"]
+    results, _ = _score(eval_host, tmp_path / "out", "videomme")
+    assert results["metrics"]["questions"] == 1 and "accuracy/domain/Film & Television" in results["metrics"]
 
 
-def test_mlvu_json_folder_with_text_answers(clip, tmp_path):
+def test_mlvu_json_folder_with_text_answers(clip, tmp_path, eval_host):
     (tmp_path / "json").mkdir()
     (tmp_path / "json" / "5_order.json").write_text(json.dumps([
         {"video": "order_126.mp4", "duration": 665.34, "question": "Arrange the following events ...",
@@ -109,9 +127,14 @@ def test_mlvu_json_folder_with_text_answers(clip, tmp_path):
     by_video = {s["video_id"]: s["mc"][0] for s in samples}
     assert by_video["needle_3.mp4"]["answer"] == "B" and by_video["needle_3.mp4"]["categories"] == ["findNeedle"]
     assert by_video["order_126.mp4"]["answer"] == "D" and by_video["order_126.mp4"]["categories"] == ["order"]
+    results, answers = _score(eval_host, tmp_path / "out", "mlvu")
+    assert results["metrics"]["questions"] == 2 and results["headline"] == "mean"
+    assert results["metrics"]["mean"] == pytest.approx((results["metrics"]["accuracy/order"] +
+                                                        results["metrics"]["accuracy/findNeedle"]) / 2)
+    assert all(a["prompt"].endswith("Only give the best option.\nBest option: (") for a in answers)
 
 
-def test_longvideobench_val_with_index_answers_and_subtitles(clip, tmp_path):
+def test_longvideobench_val_with_index_answers_and_subtitles(clip, tmp_path, eval_host):
     record = {"video_id": "soNQYQXrx_A", "question": "What happens to his clothes?",
               "question_wo_referring_query": "What happens to this man's clothes?",
               "candidates": ["He puts on a jacket.", "He takes off his hat.", "He is shirtless."],
@@ -132,9 +155,11 @@ def test_longvideobench_val_with_index_answers_and_subtitles(clip, tmp_path):
     assert question["categories"] == ["duration/600", "category/TAA"]
     assert sample["subtitles"] == [{"start_s": 1.5, "end_s": 2.25, "text": "driven out of the world"},
                                    {"start_s": 3.0, "end_s": 4.5, "text": "and back"}]
+    results, _ = _score(eval_host, tmp_path / "out", "longvideobench")
+    assert results["metrics"]["questions"] == 1 and "accuracy/category/TAA" in results["metrics"]
 
 
-def test_mvbench_task_files_find_each_tasks_release_folder(clip, tmp_path):
+def test_mvbench_task_files_find_each_tasks_release_folder(clip, tmp_path, eval_host):
     (tmp_path / "json").mkdir()
     (tmp_path / "json" / "action_antonym.json").write_text(json.dumps([
         {"video": "166583.webm", "question": "What is the action performed by the person in the video?",
@@ -152,9 +177,12 @@ def test_mvbench_task_files_find_each_tasks_release_folder(clip, tmp_path):
     assert samples["action_antonym/166583.webm"]["categories"] == ["action_antonym"]
     bounded = samples["action_sequence/ZS9XR.mp4"]
     assert bounded["answer"] == "B" and bounded["clip"] == [11.1, 19.6]
+    results, answers = _score(eval_host, tmp_path / "out", "mvbench")
+    assert results["metrics"]["questions"] == 2 and "accuracy/action_sequence" in results["metrics"]
+    assert all(a["prompt"].endswith("Best option:(") for a in answers)
 
 
-def test_egoschema_packs_only_the_answered_subset(clip, tmp_path):
+def test_egoschema_packs_only_the_answered_subset(clip, tmp_path, eval_host):
     questions = [{"q_uid": uid, "google_drive_id": "x", "question": f"What is C doing in video {n}?",
                   **{f"option {i}": f"C does thing {i}" for i in range(5)}}
                  for n, uid in enumerate(["001934bb-81bd-4cd8-a574-0472ef3f6678", "0074f737-11cb-497d-8d07"])]
@@ -165,9 +193,11 @@ def test_egoschema_packs_only_the_answered_subset(clip, tmp_path):
     (sample,) = _pack("egoschema", tmp_path / "videos", tmp_path, tmp_path / "out")
     (question,) = sample["mc"]
     assert question["answer"] == "D" and question["options"][3] == "C does thing 3" and question["categories"] == []
+    results, answers = _score(eval_host, tmp_path / "out", "egoschema", "eval.mode=likelihood")
+    assert results["metrics"]["questions"] == 1 and len(answers[0]["logprobs"]) == 5
 
 
-def test_nextqa_csv_with_the_vidor_map(clip, tmp_path):
+def test_nextqa_csv_with_the_vidor_map(clip, tmp_path, eval_host):
     header = ["video", "frame_count", "width", "height", "question", "answer", "qid", "type", "a0", "a1", "a2", "a3",
               "a4"]
     rows = [["4010069381", "369", "640", "480", "how do the two man play the instrument", "2", "6", "CH",
@@ -183,9 +213,11 @@ def test_nextqa_csv_with_the_vidor_map(clip, tmp_path):
     assert how["uid"] == "4010069381_6" and how["answer"] == "C"
     assert how["categories"] == ["type/CH", "group/Causal"]
     assert after["categories"] == ["type/TN", "group/Temporal"]  # TP is counted as TN (eval_mc.py)
+    results, _ = _score(eval_host, tmp_path / "out", "nextqa")
+    assert results["metrics"]["questions"] == 2 and "accuracy/group/Causal" in results["metrics"]
 
 
-def test_perceptiontest_mc_questions(clip, tmp_path):
+def test_perceptiontest_mc_questions(clip, tmp_path, eval_host):
     data = {"video_10909": {"metadata": {"split": "valid", "video_id": "video_10909", "frame_rate": 30,
                                          "num_frames": 900, "resolution": [1080, 1920]},
                             "mc_question": [{"id": 0, "question": "Is the camera moving or static?",
@@ -198,9 +230,11 @@ def test_perceptiontest_mc_questions(clip, tmp_path):
     (question,) = sample["mc"]
     assert question["answer"] == "C" and question["categories"] == ["area/physics", "reasoning/descriptive"]
     assert question["tags"] == ["motion"]
+    results, _ = _score(eval_host, tmp_path / "out", "perceptiontest")
+    assert results["metrics"]["questions"] == 1 and "accuracy/area/physics" in results["metrics"]
 
 
-def test_ego4d_nlq_clips_and_whole_videos(clip, tmp_path, capsys):
+def test_ego4d_nlq_clips_and_whole_videos(clip, tmp_path, capsys, eval_host):
     data = {"version": "v1", "date": "220204", "description": "NLQ val", "videos": [
         {"video_uid": "d250521e", "clips": [
             {"clip_uid": "fae92e70", "video_start_sec": 0.0210286, "video_end_sec": 480.0210286, "annotations": [
@@ -220,6 +254,12 @@ def test_ego4d_nlq_clips_and_whole_videos(clip, tmp_path, capsys):
     # No clip file: the whole video, the window moved by where the clip starts in it.
     assert samples["clipnofile"]["segments"][0]["start_s"] == 12.0 and samples["clipnofile"]["clip_offset_s"] == 10.0
     assert "1 language queries have no text" in capsys.readouterr().err
+    results, answers = _score(eval_host, tmp_path / "out", "ego4d_nlq")
+    assert results["metrics"]["queries"] == 2 and results["headline"] == "R@1,IoU=0.3"
+    assert {a["uid"] for a in answers} == {"fae92e70/f3083484_0", "clipnofile/a2_0"}
+    assert all("Give its start and end time in seconds" in a["prompt"] and a["target"] for a in answers)
+    hits = sum(bool(a["windows"]) for a in answers)  # a random model rarely writes two numbers: misses, counted
+    assert results["metrics"]["no_window"] == 2 - hits
 
 
 def test_counting_answers_are_option_texts_and_answers_naming_no_option_are_refused(clip, tmp_path, capsys):

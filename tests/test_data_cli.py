@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import eval_args
 from PIL import Image
 
 from lvu.cli import main
@@ -152,7 +153,7 @@ def test_pack_lvu_builds_label_maps_over_all_splits_and_regression_targets(media
     assert json.loads((out / "label_maps.json").read_text())["way_speaking"]["classes"] == ["confident", "loud"]
 
 
-def test_pack_lvbench_and_grounding(media, tmp_path):
+def test_pack_lvbench_and_grounding(media, tmp_path, eval_host):
     record = {"key": "vid1", "qa": [{"uid": 7, "question": "What is shown?\n(A) a dog\n(B) a square\n(C) rain\n"
                                      "(D) a car", "answer": "B", "question_type": ["entity recognition",
                                                                                     "key information retrieval"],
@@ -163,6 +164,12 @@ def test_pack_lvbench_and_grounding(media, tmp_path):
     (question,) = json.loads(_samples(tmp_path / "lvb")[0]["json"])["mc"]
     assert question["question"] == "What is shown?" and question["options"] == ["a dog", "a square", "rain", "a car"]
     assert question["answer"] == "B" and question["categories"] == ["ER", "KIR"]
+    assert main(["eval", *eval_args(eval_host, tmp_path / "lvb", tmp_path / "lvb-eval", "eval=lvbench")]) == 0
+    results = json.loads((tmp_path / "lvb-eval" / "results.json").read_text())
+    (answer,) = [json.loads(line) for line in (tmp_path / "lvb-eval" / "answers.jsonl").read_text().splitlines()]
+    assert results["metrics"]["questions"] == 1 and {"accuracy/ER", "accuracy/KIR"} <= set(results["metrics"])
+    assert answer["uid"] == "vid1/7" and answer["prompt"] == (
+        "What is shown?\n(A) a dog\n(B) a square\n(C) rain\n(D) a car\nAnswer the question with the option letter")
 
     lines = [{"video": "vid2.mp4", "query": "a star", "start_s": 1.0, "end_s": 2.0},
              {"video": "vid2.mp4", "query": "a flash", "start": 4, "end": 5},

@@ -81,6 +81,16 @@ def _predict_one(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lvu.train.evaluate import evaluate  # Lightning and torch: see the module docstring
+
+    outcome = evaluate(args.recipe, args.overrides, ckpt=args.ckpt)
+    if outcome.results is not None:
+        print(outcome.results.markdown())
+        print(f"\nresults: {outcome.folder}/results.json, {outcome.folder}/results.md", file=sys.stderr)
+    return 0
+
+
 def _print_result(result) -> None:
     from rich.console import Console  # only after a run, which imported it anyway
 
@@ -163,6 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
                                              "the data.predict shards; the answer is printed")
             sub.add_argument("--question", help="the question to ask about --video")
         sub.set_defaults(func=cmd_run, stage=stage)
+
+    sub = add_command(
+        subparsers, "eval", "score a video-LLM on a benchmark (resumable; eval=NAME picks it)",
+        "lvu eval linvt/instruct eval=videomme host.path=HOST data.predict=shards/videomme --ckpt RUN",
+        description="Score a video-LLM checkpoint on a benchmark packed with `lvu data pack --format NAME`: every "
+                    "question answered once across ranks, answers streamed to <folder>/answers/, rerun the same "
+                    "command to resume. Writes results.json and results.md (with the papers' numbers) in the "
+                    "folder: run_dir=, else <checkpoint's run>/eval/NAME. Benchmarks: eval=videomme, "
+                    "videomme_subs, mlvu, longvideobench, lvbench, mvbench, egoschema, nextqa, perceptiontest, "
+                    "ego4d_nlq; eval.mode=likelihood scores options instead of parsing text.")
+    add_recipe_args(sub)
+    sub.add_argument("--ckpt", help="checkpoint file, DeepSpeed checkpoint folder, or run directory")
+    sub.set_defaults(func=cmd_eval)
 
     sub = add_command(subparsers, "config", "print the resolved recipe as YAML (--explain: every key described)",
                       "lvu config lvmae/pretrain trainer=ddp\n  lvu config linvt/instruct --explain")

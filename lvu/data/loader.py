@@ -74,14 +74,16 @@ class SampleSet:
         return len(self.shard_ids)
 
     def select(self, keep: Callable[[dict[str, Any]], bool]) -> SampleSet:
-        """The samples whose annotation JSON satisfies ``keep`` (reads only the small json members)."""
+        """The samples whose annotation JSON (with the sample's key added as ``__key__``) satisfies ``keep``
+        (reads only the small json members)."""
         reader = ShardReader(self.shards)
         chosen = []
         unreadable: Counter[str] = Counter()
         try:
             for position, (shard, index) in enumerate(zip(self.shard_ids, self.indices, strict=True)):
                 try:
-                    if keep(parse_json(reader.read(int(shard), int(index), exts=("json",)))):
+                    raw = reader.read(int(shard), int(index), exts=("json",))
+                    if keep({**parse_json(raw), "__key__": raw["__key__"]}):
                         chosen.append(position)
                 except BadSample as exc:
                     unreadable[exc.reason] += 1

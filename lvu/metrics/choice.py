@@ -13,6 +13,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import torch
 from torchmetrics import Metric
@@ -28,6 +29,7 @@ class Parse(str, Enum):
     cue = "cue"  # "The answer is B", "Answer: (C", "Best option: D", "option c."
     option_text = "option_text"  # the text of exactly one option, without its letter
     lone_letter = "lone_letter"  # one option letter standing alone somewhere ("I'd say B here")
+    likelihood = "likelihood"  # likelihood mode: the most likely option, nothing read from text
     empty = "empty"
     unparsable = "unparsable"
 
@@ -114,12 +116,13 @@ class MultipleChoiceAccuracy(Metric):
 
     Args:
         categories: every category name a question may carry (a question's unknown category is an error).
+        kwargs: torchmetrics' ``Metric`` options (``sync_on_compute=False`` to score on one process of many).
     """
 
     full_state_update = False
 
-    def __init__(self, categories: Sequence[str] = ()) -> None:
-        super().__init__()
+    def __init__(self, categories: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.categories = list(categories)
         self._index = {name: i for i, name in enumerate(self.categories)}
         for name in ("correct", "total", "empty", "unparsable"):

@@ -9,7 +9,9 @@ the threshold, as that script counts it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torchmetrics import Metric
@@ -32,12 +34,13 @@ class TemporalGroundingRecall(Metric):
     Args:
         ks: the k of Recall@k (default 1 and 5).
         thresholds: the IoU thresholds (default 0.3 and 0.5).
+        kwargs: torchmetrics' ``Metric`` options (``sync_on_compute=False`` to score on one process of many).
     """
 
     full_state_update = False
 
-    def __init__(self, ks: Sequence[int] = (1, 5), thresholds: Sequence[float] = (0.3, 0.5)) -> None:
-        super().__init__()
+    def __init__(self, ks: Sequence[int] = (1, 5), thresholds: Sequence[float] = (0.3, 0.5), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.ks, self.thresholds = list(ks), list(thresholds)
         self.add_state("hits", default=torch.zeros(len(self.ks), len(self.thresholds), dtype=torch.long),
                        dist_reduce_fx="sum")
@@ -62,3 +65,21 @@ class TemporalGroundingRecall(Metric):
         recall = self.hits.float() / self.queries.clamp(min=1)
         return {f"R@{k},IoU={t:g}": recall[i, j] for i, k in enumerate(self.ks)
                 for j, t in enumerate(self.thresholds)}
+
+
+# A time as a model writes it: seconds ("12", "12.5") or clock time ("1:05", "01:02:03.5").
+_TIME = re.compile(r"(?<![\d.:])(\d+(?::\d{1,2}){0,2}(?:\.\d+)?)(?![\d:]|\.\d)")
+
+
+def _seconds(text: str) -> float:
+    return sum(float(part) * 60 ** i for i, part in enumerate(reversed(text.split(":"))))
+
+
+def parse_window(text: str | None) -> tuple[float, float] | None:
+    """The first two times in a generated answer as a ``(start, end)`` window in seconds ("12.5 - 30",
+    "from 1:05 to 1:30 s"); None when fewer than two times appear. A window written backwards is put in order."""
+    times = [_seconds(m.group(1)) for m in _TIME.finditer(text or "")]
+    if len(times) < 2:
+        return None
+    start, end = times[0], times[1]
+    return (min(start, end), max(start, end))

@@ -8,13 +8,14 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from omegaconf import OmegaConf
 
@@ -128,7 +129,7 @@ def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def run(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions: str | None = None,
-        verbose: bool = True) -> RunResult:
+        verbose: bool = True, callbacks: Sequence[Callback] = ()) -> RunResult:
     """Run ``stage`` of ``recipe``.
 
     Args:
@@ -136,12 +137,13 @@ def run(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions: str
             ``fit`` in an existing run directory resumes its last checkpoint without it.
         predictions: predict only: where to write JSON lines (default ``<run_dir>/predictions.jsonl``).
         verbose: print Lightning's metric tables and the summary.
+        callbacks: added to the trainer's (``lvu eval``'s answer writer replaces the predictions writer).
 
     A task may stand for several runs (``TaskSpec.expand``, e.g. one probe per label task); each then runs in its
     own sub-folder and the task's summary table is printed and saved as ``summary.json``/``summary.txt``.
     """
     try:
-        result = _run_recipe(recipe, stage, ckpt=ckpt, predictions=predictions, verbose=verbose)
+        result = _run_recipe(recipe, stage, ckpt=ckpt, predictions=predictions, verbose=verbose, callbacks=callbacks)
     except Preempted:
         _wait_for_started_ranks()
         raise
@@ -150,7 +152,7 @@ def run(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions: str
 
 
 def _run_recipe(recipe: Recipe, stage: str, *, ckpt: str | None, predictions: str | None,
-                verbose: bool) -> RunResult:
+                verbose: bool, callbacks: Sequence[Callback] = ()) -> RunResult:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
     if recipe.missing_keys():
@@ -158,7 +160,9 @@ def _run_recipe(recipe: Recipe, stage: str, *, ckpt: str | None, predictions: st
     spec = recipe.task
     subruns = spec.expand(recipe.to_object()) if spec.expand is not None else None
     if not subruns:
-        return _run_one(recipe, stage, ckpt=ckpt, predictions=predictions, verbose=verbose)
+        return _run_one(recipe, stage, ckpt=ckpt, predictions=predictions, verbose=verbose, callbacks=callbacks)
+    if callbacks:
+        raise ValueError("extra callbacks are for single runs (a task of several sub-runs takes none)")
 
     cfg = recipe.to_object()
     run_dir = resolve_run_dir(run_dir=cfg.run_dir, runs_root=cfg.runs_root, name=recipe.name, stage=stage)
@@ -239,7 +243,7 @@ def _writer(stage: str, run_dir: Path) -> contextlib.AbstractContextManager:
 
 
 def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions: str | None = None,
-             verbose: bool = True) -> RunResult:
+             verbose: bool = True, callbacks: Sequence[Callback] = ()) -> RunResult:
     cfg = recipe.to_object()
     named = bool(cfg.run_dir)  # given in the recipe or on the command line: every rank reads it from there
     run_dir = resolve_run_dir(run_dir=cfg.run_dir, runs_root=cfg.runs_root, name=recipe.name, stage=stage)
@@ -248,7 +252,7 @@ def _run_one(recipe: Recipe, stage: str, *, ckpt: str | None = None, predictions
     fresh = not run_dir.exists()
     try:
         with _writer(stage, run_dir):
-            return _run_in(recipe, cfg, stage, run_dir, named, ckpt, predictions, verbose)
+            return _run_in(recipe, cfg, stage, run_dir, named, ckpt, predictions, verbose, callbacks)
     except Exception:
         if fresh and rank_zero_only.rank == 0:
             _remove_if_unused(run_dir)
@@ -277,7 +281,7 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ckpt: str | None,
-            predictions: str | None, verbose: bool) -> RunResult:
+            predictions: str | None, verbose: bool, callbacks: Sequence[Callback] = ()) -> RunResult:
     ckpt_path = resolve_ckpt(ckpt, stage)
     resumed_from = None
     if stage == "fit" and ckpt_path is None:
@@ -315,7 +319,7 @@ def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ck
         datamodule = recipe.task.build_datamodule(cfg)
         write_config(recipe, run_dir)  # only now: a refused start leaves the run's recorded recipe as it was
         run_info = RunInfo(task=recipe.task.name, recipe_name=recipe.name, config=recipe.to_container())
-        trainer = build_trainer(cfg.trainer, run_dir, stage, run_info, predictions_path)
+        trainer = build_trainer(cfg.trainer, run_dir, stage, run_info, predictions_path, callbacks)
         for callback in trainer.callbacks:
             if isinstance(callback, LvuModelCheckpoint) and ckpt_path is not None:
                 callback.resuming_from = Path(ckpt_path)

@@ -155,7 +155,9 @@ def _runs_on_cpu(accelerator: str) -> bool:
     return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
 
 
-def build_strategy(cfg: StrategyConfig, accelerator: str = "auto") -> Strategy | str:
+def build_strategy(cfg: StrategyConfig, accelerator: str = "auto", stage: str = "fit") -> Strategy | str:
+    """The trainer's strategy. ``stage``: outside ``fit`` DeepSpeed is told its (throughput-logging) batch size,
+    which Lightning otherwise reads from the training loader, so that an evaluation needs no training data."""
     if cfg.name == StrategyName.auto:
         return "auto"
     if cfg.name == StrategyName.ddp:
@@ -176,4 +178,5 @@ def build_strategy(cfg: StrategyConfig, accelerator: str = "auto") -> Strategy |
         offload_parameters=cfg.offload_parameters,
         process_group_backend=cfg.process_group_backend,
         exclude_frozen_parameters=cfg.exclude_frozen_parameters,
+        **({"logging_batch_size_per_gpu": 1} if stage != "fit" else {}),
     )

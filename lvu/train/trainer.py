@@ -5,13 +5,20 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import (
+    BasePredictionWriter,
+    Callback,
+    LearningRateMonitor,
+    RichProgressBar,
+    TQDMProgressBar,
+)
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
@@ -154,7 +161,8 @@ def _mlflow_logger(cfg: MLflowConfig, run_dir: Path) -> Logger:
 
 
 def build_callbacks(cfg: TrainerConfig, run_dir: Path, stage: str, run_info: RunInfo,
-                    predictions: Path | None) -> list[Callback]:
+                    predictions: Path | None, extra: Sequence[Callback] = ()) -> list[Callback]:
+    """The stage's callbacks, then ``extra``; a prediction writer among ``extra`` replaces the JSON-lines one."""
     callbacks: list[Callback] = [run_info]
     bar = ProgressBar(cfg.progress_bar)
     if bar == ProgressBar.auto:
@@ -187,9 +195,10 @@ def build_callbacks(cfg: TrainerConfig, run_dir: Path, stage: str, run_info: Run
         )
         if cfg.loggers:
             callbacks.append(LearningRateMonitor(logging_interval="step"))
-    if stage == "predict" and predictions is not None:
+    own_writer = any(isinstance(c, BasePredictionWriter) for c in extra)
+    if stage == "predict" and predictions is not None and not own_writer:
         callbacks.append(JsonlPredictionWriter(predictions))
-    return callbacks
+    return [*callbacks, *extra]
 
 
 def trainer_kwargs(cfg: TrainerConfig) -> dict[str, Any]:
@@ -251,14 +260,14 @@ def slurm_shape(cfg: TrainerConfig) -> dict[str, Any]:
 
 
 def build_trainer(cfg: TrainerConfig, run_dir: Path, stage: str, run_info: RunInfo,
-                  predictions: Path | None = None) -> L.Trainer:
+                  predictions: Path | None = None, extra_callbacks: Sequence[Callback] = ()) -> L.Trainer:
     """The trainer for one stage (``fit``, ``validate``, ``test`` or ``predict``) writing under ``run_dir``."""
     return L.Trainer(
         plugins=build_plugins(cfg) or None,
         **{**trainer_kwargs(cfg), **slurm_shape(cfg)},
-        strategy=build_strategy(cfg.strategy, cfg.accelerator),
+        strategy=build_strategy(cfg.strategy, cfg.accelerator, stage),
         default_root_dir=str(run_dir),
         logger=build_loggers(cfg, run_dir) or False,
-        callbacks=build_callbacks(cfg, run_dir, stage, run_info, predictions),
+        callbacks=build_callbacks(cfg, run_dir, stage, run_info, predictions, extra_callbacks),
         enable_checkpointing=stage == "fit",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,8 +12,10 @@ import torch
 from lvu.data.datamodule import ShardDataModule
 from lvu.data.decoders import VideoDecoder
 from lvu.data.sampling import SamplerConfig
+from lvu.schema import Benchmark
 from lvu.tasks.host_lm.config import HostLMRecipe, SampleKind, Target
-from lvu.tasks.host_lm.conversation import Conversation, conversation_of, question_of
+from lvu.tasks.host_lm.conversation import Conversation, Turn, conversation_of, question_of
+from lvu.tasks.host_lm.evaluation import BenchmarkSample, Unanswered, benchmark_items
 
 
 @dataclass
@@ -32,6 +35,7 @@ class MediaBatch:
     captions: list[str | None]  # each sample's caption, when its json has one
     pad: torch.Tensor  # [B] bool: evaluation padding copies (no loss, no prediction)
     shots: torch.Tensor | None = None  # [B, T] long: each frame's shot number (data.shots on), -1 on padding
+    benchmark: list[BenchmarkSample] | None = None  # lvu eval: each sample's benchmark questions
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -43,6 +47,21 @@ class MediaBatch:
     @property
     def is_image(self) -> torch.Tensor:
         return torch.tensor([k == "image" for k in self.kinds], device=self.frames.device)
+
+
+def repeat_sample(batch: MediaBatch, b: int, conversations: list[Conversation]) -> MediaBatch:
+    """Sample ``b`` of ``batch`` once per conversation (its frames shared, not copied): one video asked several
+    questions."""
+    n = len(conversations)
+
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        return t[b:b + 1].expand(n, *t.shape[1:])
+
+    return MediaBatch(keys=[batch.keys[b]] * n, kinds=[batch.kinds[b]] * n, frames=rows(batch.frames),
+                      frame_mask=rows(batch.frame_mask), timestamps=rows(batch.timestamps),
+                      durations=rows(batch.durations), conversations=conversations,
+                      captions=[batch.captions[b]] * n, pad=rows(batch.pad),
+                      shots=rows(batch.shots) if batch.shots is not None else None)
 
 
 def sample_kind(sample: dict[str, Any]) -> str:
@@ -100,6 +119,20 @@ class CollateQuestions:
         return collate(samples, [question_of(s, caption_prompt=self.caption_prompt) for s in samples])
 
 
+class CollateBenchmark:
+    """Evaluation collate (``lvu eval``): each sample's benchmark questions (the prompts are made per question at
+    answer time, once the sampled frames' times are known)."""
+
+    def __init__(self, grounding: bool) -> None:
+        self.grounding = grounding
+
+    def __call__(self, samples: list[dict[str, Any]]) -> MediaBatch:
+        batch = collate(samples, [Conversation([Turn("user", "")]) for _ in samples])
+        batch.benchmark = [BenchmarkSample(benchmark_items(s["__key__"], s["annotation"], self.grounding),
+                                           s["annotation"].get("subtitles")) for s in samples]
+        return batch
+
+
 def video_decoder(cfg: HostLMRecipe, split: str) -> VideoDecoder:
     """Videos sampled as the recipe says (evaluation: ``data.eval_frames`` uniform frames), images as one frame,
     text-only samples as none; kinds the stage does not take are skipped and counted (prediction takes all)."""
@@ -111,8 +144,17 @@ def video_decoder(cfg: HostLMRecipe, split: str) -> VideoDecoder:
 
 
 def host_lm_data(cfg: HostLMRecipe) -> ShardDataModule:
-    """The DataModule of a host-LM recipe."""
+    """The DataModule of a host-LM recipe. With a benchmark (``lvu eval``), prediction asks each video's benchmark
+    questions, over the videos that still have unanswered ones in ``<run_dir>/answers``."""
     train = Collate(cfg.data.target == Target.caption, cfg.prompt.caption_prompt, cfg.prompt.caption_prompts)
-    ask = CollateQuestions(cfg.prompt.caption_prompt)
+    benchmark = cfg.eval.benchmark
+    grounding = benchmark == Benchmark.ego4d_nlq
+    ask = CollateBenchmark(grounding) if benchmark is not None else CollateQuestions(cfg.prompt.caption_prompt)
+    unanswered = Unanswered(answers_folder(cfg.run_dir), grounding) if benchmark and cfg.run_dir else None
     return ShardDataModule(cfg.data, cfg.seed, decode=lambda split: video_decoder(cfg, split),
-                           collate=lambda split: ask if split == "predict" else train)
+                           collate=lambda split: ask if split == "predict" else train,
+                           select=lambda split: unanswered if split == "predict" else None)
+
+
+def answers_folder(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "answers"

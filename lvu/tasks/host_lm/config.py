@@ -8,7 +8,7 @@ from enum import Enum
 from lvu.data.datamodule import ShardDataConfig
 from lvu.data.sampling import SamplerConfig
 from lvu.data.shots import ShotConfig
-from lvu.schema import RecipeConfig
+from lvu.schema import EvalConfig, RecipeConfig
 
 
 class PartMode(str, Enum):
@@ -195,3 +195,5 @@ class HostLMRecipe(RecipeConfig):
     """Where the trained parts start."""
     generation: GenerationSection = field(default_factory=GenerationSection)
     """Decoding for lvu predict."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """lvu eval: the benchmark, answer mode and published numbers (presets: eval=videomme, eval=lvbench, ...)."""

@@ -32,15 +32,17 @@ from torch import nn
 from lvu.data.sampling import time_instruction
 from lvu.errors import LvuError
 from lvu.schema import user_keys
-from lvu.tasks.host_lm.batch import MediaBatch
+from lvu.tasks.host_lm.batch import MediaBatch, repeat_sample
 from lvu.tasks.host_lm.config import HostLMRecipe, Target, TimeInstruction
 from lvu.tasks.host_lm.conversation import (
     IGNORE,
     Conversation,
+    Turn,
     chat_messages,
     tokenize_for_generation,
     tokenize_for_training,
 )
+from lvu.tasks.host_lm.evaluation import BenchmarkAnswerer
 from lvu.tasks.host_lm.host import build_host
 from lvu.tasks.host_lm.parts import PartPlan
 from lvu.tasks.host_lm.source import load_init, read_source
@@ -92,6 +94,14 @@ class LLMInputs:
     mask: torch.Tensor  # [B, L]
     labels: torch.Tensor  # [B, L], IGNORE outside answers
     positions: torch.Tensor | None  # what the host's LLM needs (Qwen: M-RoPE [3, B, L])
+
+
+@dataclass
+class AskedVideo:
+    """One video asked several questions: the video once per question, and every row's visual tokens."""
+
+    batch: MediaBatch
+    visual: VisualTokens
 
 
 @dataclass
@@ -334,17 +344,76 @@ class HostLMTask(L.LightningModule):
         self._step(batch, "val")
 
     def predict_step(self, batch: MediaBatch, batch_idx: int) -> list[dict[str, Any]]:
-        """Greedy answers to each sample's last question (padding copies of the last batch are left out)."""
+        """Greedy answers to each sample's last question (padding copies of the last batch are left out); under
+        ``lvu eval``, each video's benchmark questions answered and graded (lvu.tasks.host_lm.evaluation)."""
+        if batch.benchmark is not None:
+            return BenchmarkAnswerer(self, self.cfg.eval)(batch)
         inputs = self.llm_inputs(batch, self.visual_tokens(batch), answers=False)
+        answers = self._generate(inputs, self.cfg.generation.max_new_tokens)
+        return [{"key": key, "question": c.last_question, "answer": a, "reference": c.reference}
+                for key, c, a, pad in zip(batch.keys, batch.conversations, answers, batch.pad.tolist(), strict=True)
+                if not pad]
+
+    def _generate(self, inputs: LLMInputs, max_new_tokens: int) -> list[str]:
+        """Greedy continuations of the prompts, decoded and stripped."""
         # ZeRO-3 gathers weights collectively at every forward: ranks must decode in lockstep even when one rank's
         # answers end early (transformers' synced_gpus keeps every rank stepping until all are done).
         synced = self.trainer.world_size > 1 and zero_stage(self.trainer.strategy) == 3
-        new = self.host.generate(inputs.embeds, inputs.mask, max_new_tokens=self.cfg.generation.max_new_tokens,
+        new = self.host.generate(inputs.embeds, inputs.mask, max_new_tokens=max_new_tokens,
                                  position_ids=inputs.positions, **({"synced_gpus": True} if synced else {}))
-        answers = self.host.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return [{"key": key, "question": c.last_question, "answer": a.strip(), "reference": c.reference}
-                for key, c, a, pad in zip(batch.keys, batch.conversations, answers, batch.pad.tolist(), strict=True)
-                if not pad]
+        return [a.strip() for a in self.host.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    # -- one video, several questions (lvu eval; the lmms-eval plugin) --------------------------------------------
+
+    def ask(self, batch: MediaBatch, b: int, questions: list[str]) -> AskedVideo:
+        """Sample ``b`` of ``batch`` with each of ``questions`` as its prompt. The method runs once over the video
+        unless it reads the question (``uses_text``: once per question)."""
+        asked = repeat_sample(batch, b, [Conversation([Turn("user", q)]) for q in questions])
+        if self.uses_text:
+            return AskedVideo(asked, self.visual_tokens(asked))
+        one = self.visual_tokens(repeat_sample(batch, b, asked.conversations[:1]))
+        n = len(questions)
+        return AskedVideo(asked, VisualTokens(one.per_sample * n, one.videos * n, one.is_video.repeat(n), one.anchor,
+                                              one.times * n))
+
+    def generate_answers(self, asked: AskedVideo, max_new_tokens: int) -> list[str]:
+        """Greedy answers to each question of ``asked``."""
+        return self._generate(self.llm_inputs(asked.batch, asked.visual, answers=False), max_new_tokens)
+
+    @torch.no_grad()
+    def continuation_logprobs(self, asked: AskedVideo, continuations: list[list[str]]) -> list[torch.Tensor]:
+        """``log p(continuation | prompt)`` summed over its tokens, for each question's continuations (each ``[C_q]``),
+        the continuation following the prompt's opened assistant turn. When every continuation is one token (option
+        letters), one forward of the prompts gives them all; otherwise each (prompt, continuation) is a row."""
+        tok = self.host.tokenizer
+        inputs = self.llm_inputs(asked.batch, asked.visual, answers=False)
+        wanted = [[tok(c, add_special_tokens=False)["input_ids"] for c in row] for row in continuations]
+        if any(not ids for row in wanted for ids in row):
+            raise LvuError("a continuation to score tokenises to nothing")
+        if all(len(ids) == 1 for row in wanted for ids in row):
+            logits = self.host(inputs.embeds, inputs.mask, None, inputs.positions).logits
+            last = logits[:, -1].float().log_softmax(-1)  # prompts are left-padded: the last column is their end
+            return [last[i, [ids[0] for ids in row]] for i, row in enumerate(wanted)]
+        prompts = [ids[mask.bool()].tolist() for ids, mask in zip(inputs.ids, inputs.mask, strict=True)]
+        owners = [i for i, row in enumerate(wanted) for _ in row]
+        rows = [prompts[i] + ids for i, row in enumerate(wanted) for ids in row]
+        length, pad = max(map(len, rows)), tok.pad_token_id
+        ids = torch.tensor([[pad] * (length - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (length - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        size = tuple(asked.batch.frames.shape[2:4])
+        image_sizes = [[size] if asked.batch.kinds[i] == "image" else [] for i in owners]
+        embeds = self.host.build_inputs_embeds(ids, [asked.visual.per_sample[i] for i in owners])
+        logits = self.host(embeds, mask, None, self.host.position_ids(ids, mask, image_sizes)).logits
+        logprobs = logits.float().log_softmax(-1)
+        sums, r = [], 0
+        for row in wanted:
+            scores = []
+            for cont in row:
+                n = len(cont)  # the continuation's tokens are the row's last n; each is predicted one column earlier
+                scores.append(logprobs[r, -n - 1:-1].gather(-1, ids[r, -n:, None]).sum())
+                r += 1
+            sums.append(torch.stack(scores))
+        return sums
 
 
 def _part_names(parts: list[Any] | None) -> list[str] | None:
