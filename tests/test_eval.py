@@ -186,25 +186,33 @@ def test_two_processes_answer_each_question_once_and_score_as_one(eval_host, syn
 
 
 @pytest.mark.timeout(600)
-def test_an_evaluation_killed_mid_run_resumes_to_the_same_score(eval_host, synth_shards, tmp_path):
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGUSR1])
+def test_an_evaluation_stopped_mid_run_resumes_to_the_same_score(eval_host, synth_shards, tmp_path, how):
+    """SIGKILL: whatever was flushed survives (a cut last line is dropped). SIGUSR1 (a scheduler's notice): every
+    rank stops after the batch in flight is written, exit 75 (and a requeue under Slurm). Either way the same
+    command finishes the rest, and the answers and scores equal an uninterrupted run's."""
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
     args = eval_args(eval_host, synth_shards, whole, "eval=perceptiontest", "data.eval_batch_size=1")
     assert main(["eval", *args]) == 0
-    cut_args = [a if not a.startswith("run_dir=") else f"run_dir={killed}" for a in args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "lvu", "eval", *cut_args], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    answers = killed / "answers" / "answers-rank0.jsonl"
+    cut_args = [a if not a.startswith("run_dir=") else f"run_dir={stopped}" for a in args]
+    process = subprocess.Popen([sys.executable, "-m", "lvu", "eval", *cut_args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, start_new_session=True, text=True)
+    answers = stopped / "answers" / "answers-rank0.jsonl"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
         if answers.is_file() and answers.read_text().count("\n") >= 2:
-            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(process.pid, how)
             break
         time.sleep(0.01)
-    process.wait()
+    _, err = process.communicate()
     done_before = answers.read_text().count("\n")
-    assert process.returncode == -signal.SIGKILL and 2 <= done_before < len(_answers(whole))
+    assert 2 <= done_before < len(_answers(whole))
+    if how == signal.SIGKILL:
+        assert process.returncode == -signal.SIGKILL
+    else:
+        assert process.returncode == 75 and "stopped by SIGUSR1 at step" in err
+        assert "run the same command to resume" in err
     assert main(["eval", *cut_args]) == 0
-    assert _answers(killed) == _answers(whole)
-    assert json.loads((killed / "results.json").read_text())["metrics"] == \
+    assert _answers(stopped) == _answers(whole)
+    assert json.loads((stopped / "results.json").read_text())["metrics"] == \
         json.loads((whole / "results.json").read_text())["metrics"]

@@ -7,6 +7,7 @@ failure. The checks that need no cluster (rendering, validation) run everywhere.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import eval_args
 from support.features import make_features
 from test_resume import DRIVER, Background, _assert_identical
 
@@ -154,6 +156,24 @@ def test_array_job_runs_one_override_set_per_task(slurm, shards, tmp_path):
     assert "seed: 2" in configs[1] and "mask_ratio: 0.5" in configs[1]
 
 
+def test_eval_job_answers_on_two_tasks_and_scores(slurm, eval_host, synth_shards, tmp_path):
+    """`lvu slurm submit --command eval`: srun starts both ranks at once; they agree on the evaluation folder
+    without talking (run_dir here; by default the checkpoint's run), answer each question once and rank 0 scores."""
+    folder = tmp_path / "eval"
+    args = [*eval_args(eval_host, synth_shards, folder, "eval=lvbench"), "trainer=ddp", "trainer.accelerator=cpu"]
+    job, printed = _submit([*args, "--command", "eval", "--nodes", "1", "--gpus-per-node", "2",
+                            "--log-dir", str(tmp_path / "logs")], tmp_path)
+    assert "results:" in printed
+    _wait(lambda: _job(job).get("JobState") in ("COMPLETED", "FAILED"), 300, "the eval job", interval=1)
+    assert _job(job)["JobState"] == "COMPLETED", _log(tmp_path / "logs", job)
+    results = json.loads((folder / "results.json").read_text())
+    lines = [json.loads(line) for f in sorted((folder / "answers").glob("answers-rank*.jsonl"))
+             for line in f.read_text().splitlines()]
+    assert sorted(p.name for p in (folder / "answers").iterdir()) == ["answers-rank0.jsonl", "answers-rank1.jsonl"]
+    assert len(lines) == len({a["uid"] for a in lines}) == results["metrics"]["questions"]
+    assert "| accuracy/KIR |" in _log(tmp_path / "logs", job)
+
+
 # -- no cluster needed ---------------------------------------------------------------------------------------------
 
 
@@ -171,6 +191,26 @@ def test_dry_run_renders_the_template(shards, tmp_path, capsys):
     gpu = [a for a in _lvu_args(shards, "ddp") if a != "trainer.accelerator=cpu"]
     assert main(["slurm", "submit", *gpu, "--nodes", "1", "--gpus-per-node", "8", "--dry-run"]) == 0
     assert "#SBATCH --gres=gpu:8" in capsys.readouterr().out
+
+
+def test_eval_job_renders_the_eval_command_and_refuses_a_fit_only_template(eval_host, synth_shards, tmp_path,
+                                                                          capsys):
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"x")
+    args = [*eval_args(eval_host, synth_shards, tmp_path / "e", "eval=videomme"), "trainer=ddp"]
+    assert main(["slurm", "submit", *args, "--command", "eval", "--ckpt", str(ckpt), "--nodes", "1",
+                 "--gpus-per-node", "2", "--dry-run"]) == 0
+    script = capsys.readouterr().out
+    assert re.search(rf"srun --kill-on-bad-exit=1 lvu eval --ckpt {re.escape(str(ckpt))} \S+uniform/instruct.yaml ",
+                     script)
+    old = tmp_path / "old.sbatch"
+    old.write_text((REPO / "lvu" / "templates" / "train.sbatch").read_text().replace("{{command}}", "fit"))
+    assert main(["slurm", "submit", *args, "--command", "eval", "--nodes", "1", "--gpus-per-node", "2",
+                 "--template", str(old), "--dry-run"]) == 1
+    assert "has no {{command}} field" in capsys.readouterr().err
+    assert main(["slurm", "submit", *args[:-2], "--command", "eval", "--nodes", "1", "--gpus-per-node", "1",
+                 "--dry-run"]) == 1
+    assert "--command eval needs a benchmark: add eval=NAME" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("extra", "message"), [

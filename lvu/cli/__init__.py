@@ -234,7 +234,7 @@ FILE_SYSTEM_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errn
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = _parse(parser, argv)
-    if args.command in ("fit", "quickstart"):  # training: a scheduler's signal must not kill it while it loads
+    if args.command in ("fit", "quickstart", "eval"):  # a scheduler's signal must not kill it while it loads
         early_signals.note_from_now()
     debug = getattr(args, "debug", False) or os.environ.get("LVU_DEBUG") == "1"
     quiet_library_noise()

@@ -22,7 +22,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                      time=args.time, partition=args.partition, account=args.account, mem=args.mem,
                      job_name=args.job_name)
     array_sets = read_array_file(Path(args.array)) if args.array else None
-    job = check_job(args.recipe, args.overrides, shape, array_sets)
+    job = check_job(args.recipe, args.overrides, shape, array_sets, command=args.command, ckpt=args.ckpt)
     template = Path(args.template) if args.template else default_template()
     log_dir, workdir = Path(args.log_dir).resolve(), Path.cwd()
     if args.dry_run:
@@ -38,7 +38,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     else:
         print(f"submitted job {job_id} ({shape.nodes} node(s) x {shape.gpus_per_node} task(s))")
         print(f"  logs:        {log_dir}/{name}-{job_id}.out")
-        print(f"  checkpoints: {done.runs}/slurm-{job_id}/checkpoints/")
+        if job.command == "eval":
+            print("  results:     results.json, results.md and answers/ in the evaluation folder (run_dir=, else "
+                  "<the checkpoint's run>/eval/<benchmark>); the job log names it")
+        else:
+            print(f"  checkpoints: {done.runs}/slurm-{job_id}/checkpoints/")
     print(f"  script:      {done.script}")
     print(f"  watch: squeue -j {job_id}; tail -f {log_dir}/{name}-{job_id}*.out")
     return 0
@@ -63,5 +67,8 @@ def add_slurm_commands(subparsers: argparse._SubParsersAction) -> None:
                      help="array job: one override set per line of FILE, one task each (e.g. slurm/lvu_tasks.txt)")
     sub.add_argument("--log-dir", default="slurm-logs", help="folder for job logs and rendered scripts")
     sub.add_argument("--template", help=f"sbatch template (default: slurm/train.sbatch, or ${TEMPLATE_ENV})")
+    sub.add_argument("--command", choices=["fit", "eval"], default="fit",
+                     help="what the job runs: fit (train; default) or eval (score a benchmark: eval=NAME, --ckpt)")
+    sub.add_argument("--ckpt", help="the command's --ckpt: the checkpoint to evaluate (or to continue training)")
     sub.add_argument("--dry-run", action="store_true", help="print the rendered script, submit nothing")
     sub.set_defaults(func=cmd_submit)

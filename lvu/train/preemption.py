@@ -94,10 +94,7 @@ class PreemptionHandler(Callback):
         if trainer.global_step == self._last_step:
             return  # mid gradient accumulation: no consistent state to save
         self._last_step = trainer.global_step
-        flag = torch.tensor([self.received], dtype=torch.int64, device=trainer.strategy.root_device)
-        if trainer.world_size > 1:
-            flag = trainer.strategy.reduce(flag, reduce_op="max")
-        signum = int(flag.item())
+        signum = self._agreed_signal(trainer)
         if not signum or _training_ends_here(trainer):
             return  # nothing to do, or the run is complete anyway: no requeue of a finished job
         self.stopped, self.stop_step = signum, trainer.global_step
@@ -114,6 +111,27 @@ class PreemptionHandler(Callback):
         # Lightning validates when a run stops mid-epoch; a preempted job has seconds, not a validation pass, left.
         trainer.limit_val_batches = 0
         log.warning("received %s: stopping at step %d", signal.Signals(signum).name, trainer.global_step)
+
+    def _agreed_signal(self, trainer: L.Trainer) -> int:
+        """The signal any rank noted (0: none), agreed by every rank in one tiny all-reduce."""
+        flag = torch.tensor([self.received], dtype=torch.int64, device=trainer.strategy.root_device)
+        if trainer.world_size > 1:
+            flag = trainer.strategy.reduce(flag, reduce_op="max")
+        return int(flag.item())
+
+    # -- evaluation (lvu eval): answers are written batch by batch, so a stop needs no save ------------------------
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()
+
+    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx,
+                             dataloader_idx: int = 0) -> None:
+        """After the answer writer (this callback comes after it): stop every rank at the same batch, requeue."""
+        signum = self._agreed_signal(trainer)
+        if signum:
+            self.stopped, self.stop_step, self.checkpoint = signum, batch_idx + 1, "the answers so far"
+            log.warning("received %s: stopping after batch %d", signal.Signals(signum).name, batch_idx + 1)
+            self.finish(trainer.is_global_zero)
 
     def finish(self, is_global_zero: bool) -> None:
         """Requeue (rank 0, under Slurm, for the requeue signal), then raise :class:`Preempted`."""

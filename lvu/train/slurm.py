@@ -65,6 +65,8 @@ class CheckedJob:
     accelerator: str = "auto"
     num_workers: int | None = None
     runs_root: str = "runs"
+    command: str = "fit"  # the lvu command the job runs: fit, or eval (a benchmark; resumes its answers)
+    ckpt: str | None = None  # --ckpt of that command (absolute)
 
 
 def _shape_overrides(cfg, shape: JobShape) -> list[str]:
@@ -89,15 +91,23 @@ def _shape_overrides(cfg, shape: JobShape) -> list[str]:
     return extra
 
 
+JOB_COMMANDS = ("fit", "eval")
+
+
 def check_job(recipe_ref: str, overrides: list[str], shape: JobShape,
-              array_sets: list[list[str]] | None = None) -> CheckedJob:
+              array_sets: list[list[str]] | None = None, command: str = "fit", ckpt: str | None = None) -> CheckedJob:
     if shape.nodes < 1 or shape.gpus_per_node < 1:
         raise LvuError("--nodes and --gpus-per-node must be at least 1")
-    recipe = load_recipe(recipe_ref, overrides)
+    if command not in JOB_COMMANDS:
+        raise LvuError(f"--command {command}: a Slurm job runs one of {', '.join(JOB_COMMANDS)}")
+    if ckpt is not None and not Path(ckpt).exists():
+        raise LvuError(f"--ckpt {ckpt} not found")
+    stage = "predict" if command == "eval" else "fit"
+    recipe = load_recipe(recipe_ref, overrides, stage=stage)
     variants = [(recipe, [])]
     for extra in array_sets or []:
         try:
-            variants.append((load_recipe(recipe_ref, [*overrides, *extra]), extra))
+            variants.append((load_recipe(recipe_ref, [*overrides, *extra], stage=stage), extra))
         except LvuError as exc:
             raise LvuError(f"--array set '{' '.join(extra)}': {exc}") from None
     for variant, extra in variants:
@@ -106,7 +116,9 @@ def check_job(recipe_ref: str, overrides: list[str], shape: JobShape,
             where = f" (array set '{' '.join(extra)}')" if extra else ""
             raise LvuError(f"missing required values (???){where}: {', '.join(missing)}")
     cfg = recipe.to_object()
-    if cfg.run_dir:
+    if command == "eval" and getattr(getattr(cfg, "eval", None), "benchmark", None) is None:
+        raise LvuError("--command eval needs a benchmark: add eval=NAME (presets in recipes/eval/)")
+    if cfg.run_dir and command == "fit":
         raise LvuError("run_dir is set: under Slurm every job gets runs/<recipe>/slurm-<job id> (the same after a "
                        "requeue); drop run_dir, or set runs_root to move the runs")
     data = getattr(cfg, "data", None)
@@ -118,6 +130,8 @@ def check_job(recipe_ref: str, overrides: list[str], shape: JobShape,
         accelerator=cfg.trainer.accelerator,
         num_workers=getattr(data, "num_workers", None),
         runs_root=cfg.runs_root,
+        command=command,
+        ckpt=str(Path(ckpt).resolve()) if ckpt else None,
     )
 
 
@@ -173,6 +187,7 @@ def script_fields(job: CheckedJob, shape: JobShape, *, log_dir: Path, workdir: P
         "workdir": shlex.quote(str(workdir)),
         "array_overrides": _array_block(job.array_sets) or "",
         "lvu": "lvu",
+        "command": job.command + (f" --ckpt {shlex.quote(job.ckpt)}" if job.ckpt else ""),
         "recipe": shlex.quote(str(job.recipe_path)),
         "overrides": shlex.join(job.overrides),
     }
@@ -202,7 +217,11 @@ def prepare_script(job: CheckedJob, shape: JobShape, template: Path, log_dir: Pa
     """The rendered sbatch script."""
     if not template.is_file():
         raise LvuError(f"slurm template {template} not found (set --template or ${TEMPLATE_ENV})")
-    return render(template.read_text(), script_fields(job, shape, log_dir=log_dir, workdir=workdir))
+    text = template.read_text()
+    if "{{command}}" not in text and (job.command != "fit" or job.ckpt):
+        raise LvuError(f"slurm template {template} has no {{{{command}}}} field (it runs `lvu fit` only): use the "
+                       f"current slurm/train.sbatch, or write `{{{{lvu}}}} {{{{command}}}}` in yours")
+    return render(text, script_fields(job, shape, log_dir=log_dir, workdir=workdir))
 
 
 def submit_job(job: CheckedJob, shape: JobShape, template: Path, log_dir: Path, workdir: Path) -> Submitted:

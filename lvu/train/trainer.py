@@ -198,7 +198,13 @@ def build_callbacks(cfg: TrainerConfig, run_dir: Path, stage: str, run_info: Run
     own_writer = any(isinstance(c, BasePredictionWriter) for c in extra)
     if stage == "predict" and predictions is not None and not own_writer:
         callbacks.append(JsonlPredictionWriter(predictions))
-    return [*callbacks, *extra]
+    callbacks += extra
+    if stage == "predict" and own_writer and cfg.preemption.enabled:
+        # After the writer: a signal stops every rank once the batch's answers are on disk (lvu eval resumes there).
+        callbacks.append(PreemptionHandler(cfg.preemption))
+    elif stage == "predict" and own_writer:
+        early_signals.release()
+    return callbacks
 
 
 def trainer_kwargs(cfg: TrainerConfig) -> dict[str, Any]:
