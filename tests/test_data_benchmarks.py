@@ -171,14 +171,20 @@ def test_mvbench_task_files_find_each_tasks_release_folder(clip, tmp_path, eval_
          "end": 19.6}]))
     _put(clip, tmp_path / "video" / "ssv2_video" / "166583.webm", tmp_path / "video" / "star" / "Charades_v1_480" /
          "ZS9XR.mp4")
-    samples = {s["video_id"]: s["mc"][0] for s in _pack("mvbench", tmp_path / "video", tmp_path / "json",
-                                                        tmp_path / "out")}
+    packed = {s["video_id"]: s for s in _pack("mvbench", tmp_path / "video", tmp_path / "json", tmp_path / "out")}
+    samples = {video: sample["mc"][0] for video, sample in packed.items()}
     assert samples["action_antonym/166583.webm"]["answer"] == "C"
     assert samples["action_antonym/166583.webm"]["categories"] == ["action_antonym"]
     bounded = samples["action_sequence/ZS9XR.mp4"]
     assert bounded["answer"] == "B" and bounded["clip"] == [11.1, 19.6]
+    # The sample's frames come from that window (evaluation only).
+    assert packed["action_sequence/ZS9XR.mp4"]["clip"] == [11.1, 19.6]
+    assert "clip" not in packed["action_antonym/166583.webm"]
     results, answers = _score(eval_host, tmp_path / "out", "mvbench")
     assert results["metrics"]["questions"] == 2 and "accuracy/action_sequence" in results["metrics"]
+    windowed = next(a for a in answers if a["uid"].startswith("action_sequence"))
+    whole = next(a for a in answers if a["uid"].startswith("action_antonym"))
+    assert all(11.1 <= t <= 19.6 for t in windowed["frame_times"]) and whole["frame_times"][0] < 1.0
     assert all(a["prompt"].endswith("Best option:(") for a in answers)
 
 

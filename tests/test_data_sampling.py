@@ -94,3 +94,13 @@ def test_time_instruction_wordings():
         "0.00s,2.00s.Please answer the following questions related to this video.")
     with pytest.raises(ValueError, match="unknown time-instruction style"):
         time_instruction([0], 1, style="other")
+
+
+def test_a_window_takes_its_frames_from_that_stretch_only():
+    from lvu.data.sampling import sample_window
+
+    info = fake_info(100, fps=10.0)  # 10 s
+    picked = sample_window(4, info, 2.0, 5.0)
+    assert picked.timestamps.tolist() == pytest.approx([2.0, 3.0, 4.0, 5.0])
+    assert sample_window(3, info, 4.05, 4.15).timestamps.tolist() == pytest.approx([4.1, 4.1, 4.1])  # repeats
+    assert sample_window(2, info, 30.0, 40.0).timestamps.tolist() == pytest.approx([9.9, 9.9])  # beyond: nearest

@@ -297,7 +297,17 @@ def read_mvbench(annotations: Path, videos: Path, **_: Any) -> PackPlan:
             clip = [float(record["start"]), float(record["end"])] if "start" in record and "end" in record else None
             questions.append((video, _question(f"{task}_{n}", record["question"], list(record["candidates"]),
                                                record["answer"], [task], encoding="text", clip=clip)))
-    return _mc_plan("mvbench", questions, paths.get, lambda v: str(paths[v]))
+    clips: dict[str, set[tuple[float, float]]] = {}
+    for video, question in questions:
+        if question.get("clip"):
+            clips.setdefault(video, set()).add(tuple(question["clip"]))
+
+    def window(video: str) -> dict[str, Any]:
+        """The sample's frames come from its questions' window (a video's questions in one task share it)."""
+        found = clips.get(video, set())
+        return {"clip": list(next(iter(found)))} if len(found) == 1 else {}
+
+    return _mc_plan("mvbench", questions, paths.get, lambda v: str(paths[v]), window)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lvu.data.sampling import SamplerConfig, sample_frames
+from lvu.data.sampling import SamplerConfig, sample_frames, sample_window
 from lvu.data.shards import BadSample, parse_json
 from lvu.data.shots import ShotConfig, detect_shots, shot_ids
 from lvu.data.video import CompositeVideo, VideoFile
@@ -69,13 +69,15 @@ class VideoDecoder:
         allow_images: accept image samples (LinVT / FiLA mix image and video data).
         allow_text: accept samples with no image or video (text-only instruction data): zero frames, ``is_text``.
         allow_videos: accept video samples (an image-only stage skips them as ``unwanted_video``).
+        windows: a sample whose annotation has ``clip`` ``[start_s, end_s]`` (a benchmark question about one stretch
+            of its video: MVBench) gets ``sampler.num_frames`` frames from that stretch only.
     """
 
     def __init__(self, sampler: SamplerConfig, size: tuple[int, int] | None = None, threads: int = 1,
                  allow_images: bool = True, shots: ShotConfig | None = None, allow_text: bool = False,
-                 allow_videos: bool = True) -> None:
+                 allow_videos: bool = True, windows: bool = False) -> None:
         self.sampler, self.size, self.threads, self.allow_images = sampler, size, threads, allow_images
-        self.allow_text, self.allow_videos = allow_text, allow_videos
+        self.allow_text, self.allow_videos, self.windows = allow_text, allow_videos, windows
         self.shots = shots if shots is not None and shots.enabled else None
 
     def __call__(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
@@ -98,7 +100,9 @@ class VideoDecoder:
                             key=raw.get("__key__", ""))
         video = open_video(raw, self.threads)
         info = video.info
-        picked = sample_frames(self.sampler, info, rng)
+        window = annotation.get("clip") if self.windows else None
+        picked = sample_window(self.sampler.num_frames, info, float(window[0]), float(window[1])) if window else \
+            sample_frames(self.sampler, info, rng)
         frames = video.read(picked.indices, size=self.size)
         sample = {
             "frames": torch.from_numpy(frames),

@@ -130,6 +130,19 @@ def sample_frames(cfg: SamplerConfig, info: VideoInfo, rng: np.random.Generator 
     return _segments(cfg, info)
 
 
+def sample_window(count: int, info: VideoInfo, start_s: float, end_s: float) -> FrameSample:
+    """``count`` frames evenly spread over the frames shown between ``start_s`` and ``end_s`` (repeated when the
+    window holds fewer): a benchmark question about one stretch of a longer video (MVBench's ``start``/``end``). A
+    window outside the video, or holding no frame, falls back to the frame nearest its middle."""
+    if count <= 0:
+        raise ValueError("frame count must be positive")
+    times = info.frame_times
+    inside = np.nonzero((times >= start_s) & (times <= end_s))[0]
+    if len(inside) == 0:
+        inside = np.array([int(np.argmin(np.abs(times - (start_s + end_s) / 2)))])
+    return _make(info, _linspace_indices(int(inside[0]), int(inside[-1]), count))
+
+
 def segment_bounds(duration_s: float, segment_seconds: float, min_fraction: float) -> np.ndarray:
     """[S, 2] start/end seconds of consecutive non-overlapping clips; a short tail is kept if long enough."""
     full = int(duration_s // segment_seconds)

@@ -134,13 +134,15 @@ class CollateBenchmark:
 
 
 def video_decoder(cfg: HostLMRecipe, split: str) -> VideoDecoder:
-    """Videos sampled as the recipe says (evaluation: ``data.eval_frames`` uniform frames), images as one frame,
-    text-only samples as none; kinds the stage does not take are skipped and counted (prediction takes all)."""
+    """Videos sampled as the recipe says (evaluation: ``data.eval_frames`` uniform frames; ``lvu eval``: from a
+    question's window when its benchmark gives one), images as one frame, text-only samples as none; kinds the stage
+    does not take are skipped and counted (prediction takes all)."""
     data = cfg.data
     sampler = data.sampler if split == "train" else SamplerConfig(num_frames=data.eval_frames, allow_repeats=True)
     kinds = {SampleKind(k) for k in data.kinds} if split != "predict" else set(SampleKind)
     return VideoDecoder(sampler, size=(data.frame_size, data.frame_size), allow_images=SampleKind.image in kinds,
-                        allow_text=SampleKind.text in kinds, allow_videos=SampleKind.video in kinds, shots=data.shots)
+                        allow_text=SampleKind.text in kinds, allow_videos=SampleKind.video in kinds, shots=data.shots,
+                        windows=split == "predict" and cfg.eval.benchmark is not None)
 
 
 def host_lm_data(cfg: HostLMRecipe) -> ShardDataModule:

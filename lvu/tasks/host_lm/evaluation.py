@@ -158,7 +158,9 @@ class BenchmarkAnswerer:
         else:
             texts = self.task.generate_answers(asked, self.cfg.max_new_tokens)
             records = [self._generated_record(key, item, text) for item, text in zip(sample.items, texts, strict=True)]
-        return [{**record, "prompt": prompt} for record, prompt in zip(records, prompts, strict=True)]
+        seen = [round(t, 3) for t in times]
+        return [{**record, "prompt": prompt, "frame_times": seen} for record, prompt in zip(records, prompts,
+                                                                                            strict=True)]
 
     def _continuations(self, item: BenchmarkItem) -> list[str]:
         letters = LETTERS[: len(item.options)]
