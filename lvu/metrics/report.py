@@ -54,24 +54,32 @@ def is_count(key: str) -> bool:
     return key in COUNT_KEYS
 
 
+def is_error(key: str) -> bool:
+    """A regression error (``mse/...``): shown as it is, not as a percentage."""
+    return key.startswith("mse")
+
+
 def _cell(key: str, value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{int(value)}" if is_count(key) else f"{value:.1f}"
+    if is_count(key):
+        return f"{int(value)}"
+    return f"{value:.3f}" if is_error(key) else f"{value:.1f}"
 
 
 def markdown_table(title: str, metrics: Mapping[str, float], papers: Mapping[str, Mapping[str, float]],
                    headline: str) -> str:
-    """Ours in percent (fractions x 100; counts as they are), the papers' numbers as published (percent)."""
+    """Ours in percent (fractions x 100; counts and errors as they are), the papers' numbers as published."""
     scores = [k for k in metrics if not is_count(k)]
     order = list(dict.fromkeys([k for k in (headline, "accuracy") if k in scores] + sorted(scores)))
+    order = [k for k in order if not is_error(k)] + [k for k in order if is_error(k)]
     order += [k for k in COUNT_KEYS if k in metrics]
     order += sorted({k for p in papers.values() for k in p} - set(order))
     header = ["metric", "ours", *papers]
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key in order:
         ours = metrics.get(key)
-        ours_shown = ours if ours is None or is_count(key) else ours * 100
+        ours_shown = ours if ours is None or is_count(key) or is_error(key) else ours * 100
         row = [key, _cell(key, ours_shown), *(_cell(key, p.get(key)) for p in papers.values())]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -30,6 +30,7 @@ from lvu.data.decoders import FeatureDecoder
 from lvu.data.embed import feature_dim
 from lvu.errors import ConfigError, LvuError
 from lvu.metrics import LVUAccuracy, LVUMeanSquaredError, lvu_metric
+from lvu.metrics.report import Results
 from lvu.models.lvmae import (
     LVMAE,
     AttentiveProbe,
@@ -260,6 +261,9 @@ class LVMAEProbeRecipe(RecipeConfig):
     """Clip-embedding shards with labels."""
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     """Which probe, on which backbone, for which label task."""
+    papers: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Published LVU results printed beside ours in results.md: {"LV-MAE (Tab. 8)": {"accuracy/genre": 71.57,
+    "mean": 63.4, "mse/like_ratio": 0.23}} (accuracies in percent)."""
 
 
 @dataclass(frozen=True)
@@ -529,6 +533,20 @@ def summarize_probes(cfg: LVMAEProbeRecipe, results: dict[str, dict[str, float]]
     return "\n".join([line(heads), "|" + "|".join("-" * (w + 2) for w in widths) + "|", line(cells)])
 
 
+def probe_results(cfg: LVMAEProbeRecipe, results: dict[str, dict[str, float]]) -> Results:
+    """The probes' test scores in the evaluation format (lvu.metrics.report): ``accuracy/<task>`` and their mean,
+    ``mse/<task>`` for the regression tasks; sub-runs without test metrics (fit without test_after_fit) are left
+    out."""
+    metrics = {f"accuracy/{n}": m["test/acc"] for n, m in results.items() if "test/acc" in m}
+    if metrics:
+        metrics["mean"] = sum(metrics.values()) / len(metrics)
+    metrics |= {f"mse/{n}": m["test/mse"] for n, m in results.items() if "test/mse" in m}
+    method = f"{'LV-MAE' if cfg.probe.backbone == Backbone.lvmae else 'raw embeddings'} ({cfg.probe.kind.value})"
+    return Results(title=f"LVU: {method}", metrics=metrics, headline="mean",
+                   papers={k: dict(v) for k, v in cfg.papers.items()},
+                   details={"benchmark": "lvu", "probe": cfg.probe.kind.value, "backbone": cfg.probe.backbone.value})
+
+
 def _probe_metrics(cfg: Any) -> frozenset[str]:
     """The label task's kind is only known from the label maps (data), so both metric names are allowed here;
     ``val/score`` is the one that works for either."""
@@ -537,6 +555,7 @@ def _probe_metrics(cfg: Any) -> frozenset[str]:
 
 register_task(TaskSpec("lvmae.probe", LVMAEProbeRecipe, LVMAEProbe, _probe_data,
                        "linear or attentive probing of a frozen LV-MAE encoder (or raw embeddings)",
-                       expand=_expand_probe, summarize=summarize_probes, metrics=_probe_metrics))
+                       expand=_expand_probe, summarize=summarize_probes, metrics=_probe_metrics,
+                       results=probe_results))
 
 __all__ = ["LVMAEPretrain", "LVMAEPretrainRecipe", "LVMAEProbe", "LVMAEProbeRecipe", "summarize_probes"]

@@ -20,6 +20,8 @@ from lvu.schema import RecipeConfig
 if TYPE_CHECKING:
     import lightning as L
 
+    from lvu.metrics.report import Results
+
 _REGISTRY: dict[str, TaskSpec] = {}
 _ALIASES: dict[str, str] = {}
 
@@ -44,6 +46,8 @@ class TaskSpec:
             schema, so that old checkpoints still validate (``lvu ckpt export``, ``lvu fit --ckpt``).
         metrics: optional; recipe -> the names the module logs under it (``train/loss``, ``val/loss``, ...), so a
             mistyped ``trainer.checkpoint.monitor`` is refused when the recipe loads, not after the first epoch.
+        results: optional; ``(recipe, {name: test metrics})`` of the sub-runs -> the :class:`Results` written as
+            ``results.json`` and ``results.md`` (the format ``lvu eval`` writes), with the papers' numbers.
     """
 
     name: str
@@ -57,6 +61,7 @@ class TaskSpec:
     aliases: tuple[str, ...] = ()
     upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     metrics: Callable[[Any], frozenset[str]] | None = None
+    results: Callable[[Any, dict[str, dict[str, float]]], Results] | None = None
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:

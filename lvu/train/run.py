@@ -171,6 +171,8 @@ def _run_recipe(recipe: Recipe, stage: str, *, ckpt: str | None, predictions: st
         write_config(recipe, run_dir)
         results = _run_subruns(recipe, stage, run_dir, subruns, ckpt, predictions, verbose, cfg.trainer.test_after_fit)
     merged = {f"{name}/{key}": value for name, r in results.items() for key, value in r.metrics.items()}
+    if spec.results is not None and rank_zero_only.rank == 0 and stage in ("fit", "test"):
+        spec.results(cfg, {name: r.metrics for name, r in results.items()}).write(run_dir)
     if spec.summarize is not None and rank_zero_only.rank == 0:
         table = spec.summarize(cfg, {name: r.metrics for name, r in results.items()})
         (run_dir / "summary.txt").write_text(table + "\n")
