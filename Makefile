@@ -14,7 +14,7 @@ CONSTRAINTS ?= .ci/constraints.txt
 STAMP  := $(VENV)/.lvu-installed
 OPS    := $(VENV)/.lvu-deepspeed-ops
 
-.PHONY: setup deepspeed-ops quickstart test lint clean-venv
+.PHONY: setup deepspeed-ops lmms-venv quickstart test lint clean-venv
 setup: $(STAMP)
 
 # DeepSpeed's CPU ops (the offload optimiser's CPU Adam, the CPU all-reduce) are compiled the first time a run needs
@@ -34,10 +34,29 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@touch $(STAMP)
 	@echo "lvu is installed in $(VENV)/ (activate with: source $(VENV)/bin/activate)"
 
+# lmms-eval's environment (.venv-lmms/, for tests/test_lmms_plugin.py and for `lmms-eval --model lvu`): lmms-eval
+# pins PyAV below 16 and filelock below 4, so it cannot share .venv. The same pinned CPU torch; lvu in editable mode
+# with .venv's constraints except those two; lmms-eval without its dependencies (see .ci/lmms-requirements.txt).
+LMMS_VENV  := .venv-lmms
+LMMS_STAMP := $(LMMS_VENV)/.lvu-installed
+lmms-venv: $(LMMS_STAMP)
+
+$(LMMS_STAMP): pyproject.toml $(CONSTRAINTS) .ci/lmms-requirements.txt
+	@test -x $(LMMS_VENV)/bin/python || $(PYTHON) -m venv $(LMMS_VENV)
+	$(LMMS_VENV)/bin/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	grep -v -e '^av==' -e '^filelock==' $(CONSTRAINTS) > $(LMMS_VENV)/constraints.txt
+	printf 'av<16\nfilelock<4\n' >> $(LMMS_VENV)/constraints.txt
+	$(LMMS_VENV)/bin/python -m pip install --quiet -c $(LMMS_VENV)/constraints.txt -e . "av<16" "filelock<4"
+	$(LMMS_VENV)/bin/python -m pip install --quiet --no-deps $$(grep -e '^lmms-eval' .ci/lmms-requirements.txt)
+	$(LMMS_VENV)/bin/python -m pip install --quiet -c $(LMMS_VENV)/constraints.txt \
+		$$(grep -v -e '^#' -e '^lmms-eval' .ci/lmms-requirements.txt)
+	$(LMMS_VENV)/bin/python -c "import lmms_eval.evaluator, lvu.lmms"
+	@touch $(LMMS_STAMP)
+
 quickstart: setup
 	$(BIN)/lvu quickstart
 
-test: setup deepspeed-ops
+test: setup deepspeed-ops lmms-venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup

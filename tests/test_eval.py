@@ -139,14 +139,15 @@ def _one_video(seed: int = 0) -> MediaBatch:
                       conversations=[Conversation([Turn("user", "")])], captions=[None], pad=torch.tensor([False]))
 
 
-def test_continuation_logprobs_equal_the_models_own_sum_of_token_log_probabilities(eval_host):
+def test_continuation_scores_equal_the_models_own_token_log_probabilities(eval_host):
     overrides = [f"host.path={eval_host}", "data.train=x", f"data.frame_size={FRAME}"]
     cfg = load_recipe("uniform/instruct", overrides).to_object()
     module = HostLMTask(cfg).eval()
     batch = _one_video()
     asked = module.ask(batch, 0, ["Which colour? A. red B. blue", "How many?\nA. one\nB. two\nC. three"])
-    letters = module.continuation_logprobs(asked, [["A", "B"], ["A", "B", "C"]])  # one token each: one forward
-    texts = module.continuation_logprobs(asked, [["A", "B. blue"], ["A. one", "B", "C. three"]])  # a row each
+    letter_scores = module.continuation_scores(asked, [["A", "B"], ["A", "B", "C"]])  # one token each: one forward
+    text_scores = module.continuation_scores(asked, [["A", "B. blue"], ["A. one", "B", "C. three"]])  # a row each
+    letters, texts = [s.logprobs for s in letter_scores], [s.logprobs for s in text_scores]
     assert letters[0].shape == (2,) and letters[1].shape == (3,)
     assert torch.allclose(letters[0][0], texts[0][0], atol=1e-5)  # "A" scored either way is the same number
     assert torch.allclose(letters[1][1], texts[1][1], atol=1e-5)
@@ -161,6 +162,12 @@ def test_continuation_logprobs_equal_the_models_own_sum_of_token_log_probabiliti
         logits = module.host(embeds, torch.ones_like(ids), None, None).logits[0].float().log_softmax(-1)
     expected = sum(logits[len(prompt) - 1 + i, t] for i, t in enumerate(cont))
     assert torch.allclose(texts[0][1], expected, atol=1e-4)
+    greedy = all(int(logits[len(prompt) - 1 + i].argmax()) == t for i, t in enumerate(cont))
+    assert bool(text_scores[0].greedy[1]) == greedy
+    # One-token continuations: greedy exactly when the letter is the most likely next token of the prompt.
+    best = int(logits[len(prompt) - 1].argmax())
+    letter_ids = [tok(c, add_special_tokens=False)["input_ids"][0] for c in ("A", "B")]
+    assert letter_scores[0].greedy.tolist() == [i == best for i in letter_ids]
 
 
 @pytest.mark.timeout(600)

@@ -32,7 +32,7 @@ class AsksVideos(Protocol):
 
     def generate_answers(self, asked: Any, max_new_tokens: int) -> list[str]: ...
 
-    def continuation_logprobs(self, asked: Any, continuations: list[list[str]]) -> list[torch.Tensor]: ...
+    def continuation_scores(self, asked: Any, continuations: list[list[str]]) -> list[Any]: ...
 
 
 # Not frozen: Lightning's batch transfer rebuilds the dataclasses it finds in a batch, and refuses frozen ones.
@@ -153,7 +153,7 @@ class BenchmarkAnswerer:
         key = batch.keys[b]
         if self.cfg.mode == AnswerMode.likelihood:
             continuations = [self._continuations(item) for item in sample.items]
-            scores = self.task.continuation_logprobs(asked, continuations)
+            scores = [scored.logprobs for scored in self.task.continuation_scores(asked, continuations)]
             records = [self._likelihood_record(key, item, row) for item, row in zip(sample.items, scores, strict=True)]
         else:
             texts = self.task.generate_answers(asked, self.cfg.max_new_tokens)

@@ -105,6 +105,14 @@ class AskedVideo:
 
 
 @dataclass
+class ContinuationScores:
+    """One prompt's continuations, scored."""
+
+    logprobs: torch.Tensor  # [C] log p(continuation | prompt), summed over its tokens
+    greedy: torch.Tensor  # [C] bool: every token of it is the model's most likely next token
+
+
+@dataclass
 class LossTerm:
     """A method's extra loss: ``weight * value`` joins the total; ``value`` is logged."""
 
@@ -358,7 +366,8 @@ class HostLMTask(L.LightningModule):
         """Greedy continuations of the prompts, decoded and stripped."""
         # ZeRO-3 gathers weights collectively at every forward: ranks must decode in lockstep even when one rank's
         # answers end early (transformers' synced_gpus keeps every rank stepping until all are done).
-        synced = self.trainer.world_size > 1 and zero_stage(self.trainer.strategy) == 3
+        trainer = self._trainer  # None outside a Lightning run (the lmms-eval plugin)
+        synced = trainer is not None and trainer.world_size > 1 and zero_stage(trainer.strategy) == 3
         new = self.host.generate(inputs.embeds, inputs.mask, max_new_tokens=max_new_tokens,
                                  position_ids=inputs.positions, **({"synced_gpus": True} if synced else {}))
         return [a.strip() for a in self.host.tokenizer.batch_decode(new, skip_special_tokens=True)]
@@ -381,10 +390,10 @@ class HostLMTask(L.LightningModule):
         return self._generate(self.llm_inputs(asked.batch, asked.visual, answers=False), max_new_tokens)
 
     @torch.no_grad()
-    def continuation_logprobs(self, asked: AskedVideo, continuations: list[list[str]]) -> list[torch.Tensor]:
-        """``log p(continuation | prompt)`` summed over its tokens, for each question's continuations (each ``[C_q]``),
-        the continuation following the prompt's opened assistant turn. When every continuation is one token (option
-        letters), one forward of the prompts gives them all; otherwise each (prompt, continuation) is a row."""
+    def continuation_scores(self, asked: AskedVideo, continuations: list[list[str]]) -> list[ContinuationScores]:
+        """Each question's continuations (``[C_q]`` strings) scored after the prompt's opened assistant turn. When
+        every continuation is one token (option letters), one forward of the prompts scores them all; otherwise each
+        (prompt, continuation) is a row of one forward."""
         tok = self.host.tokenizer
         inputs = self.llm_inputs(asked.batch, asked.visual, answers=False)
         wanted = [[tok(c, add_special_tokens=False)["input_ids"] for c in row] for row in continuations]
@@ -393,7 +402,10 @@ class HostLMTask(L.LightningModule):
         if all(len(ids) == 1 for row in wanted for ids in row):
             logits = self.host(inputs.embeds, inputs.mask, None, inputs.positions).logits
             last = logits[:, -1].float().log_softmax(-1)  # prompts are left-padded: the last column is their end
-            return [last[i, [ids[0] for ids in row]] for i, row in enumerate(wanted)]
+            best = last.argmax(-1)
+            return [ContinuationScores(last[i, [ids[0] for ids in row]],
+                                       torch.tensor([ids[0] == int(best[i]) for ids in row]))
+                    for i, row in enumerate(wanted)]
         prompts = [ids[mask.bool()].tolist() for ids, mask in zip(inputs.ids, inputs.mask, strict=True)]
         owners = [i for i, row in enumerate(wanted) for _ in row]
         rows = [prompts[i] + ids for i, row in enumerate(wanted) for ids in row]
@@ -405,15 +417,17 @@ class HostLMTask(L.LightningModule):
         embeds = self.host.build_inputs_embeds(ids, [asked.visual.per_sample[i] for i in owners])
         logits = self.host(embeds, mask, None, self.host.position_ids(ids, mask, image_sizes)).logits
         logprobs = logits.float().log_softmax(-1)
-        sums, r = [], 0
+        scored, r = [], 0
         for row in wanted:
-            scores = []
+            sums, greedy = [], []
             for cont in row:
                 n = len(cont)  # the continuation's tokens are the row's last n; each is predicted one column earlier
-                scores.append(logprobs[r, -n - 1:-1].gather(-1, ids[r, -n:, None]).sum())
+                predicted, target = logprobs[r, -n - 1:-1], ids[r, -n:]
+                sums.append(predicted.gather(-1, target[:, None]).sum())
+                greedy.append(bool((predicted.argmax(-1) == target).all()))
                 r += 1
-            sums.append(torch.stack(scores))
-        return sums
+            scored.append(ContinuationScores(torch.stack(sums), torch.tensor(greedy)))
+        return scored
 
 
 def _part_names(parts: list[Any] | None) -> list[str] | None:
