@@ -42,7 +42,8 @@ def _mc_count(shards: Path) -> int:
 
 def test_eval_answers_every_question_once_and_writes_results(eval_host, synth_shards, tmp_path, capsys):
     folder = tmp_path / "lvbench"
-    assert main(["eval", *eval_args(eval_host, synth_shards, folder, "eval=lvbench")]) == 0
+    assert main(["eval", *eval_args(eval_host, synth_shards, folder, "eval=lvbench", "trainer.progress_bar=log",
+                                    "trainer.progress_every_n_steps=2")]) == 0
     total = _mc_count(synth_shards)
     answers = _answers(folder)
     assert len(answers) == total and len({a["uid"] for a in answers}) == total
@@ -60,8 +61,12 @@ def test_eval_answers_every_question_once_and_writes_results(eval_host, synth_sh
     assert results["benchmark"] == "lvbench" and results["mode"] == "generate" and results["frames"] == 3
     table = (folder / "results.md").read_text()
     assert "SEAL, 34B MLLM, budget 16 (SEAL)" in table and "| accuracy/KIR |" in table and "| 51.5 |" in table
-    printed = capsys.readouterr().out
-    assert f"| questions | {total} |" in printed
+    printed = capsys.readouterr()
+    assert f"| questions | {total} |" in printed.out
+    # Progress for log files (a Slurm job's .out): 10 videos, 3 per batch -> 4 batches, a line every 2 and the last.
+    progress = [line for line in printed.err.splitlines() if line.startswith("lvu: predict batch")]
+    assert [line.split(" | ")[0] for line in progress] == ["lvu: predict batch 2/4 (50%)",
+                                                           "lvu: predict batch 4/4 (100%)"]
 
 
 def test_unanswered_questions_count_as_wrong_and_a_finished_run_only_rescores(eval_host, synth_shards, tmp_path):

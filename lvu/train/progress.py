@@ -5,6 +5,10 @@ useful until the end. ``trainer.progress_bar=log`` (what ``auto`` picks when std
 global rank 0 only::
 
     lvu: epoch 0 step 120/1000 (12%) | 3.21 steps/s | train/loss 2.310 | elapsed 0:00:37 | ETA 0:04:34
+
+and, for a prediction run (``lvu predict``, ``lvu eval``), batches of this rank::
+
+    lvu: predict batch 40/225 (18%) | 0.52 batches/s | elapsed 0:01:17 | ETA 0:05:55
 """
 
 from __future__ import annotations
@@ -69,3 +73,25 @@ class LogLines(ProgressBar):
         eta = f" | ETA {_clock((total - step) / rate)}" if total and rate > 0 else ""
         return (f"lvu: epoch {trainer.current_epoch} step {where} | {rate:.3g} steps/s"
                 f"{' | ' + metrics if metrics else ''} | elapsed {_clock(elapsed)}{eta}")
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = self._last_time = time.monotonic()
+        self._last_step = 0
+
+    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                             batch_idx: int, dataloader_idx: int = 0) -> None:
+        done, now = batch_idx + 1, time.monotonic()
+        batches = trainer.num_predict_batches
+        total = int(batches[dataloader_idx]) if dataloader_idx < len(batches) and \
+            batches[dataloader_idx] != float("inf") else None
+        last = total is not None and done >= total
+        if not trainer.is_global_zero or (done % self.every_n_steps and now - self._last_time < self.every_seconds
+                                          and not last):
+            return
+        self._last_time = now
+        elapsed = now - self._start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        where = f"{done}/{total} ({100 * done / total:.0f}%)" if total else str(done)
+        eta = f" | ETA {_clock((total - done) / rate)}" if total and rate > 0 else ""
+        print(f"lvu: predict batch {where} | {rate:.3g} batches/s | elapsed {_clock(elapsed)}{eta}", file=sys.stderr,
+              flush=True)
