@@ -48,7 +48,7 @@ $(LMMS_STAMP): pyproject.toml $(CONSTRAINTS) .ci/lmms-requirements.txt
 	printf 'av<16\nfilelock<4\n' >> $(LMMS_VENV)/constraints.txt
 	$(LMMS_VENV)/bin/python -m pip install --quiet -c $(LMMS_VENV)/constraints.txt -e . "av<16" "filelock<4"
 	$(LMMS_VENV)/bin/python -m pip install --quiet --no-deps $$(grep -e '^lmms-eval' .ci/lmms-requirements.txt)
-	$(LMMS_VENV)/bin/python -m pip install --quiet -c $(LMMS_VENV)/constraints.txt \
+	$(LMMS_VENV)/bin/python -m pip install --quiet --no-warn-conflicts -c $(LMMS_VENV)/constraints.txt \
 		$$(grep -v -e '^#' -e '^lmms-eval' .ci/lmms-requirements.txt)
 	$(LMMS_VENV)/bin/python -c "import lmms_eval.evaluator, lvu.lmms"
 	@touch $(LMMS_STAMP)

@@ -36,6 +36,7 @@ from lmms_eval.models.registry_v2 import ModelManifest
 from PIL import Image
 
 from lvu.config import load_recipe
+from lvu.data.decoders import IMAGE_EXTS
 from lvu.errors import LvuError
 from lvu.tasks.host_lm.batch import collate, video_decoder
 from lvu.tasks.host_lm.conversation import Conversation, Turn
@@ -75,18 +76,22 @@ class LvuModel(lmms):
 
     def _media(self, visuals: list[Any]) -> Any:
         """The first visual of a request as a one-sample batch (a video path or bytes, or a PIL image)."""
-        if not visuals:
-            raise LvuError("an lmms-eval request without a video or image: the lvu model answers about one")
+        if len(visuals) != 1:
+            raise LvuError(f"an lmms-eval request with {len(visuals)} visuals: the lvu model answers about one video "
+                           f"(or image) per question")
         visual = visuals[0]
         if isinstance(visual, Image.Image):
             buffer = io.BytesIO()
             visual.convert("RGB").save(buffer, format="PNG")
-            raw = {"png": buffer.getvalue()}
-        else:
-            data = visual if isinstance(visual, bytes | bytearray) else Path(str(visual)).read_bytes()
-            suffix = Path(str(visual)).suffix.lstrip(".").lower() if not isinstance(visual, bytes | bytearray) \
-                else "mp4"
-            raw = {suffix or "mp4": bytes(data)}
+            raw: dict[str, Any] = {"png": buffer.getvalue()}
+        elif isinstance(visual, bytes | bytearray):
+            raw = {"mp4": bytes(visual)}
+        else:  # a path: the decoder reads the frames it needs from the file, not the whole file into memory
+            path = Path(str(visual))
+            if not path.is_file():
+                raise LvuError(f"lmms-eval gave the video {path}, which does not exist")
+            ext = path.suffix.lstrip(".").lower() or "mp4"
+            raw = {ext: path.read_bytes() if ext in IMAGE_EXTS else path}
         raw |= {"json": json.dumps({}).encode(), "__key__": "request", "__shard__": "lmms-eval"}
         sample = self.decode(raw, np.random.default_rng(0))
         sample["__key__"] = "request"
@@ -120,7 +125,10 @@ class LvuModel(lmms):
         results = []
         for request in requests:
             context, continuation = request.args[0], request.args[1]
-            (scores,) = self.model.continuation_scores(self._asked(request, context), [[continuation]])
+            if callable(continuation):  # a `loglikelihood` task hands over its doc_to_target, not the text
+                doc_id, task, split = request.args[3:6]
+                continuation = continuation(self.task_dict[task][split][doc_id])
+            (scores,) = self.model.continuation_scores(self._asked(request, context), [[str(continuation)]])
             results.append((-float(scores.logprobs[0]), bool(scores.greedy[0])))
         return results
 

@@ -363,6 +363,9 @@ class EvalConfig:
     """Likelihood mode: score the letter alone, or the letter with the option's text."""
     max_new_tokens: int = 16
     """Generate mode: the longest answer (the benchmarks' protocol: 16)."""
+    questions_per_call: int = 8
+    """A video's questions asked together in one call (LVBench has ~15 a video): memory grows with it, each row
+    holding the video's tokens. Answers do not depend on the ranks, but may differ in the last digits with it."""
     subtitles: bool = False
     """Put the subtitles spoken at the sampled frames' times in the prompt (Video-MME "w/ subs", LongVideoBench);
     the shards must have been packed with --subtitles."""

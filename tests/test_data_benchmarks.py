@@ -168,23 +168,33 @@ def test_mvbench_task_files_find_each_tasks_release_folder(clip, tmp_path, eval_
     (tmp_path / "json" / "action_sequence.json").write_text(json.dumps([
         {"video": "ZS9XR.mp4", "question": "What happened after the person took the cup?",
          "candidates": ["Put down the cup.", "Opened the door."], "answer": "Opened the door.", "start": 11.1,
-         "end": 19.6}]))
+         "end": 19.6},
+        {"video": "ZS9XR.mp4", "question": "What happened before the person sat down?",
+         "candidates": ["Took a book.", "Closed the window."], "answer": "Took a book.", "start": 1.0, "end": 4.0}]))
     _put(clip, tmp_path / "video" / "ssv2_video" / "166583.webm", tmp_path / "video" / "star" / "Charades_v1_480" /
          "ZS9XR.mp4")
     packed = {s["video_id"]: s for s in _pack("mvbench", tmp_path / "video", tmp_path / "json", tmp_path / "out")}
     samples = {video: sample["mc"][0] for video, sample in packed.items()}
     assert samples["action_antonym/166583.webm"]["answer"] == "C"
     assert samples["action_antonym/166583.webm"]["categories"] == ["action_antonym"]
-    bounded = samples["action_sequence/ZS9XR.mp4"]
+    bounded = samples["action_sequence/ZS9XR.mp4@11.1-19.6"]
     assert bounded["answer"] == "B" and bounded["clip"] == [11.1, 19.6]
-    # The sample's frames come from that window (evaluation only).
-    assert packed["action_sequence/ZS9XR.mp4"]["clip"] == [11.1, 19.6]
+    # One sample per window, its frames from that window only (evaluation).
+    assert packed["action_sequence/ZS9XR.mp4@11.1-19.6"]["clip"] == [11.1, 19.6]
+    assert packed["action_sequence/ZS9XR.mp4@1-4"]["clip"] == [1.0, 4.0]
     assert "clip" not in packed["action_antonym/166583.webm"]
     results, answers = _score(eval_host, tmp_path / "out", "mvbench")
-    assert results["metrics"]["questions"] == 2 and "accuracy/action_sequence" in results["metrics"]
-    windowed = next(a for a in answers if a["uid"].startswith("action_sequence"))
+    assert results["metrics"]["questions"] == 3 and "accuracy/action_sequence" in results["metrics"]
+    late, early = (next(a for a in answers if a["question"].startswith(q)) for q in ("What happened after",
+                                                                                   "What happened before"))
     whole = next(a for a in answers if a["uid"].startswith("action_antonym"))
-    assert all(11.1 <= t <= 19.6 for t in windowed["frame_times"]) and whole["frame_times"][0] < 1.0
+    assert all(11.1 <= t <= 19.6 for t in late["frame_times"]) and all(1.0 <= t <= 4.0 for t in early["frame_times"])
+    assert whole["frame_times"][0] < 1.0 < whole["frame_times"][-1]
+    # lmms-eval's copies of the bounded tasks are already cut to the window: no window is applied to them again.
+    _put(clip, tmp_path / "cut" / "star" / "Charades_segment" / "ZS9XR.mp4")
+    (recut,) = [s for s in _pack("mvbench", tmp_path / "cut", tmp_path / "json", tmp_path / "out-cut")
+                if s["video_id"].startswith("action_sequence/ZS9XR.mp4")][:1]
+    assert "clip" not in recut and "clip" not in recut["mc"][0]
     assert all(a["prompt"].endswith("Best option:(") for a in answers)
 
 
@@ -262,6 +272,8 @@ def test_ego4d_nlq_clips_and_whole_videos(clip, tmp_path, capsys, eval_host):
     assert "1 language queries have no text" in capsys.readouterr().err
     results, answers = _score(eval_host, tmp_path / "out", "ego4d_nlq")
     assert results["metrics"]["queries"] == 2 and results["headline"] == "R@1,IoU=0.3"
+    # One window per query from a video-LLM: no R@5 of ours beside the papers' ranked windows.
+    assert {"R@1,IoU=0.3", "R@1,IoU=0.5"} <= set(results["metrics"]) and "R@5,IoU=0.3" not in results["metrics"]
     assert {a["uid"] for a in answers} == {"fae92e70/f3083484_0", "clipnofile/a2_0"}
     assert all("Give its start and end time in seconds" in a["prompt"] and a["target"] for a in answers)
     hits = sum(bool(a["windows"]) for a in answers)  # a random model rarely writes two numbers: misses, counted

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,8 +24,6 @@ from lvu.errors import LvuError
 from lvu.tasks.host_lm import HostLMTask, MediaBatch
 from lvu.tasks.host_lm.conversation import Conversation, Turn
 from lvu.train.evaluate import evaluate
-
-QUESTIONS = 10 * 3  # synth_shards: ten videos; each has 3 or 4 multiple-choice questions (counted in the tests)
 
 
 def _answers(folder: Path) -> list[dict]:
@@ -72,23 +71,57 @@ def test_eval_answers_every_question_once_and_writes_results(eval_host, synth_sh
 def test_unanswered_questions_count_as_wrong_and_a_finished_run_only_rescores(eval_host, synth_shards, tmp_path):
     folder = tmp_path / "mlvu"
     args = eval_args(eval_host, synth_shards, folder, "eval=mlvu")
-    first = evaluate(args[0], args[1:])
-    assert first.answered_now and first.results is not None
-    total = first.results.metrics["questions"]
-    # Lose three answers: they are answered again by a rerun, which touches nothing else.
+    # A run cut short (one batch of 3 videos): every question is still in the denominator, the rest unanswered.
+    partial = evaluate(args[0], [*args[1:], "trainer.limit_predict_batches=1"])
+    answered_so_far = len(_answers(folder))
+    total = _mc_count(synth_shards)
+    assert partial.results.metrics["questions"] == total
+    assert partial.results.metrics["unanswered"] == total - answered_so_far > 0
+    assert partial.results.metrics["accuracy"] == pytest.approx(
+        sum(a["correct"] for a in _answers(folder)) / total)
+    whole = evaluate(args[0], args[1:])  # the rest, and nothing twice
+    assert whole.answered_now and whole.results.metrics["unanswered"] == 0
+    assert len(_answers(folder)) == total
+    # Lose three answers, the last one cut mid-line: a rerun answers those three and touches nothing else.
     kept = (folder / "answers" / "answers-rank0.jsonl").read_text().splitlines()
     (folder / "answers" / "answers-rank0.jsonl").write_text("\n".join(kept[:-3]) + "\n" + kept[-3][:20])
-    from lvu.metrics.report import score_multiple_choice
-    from lvu.tasks.host_lm.evaluation import answered
-    partial = score_multiple_choice([{"uid": a["uid"], "answer": a["answer"], "categories": a["categories"]}
-                                     for a in _answers(folder)], answered(folder / "answers"))
-    assert partial["unanswered"] == 3 and partial["questions"] == total
     again = evaluate(args[0], args[1:])
-    assert again.answered_now and again.results.metrics == first.results.metrics
+    assert again.answered_now and again.results.metrics == whole.results.metrics
     lines = (folder / "answers" / "answers-rank0.jsonl").read_text().splitlines()
     assert len(lines) == total and all(json.loads(line) for line in lines)  # the cut line is gone
     assert evaluate(args[0], args[1:]).answered_now is False  # nothing left: scored only
-    assert "mean" in first.results.metrics and first.results.headline == "mean"
+    assert "mean" in whole.results.metrics and whole.results.headline == "mean"
+
+
+def test_a_complete_last_line_without_its_newline_is_not_taken_as_written(tmp_path):
+    from lvu.metrics.report import read_jsonl
+
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"uid": "x/0"}\n{"uid": "x/1"}')  # killed between the record and its newline
+    assert read_jsonl([path]) == [{"uid": "x/0"}]
+
+
+def test_an_unreadable_video_is_recorded_as_failed_and_not_retried(eval_host, synth_shards, tmp_path, caplog):
+    from lvu.data.shards import write_shard
+
+    shards = tmp_path / "shards"
+    shutil.copytree(synth_shards, shards)
+    (shards / "manifest.json").unlink(missing_ok=True)
+    mc = [{"question": "What is shown?", "options": ["a", "b"], "answer": "B", "categories": ["KIR"]},
+          {"question": "Which colour?", "options": ["red", "blue"], "answer": "A", "categories": ["ER"]}]
+    write_shard(shards / "zz-broken.tar", [("broken", {"mp4": b"not a video" * 40, "json": {"mc": mc}})])
+    folder = tmp_path / "ev"
+    args = eval_args(eval_host, shards, folder, "eval=lvbench")
+    first = evaluate(args[0], args[1:])
+    metrics = first.results.metrics
+    assert metrics["failed"] == 2 and metrics["questions"] == _mc_count(synth_shards) + 2
+    failed = [a for a in _answers(folder) if a["key"] == "broken"]
+    assert [a["parse"] for a in failed] == ["failed", "failed"] and all(not a["correct"] for a in failed)
+    assert failed[0]["error"].startswith("undecodable_video: cannot demux video")
+    assert json.loads((folder / "answers" / "failed-rank0.jsonl").read_text())["key"] == "broken"
+    # Not tried again: the rerun only scores (had it retried, a run of nothing but that video could not start).
+    again = evaluate(args[0], args[1:])
+    assert again.answered_now is False and again.results.metrics == metrics
 
 
 def test_an_evaluation_folder_refuses_another_model_or_setting(eval_host, synth_shards, tmp_path):
@@ -120,7 +153,9 @@ def test_each_benchmark_asks_in_its_own_words():
     assert multiple_choice_prompt("lvbench", "What passes?", options) == \
         "What passes?\n(A) a red car\n(B) a blue bus\n(C) a cat\n(D) a dog\nAnswer the question with the option letter"
     videomme = multiple_choice_prompt("videomme", "What passes?", options, "hello\nbye")
-    assert videomme.startswith("This video's subtitles are listed below:\nhello\nbye\nSelect the best answer")
+    assert videomme.startswith("This video's subtitles are listed below:\nhello\nbye\nSelect the best answer to the "
+                               "following multiple-choice question based on the video and the subtitles. Respond")
+    assert "based on the video. Respond" in multiple_choice_prompt("videomme", "What passes?", options)
     assert "Respond with only the letter (A, B, C, or D) of the correct option.\nWhat passes?\nA. a red car\n" \
         in videomme
     assert videomme.endswith("D. a dog\nThe best answer is:")
@@ -182,9 +217,11 @@ def test_two_processes_answer_each_question_once_and_score_as_one(eval_host, syn
     equal to the 1-process one: each video is asked alone, whatever its rank and neighbours. Under ZeRO-3 the ranks
     generate in lockstep (a rank with fewer questions keeps stepping)."""
     one, two = tmp_path / "one", tmp_path / "two"
-    assert main(["eval", *eval_args(eval_host, synth_shards, one, "eval=videomme")]) == 0
+    # 3 questions a call: a video of 4 makes two calls, one of 3 makes one (ZeRO-3: the other rank keeps pace).
+    assert main(["eval", *eval_args(eval_host, synth_shards, one, "eval=videomme", "eval.questions_per_call=3")]) == 0
     # Lightning starts rank 1 by re-running the command line: run lvu as one.
-    subprocess.run([sys.executable, "-m", "lvu", "eval", *eval_args(eval_host, synth_shards, two, "eval=videomme"),
+    subprocess.run([sys.executable, "-m", "lvu", "eval", *eval_args(eval_host, synth_shards, two, "eval=videomme",
+                                                                    "eval.questions_per_call=3"),
                     f"trainer={preset}", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"],
                    check=True, capture_output=True, timeout=500)
     files = sorted(p.name for p in (two / "answers").iterdir())
@@ -198,26 +235,28 @@ def test_two_processes_answer_each_question_once_and_score_as_one(eval_host, syn
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGUSR1])
-def test_an_evaluation_stopped_mid_run_resumes_to_the_same_score(eval_host, synth_shards, tmp_path, how):
-    """SIGKILL: whatever was flushed survives (a cut last line is dropped). SIGUSR1 (a scheduler's notice): every
-    rank stops after the batch in flight is written, exit 75 (and a requeue under Slurm). Either way the same
-    command finishes the rest, and the answers and scores equal an uninterrupted run's."""
+@pytest.mark.parametrize(("how", "ranks"), [(signal.SIGKILL, 1), (signal.SIGUSR1, 1), (signal.SIGUSR1, 2)])
+def test_an_evaluation_stopped_mid_run_resumes_to_the_same_score(eval_host, synth_shards, tmp_path, how, ranks):
+    """SIGKILL: whatever was flushed survives (a cut last line is dropped). SIGUSR1 (a scheduler's notice, to every
+    rank): every rank stops after the batch in flight is written, exit 75 (and a requeue under Slurm). Either way
+    the same command finishes the rest, on 1 process even when 2 had started, and the answers and scores equal an
+    uninterrupted run's."""
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
     args = eval_args(eval_host, synth_shards, whole, "eval=perceptiontest", "data.eval_batch_size=1")
     assert main(["eval", *args]) == 0
     cut_args = [a if not a.startswith("run_dir=") else f"run_dir={stopped}" for a in args]
-    process = subprocess.Popen([sys.executable, "-m", "lvu", "eval", *cut_args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, start_new_session=True, text=True)
-    answers = stopped / "answers" / "answers-rank0.jsonl"
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+    process = subprocess.Popen([sys.executable, "-m", "lvu", "eval", *cut_args, *(ddp if ranks == 2 else [])],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, text=True)
+    files = stopped / "answers"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
-        if answers.is_file() and answers.read_text().count("\n") >= 2:
+        if sum(f.read_text().count("\n") for f in files.glob("answers-rank*.jsonl")) >= 2:
             os.killpg(process.pid, how)
             break
         time.sleep(0.01)
     _, err = process.communicate()
-    done_before = answers.read_text().count("\n")
+    done_before = sum(f.read_text().count("\n") for f in files.glob("answers-rank*.jsonl"))
     assert 2 <= done_before < len(_answers(whole))
     if how == signal.SIGKILL:
         assert process.returncode == -signal.SIGKILL

@@ -129,22 +129,34 @@ def _tasks(folder: Path, docs: list[dict]) -> Path:
     return folder
 
 
+def _trained(eval_host: Path, synth_shards: Path, run: Path) -> Path:
+    """Two steps of the uniform baseline with LoRA on the LLM: a checkpoint holding trained weights to load."""
+    assert main(["fit", "uniform/instruct", f"host.path={eval_host}", f"data.frame_size={FRAME}",
+                 f"data.train={synth_shards}", f"run_dir={run}", "trainer=cpu", "trainer.precision=32-true",
+                 "data.batch_size=2", "data.num_workers=0", "data.sampler.num_frames=2", "trainer.progress_bar=none",
+                 "trainer.max_epochs=null", "trainer.max_steps=2", "optim.lr=3e-2", "optim.scheduler.warmup_steps=0",
+                 "lora.r=4", "trainer.enable_model_summary=false"]) == 0
+    return run / "checkpoints" / "last.ckpt"
+
+
 @pytest.mark.timeout(600)
-def test_lmms_eval_scores_an_lvu_model_as_lvu_eval_does(lmms_python, eval_host, synth_shards, tmp_path):
+def test_lmms_eval_scores_an_lvu_checkpoint_as_lvu_eval_does(lmms_python, eval_host, synth_shards, tmp_path):
     shards, docs = _one_question_per_video(synth_shards, tmp_path)
+    ckpt = _trained(eval_host, synth_shards, tmp_path / "run")
     env = _offline(tmp_path)
     ours = {}
     for mode in ("generate", "likelihood"):
         folder = tmp_path / f"lvu-{mode}"
         subprocess.run([str(lmms_python), "-m", "lvu", "eval", *eval_args(eval_host, shards, folder, "eval=lvbench",
-                                                                          f"eval.mode={mode}")],
+                                                                          f"eval.mode={mode}", "parts.llm.mode=lora",
+                                                                          "lora.r=4"), "--ckpt", str(ckpt)],
                        check=True, capture_output=True, env=env, timeout=300)
         ours[mode] = {json.loads(line)["uid"]: json.loads(line)
                       for line in (folder / "answers.jsonl").read_text().splitlines()}
 
-    overrides = f"host.path={eval_host} data.frame_size={FRAME} data.eval_frames=3 parts.llm.mode=frozen"
+    overrides = f"host.path={eval_host} data.frame_size={FRAME} data.eval_frames=3 parts.llm.mode=lora lora.r=4"
     run = subprocess.run([str(lmms_python), str(DRIVER), str(_tasks(tmp_path / "tasks", docs)),
-                          "lvu_toy_gen,lvu_toy_mc", f"recipe=uniform/instruct,overrides={overrides}"],
+                          "lvu_toy_gen,lvu_toy_mc", f"recipe=uniform/instruct,ckpt={ckpt},overrides={overrides}"],
                          capture_output=True, text=True, env=env, timeout=400)
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])

@@ -211,6 +211,10 @@ def test_eval_job_renders_the_eval_command_and_refuses_a_fit_only_template(eval_
     assert main(["slurm", "submit", *args[:-2], "--command", "eval", "--nodes", "1", "--gpus-per-node", "1",
                  "--dry-run"]) == 1
     assert "--command eval needs a benchmark: add eval=NAME" in capsys.readouterr().err
+    # A training job reruns its command on every requeue: `fit --ckpt X` would go back to X each time.
+    assert main(["slurm", "submit", *args, "--ckpt", str(ckpt), "--nodes", "1", "--gpus-per-node", "2",
+                 "--dry-run"]) == 1
+    assert "--ckpt is for --command eval" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("extra", "message"), [

@@ -69,6 +69,6 @@ def add_slurm_commands(subparsers: argparse._SubParsersAction) -> None:
     sub.add_argument("--template", help=f"sbatch template (default: slurm/train.sbatch, or ${TEMPLATE_ENV})")
     sub.add_argument("--command", choices=["fit", "eval"], default="fit",
                      help="what the job runs: fit (train; default) or eval (score a benchmark: eval=NAME, --ckpt)")
-    sub.add_argument("--ckpt", help="the command's --ckpt: the checkpoint to evaluate (or to continue training)")
+    sub.add_argument("--ckpt", help="--command eval: the checkpoint to evaluate")
     sub.add_argument("--dry-run", action="store_true", help="print the rendered script, submit nothing")
     sub.set_defaults(func=cmd_submit)

@@ -28,7 +28,8 @@ def _parenthesised(options: Sequence[str]) -> str:
 def _videomme(question: str, options: Sequence[str], subtitles: str | None) -> str:
     letters = ", ".join(LETTERS[: len(options) - 1]) + f", or {LETTERS[len(options) - 1]}"
     head = f"This video's subtitles are listed below:\n{subtitles}\n" if subtitles is not None else ""
-    return (f"{head}Select the best answer to the following multiple-choice question based on the video. Respond "
+    basis = "the video and the subtitles" if subtitles is not None else "the video"
+    return (f"{head}Select the best answer to the following multiple-choice question based on {basis}. Respond "
             f"with only the letter ({letters}) of the correct option.\n{question}\n{_dotted(options)}\n"
             f"The best answer is:")
 

@@ -292,20 +292,20 @@ def read_mvbench(annotations: Path, videos: Path, **_: Any) -> PackPlan:
         for n, record in enumerate(load_json_or_jsonl(path)):
             name = str(record["video"])
             candidates = [videos / folder / name for folder in MVBENCH_FOLDERS.get(task, ())] + [videos / name]
-            video = f"{task}/{name}"  # the same file name in two tasks is two samples (their windows differ)
-            paths[video] = next((c for c in candidates if c.is_file()), candidates[0])
+            found = next((c for c in candidates if c.is_file()), candidates[0])
             clip = [float(record["start"]), float(record["end"])] if "start" in record and "end" in record else None
+            if clip and any(part.endswith("_segment") for part in found.parts):
+                clip = None  # lmms-eval's copies are already cut to the window: applying it again would miss
+            # The same file in two tasks, or with two windows, is two samples: a sample's frames come from one window.
+            video = f"{task}/{name}" + (f"@{clip[0]:g}-{clip[1]:g}" if clip else "")
+            paths[video] = found
             questions.append((video, _question(f"{task}_{n}", record["question"], list(record["candidates"]),
                                                record["answer"], [task], encoding="text", clip=clip)))
-    clips: dict[str, set[tuple[float, float]]] = {}
-    for video, question in questions:
-        if question.get("clip"):
-            clips.setdefault(video, set()).add(tuple(question["clip"]))
+    clips = {video: question["clip"] for video, question in questions if question.get("clip")}
 
     def window(video: str) -> dict[str, Any]:
-        """The sample's frames come from its questions' window (a video's questions in one task share it)."""
-        found = clips.get(video, set())
-        return {"clip": list(next(iter(found)))} if len(found) == 1 else {}
+        """The sample's frames come from its questions' window (one per sample, see the key above)."""
+        return {"clip": clips[video]} if video in clips else {}
 
     return _mc_plan("mvbench", questions, paths.get, lambda v: str(paths[v]), window)
 

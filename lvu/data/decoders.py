@@ -8,6 +8,7 @@ width) raises :class:`~lvu.errors.LvuError`: skipping it would hide a configurat
 from __future__ import annotations
 
 import io
+import logging
 import re
 from typing import Any
 
@@ -20,6 +21,8 @@ from lvu.data.shards import BadSample, parse_json
 from lvu.data.shots import ShotConfig, detect_shots, shot_ids
 from lvu.data.video import CompositeVideo, VideoFile
 from lvu.errors import LvuError
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTS = ("mp4", "webm", "mkv", "avi", "mov", "m4v")
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -101,8 +104,12 @@ class VideoDecoder:
         video = open_video(raw, self.threads)
         info = video.info
         window = annotation.get("clip") if self.windows else None
-        picked = sample_window(self.sampler.num_frames, info, float(window[0]), float(window[1])) if window else \
-            sample_frames(self.sampler, info, rng)
+        picked = sample_window(self.sampler.num_frames, info, float(window[0]), float(window[1])) if window else None
+        if window and picked is None:
+            log.warning("%s: its window %.1f-%.1f s lies outside the %.1f s video: frames from the whole video",
+                        raw.get("__key__", ""), float(window[0]), float(window[1]), info.duration_s)
+        if picked is None:
+            picked = sample_frames(self.sampler, info, rng)
         frames = video.read(picked.indices, size=self.size)
         sample = {
             "frames": torch.from_numpy(frames),

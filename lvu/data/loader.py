@@ -363,6 +363,7 @@ class ShardLoader:
         self.consumed = 0  # batches of the current epoch already handed out
         self.skipped: Counter[str] = Counter()
         self._bad_this_pass: set[int] = set()  # positions already counted in self.skipped during this pass
+        self.bad_samples: list[Skip] = []  # this pass's bad samples, each once (an evaluation records them)
         self.last_keys: list[str] = []
         self._restored = False
         self._plan: EpochPlan | None = None
@@ -409,6 +410,7 @@ class ShardLoader:
         self._normalise()
         if self.consumed == 0:  # a new pass (a resumed one keeps what it had counted)
             self._bad_this_pass = set()
+            self.bad_samples = []
         plan = self.plan(self.epoch)
         dataset = _PlannedBatches(self.samples, plan, self.consumed, self.decode, self.collate, self.strict)
         workers = min(self.num_workers, plan.num_batches - self.consumed)
@@ -444,6 +446,7 @@ class ShardLoader:
             if skip.position in self._bad_this_pass:
                 continue
             self._bad_this_pass.add(skip.position)
+            self.bad_samples.append(skip)
             self.skipped[skip.reason] += 1
             log.warning("skipped a bad sample (%s) in %s loader: %s: %s", skip.reason, self.name, skip.where(),
                         skip.message)

@@ -130,16 +130,16 @@ def sample_frames(cfg: SamplerConfig, info: VideoInfo, rng: np.random.Generator 
     return _segments(cfg, info)
 
 
-def sample_window(count: int, info: VideoInfo, start_s: float, end_s: float) -> FrameSample:
+def sample_window(count: int, info: VideoInfo, start_s: float, end_s: float) -> FrameSample | None:
     """``count`` frames evenly spread over the frames shown between ``start_s`` and ``end_s`` (repeated when the
-    window holds fewer): a benchmark question about one stretch of a longer video (MVBench's ``start``/``end``). A
-    window outside the video, or holding no frame, falls back to the frame nearest its middle."""
+    window holds fewer): a benchmark question about one stretch of a longer video (MVBench's ``start``/``end``).
+    None when the window holds no frame (it lies outside the video: the caller decides what to show)."""
     if count <= 0:
         raise ValueError("frame count must be positive")
     times = info.frame_times
     inside = np.nonzero((times >= start_s) & (times <= end_s))[0]
     if len(inside) == 0:
-        inside = np.array([int(np.argmin(np.abs(times - (start_s + end_s) / 2)))])
+        return None
     return _make(info, _linspace_indices(int(inside[0]), int(inside[-1]), count))
 
 

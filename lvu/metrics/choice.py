@@ -30,6 +30,7 @@ class Parse(str, Enum):
     option_text = "option_text"  # the text of exactly one option, without its letter
     lone_letter = "lone_letter"  # one option letter standing alone somewhere ("I'd say B here")
     likelihood = "likelihood"  # likelihood mode: the most likely option, nothing read from text
+    failed = "failed"  # the question's video could not be read: no answer (wrong, reported apart)
     empty = "empty"
     unparsable = "unparsable"
 

@@ -22,7 +22,7 @@ from lvu.metrics.grounding import TemporalGroundingRecall
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
-COUNT_KEYS = ("questions", "queries", "unanswered", "empty", "unparsable", "no_window")
+COUNT_KEYS = ("questions", "queries", "unanswered", "failed", "empty", "unparsable", "no_window")
 
 
 @dataclass
@@ -119,7 +119,13 @@ def score_multiple_choice(expected: Sequence[Mapping[str, Any]], answers: Mappin
     out = {k: float(v) for k, v in metric.compute().items()}
     out["empty"] -= unanswered  # the metric saw unanswered questions as empty answers; report them apart
     out["unanswered"] = float(unanswered)
+    out["failed"] = float(_failed(expected, answers))
     return {**out, **category_means(out)}
+
+
+def _failed(expected: Sequence[Mapping[str, Any]], answers: Mapping[str, Mapping[str, Any]]) -> int:
+    """Questions whose video could not be read (recorded as such, wrong, not retried)."""
+    return sum((answers.get(q["uid"]) or {}).get("parse") == Parse.failed.value for q in expected)
 
 
 def score_grounding(expected: Sequence[Mapping[str, Any]], answers: Mapping[str, Mapping[str, Any]],
@@ -137,14 +143,17 @@ def score_grounding(expected: Sequence[Mapping[str, Any]], answers: Mapping[str,
         targets.append([float(query["start_s"]), float(query["end_s"])])
     metric.update(windows, torch.tensor(targets, dtype=torch.float32).reshape(-1, 2))
     return {**{k: float(v) for k, v in metric.compute().items()}, "queries": float(len(expected)),
-            "unanswered": float(unanswered), "no_window": float(no_window)}
+            "unanswered": float(unanswered), "failed": float(_failed(expected, answers)),
+            "no_window": float(no_window - _failed(expected, answers))}
 
 
 def read_jsonl(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """Every complete JSON line of ``paths``; a last line cut by a kill mid-write is ignored."""
+    """Every complete JSON line of ``paths``: a line counts once its newline is written (a last line without one
+    was cut by a kill mid-write, even when it happens to parse, and the next writer cuts it away)."""
     records = []
     for path in paths:
-        for line in path.read_text(encoding="utf-8").splitlines():
+        text = path.read_text(encoding="utf-8")
+        for line in text[:text.rfind("\n") + 1].splitlines():
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:

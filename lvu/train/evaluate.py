@@ -37,17 +37,26 @@ from lvu.errors import LvuError
 from lvu.metrics.report import Results, score_grounding, score_multiple_choice
 from lvu.schema import AnswerMode, Benchmark
 from lvu.tasks.host_lm.batch import answers_folder
-from lvu.tasks.host_lm.evaluation import answered, benchmark_items, check_mode, expected_entry
+from lvu.tasks.host_lm.evaluation import (
+    answered,
+    benchmark_items,
+    check_mode,
+    expected_entry,
+    failed_record,
+    failed_videos,
+)
 from lvu.train.run import resolve_ckpt, run
 from lvu.train.rundir import CONFIG_FILE, global_rank
 from lvu.train.runlock import run_lock
 
 IDENTITY_FILE = "evaluation.json"
 ANSWERS_FILE = "answers.jsonl"  # every answer, in the benchmark's question order (written after scoring)
-# Settings that do not change an answer: an evaluation may resume with other values of these.
+# Settings that do not change an answer: an evaluation may resume with other values of these (the trainer's too,
+# except its precision and accelerator, which change the numbers: see identity()).
 RUNTIME_KEYS = ("trainer", "run_dir", "runs_root", "name", "data.num_workers", "data.prefetch_factor",
                 "data.pin_memory", "data.shard_cache", "data.batch_size", "data.eval_batch_size", "data.train",
                 "data.val", "data.test", "data.strict", "eval.papers", "eval.headline")
+NUMERICS_KEYS = ("precision", "accelerator")
 
 
 class AnswerWriter(BasePredictionWriter):
@@ -58,6 +67,9 @@ class AnswerWriter(BasePredictionWriter):
         self.folder = folder
         self._done: set[str] = set()
         self._handle = None
+        self._failed = None  # opened at the first unreadable video
+        self._failed_path = folder / "failed-rank0.jsonl"
+        self._reported = 0  # the loader's bad samples already recorded
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._done = set(answered(self.folder))
@@ -66,8 +78,11 @@ class AnswerWriter(BasePredictionWriter):
         trainer.strategy.barrier("lvu-eval-planned")
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"answers-rank{trainer.global_rank}.jsonl"
-        _drop_cut_line(path)
+        self._failed_path = self.folder / f"failed-rank{trainer.global_rank}.jsonl"
+        for each in (path, self._failed_path):
+            _drop_cut_line(each)
         self._handle = path.open("a", encoding="utf-8")
+        self._reported = 0
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         assert self._handle is not None
@@ -77,11 +92,22 @@ class AnswerWriter(BasePredictionWriter):
             self._done.add(record["uid"])
             self._handle.write(json.dumps(record) + "\n")
         self._handle.flush()
+        # Videos the loader could not read (it answered a stand-in, dropped as padding): recorded at once, so that a
+        # resumed evaluation does not try them again (a rerun of nothing but unreadable videos could not even start).
+        bad = getattr(trainer.predict_dataloaders, "bad_samples", [])
+        if len(bad) > self._reported:
+            if self._failed is None:
+                self._failed = self._failed_path.open("a", encoding="utf-8")
+            for skip in bad[self._reported:]:
+                self._failed.write(json.dumps({"key": skip.key, "reason": f"{skip.reason}: {skip.message}"}) + "\n")
+            self._reported = len(bad)
+            self._failed.flush()
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        for handle in (self._handle, self._failed):
+            if handle is not None:
+                handle.close()
+        self._handle = self._failed = None
         trainer.strategy.barrier("lvu-eval-written")  # rank 0 scores once every rank's file is complete
 
 
@@ -137,12 +163,16 @@ def identity(recipe: Recipe, ckpt: Path | None) -> dict[str, Any]:
     """What the answers depend on: the checkpoint (path, size and time of a file) and the recipe's settings other
     than :data:`RUNTIME_KEYS`."""
     settings = recipe.to_container()
+    numerics = {key: settings["trainer"][key] for key in NUMERICS_KEYS}
     for key in RUNTIME_KEYS:
         _drop(settings, key)
+    settings["trainer"] = numerics
     found: dict[str, Any] = {"checkpoint": str(ckpt.resolve()) if ckpt else None}
-    if ckpt is not None and ckpt.is_file():
-        stat = ckpt.stat()
-        found.update(checkpoint_bytes=stat.st_size, checkpoint_mtime=int(stat.st_mtime))
+    if ckpt is not None:  # a file, or a DeepSpeed folder that a training run may still be rewriting
+        files = [ckpt] if ckpt.is_file() else [f for f in ckpt.rglob("*") if f.is_file()]
+        stats = [f.stat() for f in files]
+        found.update(checkpoint_bytes=sum(st.st_size for st in stats),
+                     checkpoint_mtime=int(max((st.st_mtime for st in stats), default=0)))
     return {**found, "settings": _flat(settings)}
 
 
@@ -177,12 +207,19 @@ def expected_questions(cfg: Any) -> list[dict[str, Any]]:
         raise LvuError("data.predict is not set: give the benchmark's shards (lvu data pack --format "
                        f"{cfg.eval.benchmark.value} ...)")
     found: list[dict[str, Any]] = []
+    unsubtitled: list[str] = []
 
     def collect(annotation: dict[str, Any]) -> bool:
         found.extend(expected_entry(item) for item in benchmark_items(annotation["__key__"], annotation, grounding))
+        if "subtitles" not in annotation:
+            unsubtitled.append(annotation["__key__"])
         return False
 
     SampleSet(resolve_shards(sources, cfg.data.shard_cache)).select(collect)
+    if cfg.eval.subtitles and unsubtitled:
+        raise LvuError(f"eval.subtitles=true, but {len(unsubtitled)} video(s) of data.predict have no subtitles in "
+                       f"their annotation (e.g. {unsubtitled[0]}): pack the shards with --subtitles DIR (a video "
+                       f"without a subtitle file then gets an empty list)")
     if not found:
         kind = "grounding queries ('segments')" if grounding else "multiple-choice questions ('mc')"
         raise LvuError(f"data.predict ({', '.join(sources)}) holds no {kind}: were these shards packed with "
@@ -192,9 +229,10 @@ def expected_questions(cfg: Any) -> list[dict[str, Any]]:
 
 def score(cfg: Any, folder: Path, expected: list[dict[str, Any]], ckpt: Path | None, recipe_name: str) -> Results:
     """Scores of the answers in ``folder`` over ``expected``; writes results.json, results.md and answers.jsonl."""
-    answers = answered(answers_folder(folder))
+    answers = record_failures(answers_folder(folder), expected)
     grounding = cfg.eval.benchmark == Benchmark.ego4d_nlq
-    metrics = score_grounding(expected, answers) if grounding else score_multiple_choice(expected, answers)
+    # A video-LLM gives one window per query: its R@5 would only repeat R@1 beside papers' ranked windows.
+    metrics = score_grounding(expected, answers, ks=(1,)) if grounding else score_multiple_choice(expected, answers)
     benchmark = cfg.eval.benchmark.value + (" (with subtitles)" if cfg.eval.subtitles else "")
     headline = "R@1,IoU=0.3" if grounding and cfg.eval.headline == "accuracy" else cfg.eval.headline
     results = Results(
@@ -209,6 +247,19 @@ def score(cfg: Any, folder: Path, expected: list[dict[str, Any]], ckpt: Path | N
             if question["uid"] in answers:
                 out.write(json.dumps(answers[question["uid"]]) + "\n")
     return results
+
+
+def record_failures(answers: Path, expected: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every answer by question id, after writing a ``failed`` record (to ``answers-failed.jsonl``) for each question
+    of a video the loader could not read."""
+    done = answered(answers)
+    failed = failed_videos(answers)
+    stubs = [failed_record(q, failed[q["key"]]) for q in expected if q["uid"] not in done and q["key"] in failed]
+    if stubs:
+        with (answers / "answers-failed.jsonl").open("a", encoding="utf-8") as out:
+            out.writelines(json.dumps(stub) + "\n" for stub in stubs)
+        done |= {stub["uid"]: stub for stub in stubs}
+    return done
 
 
 def evaluate(recipe_ref: str, overrides: list[str], ckpt: str | None = None, verbose: bool = True) -> EvalOutcome:
@@ -230,8 +281,8 @@ def evaluate(recipe_ref: str, overrides: list[str], ckpt: str | None = None, ver
         if global_rank() == 0:
             check_identity(folder, identity(recipe, ckpt_path))
         expected = expected_questions(cfg)
-        done = answered(answers_folder(folder))
-        left = sum(q["uid"] not in done for q in expected)
+        done, failed = answered(answers_folder(folder)), failed_videos(answers_folder(folder))
+        left = sum(q["uid"] not in done and q["key"] not in failed for q in expected)
         if left:
             rank_zero_info(f"{cfg.eval.benchmark.value}: {len(expected)} questions, {len(expected) - left} answered "
                            f"already in {folder}, {left} to answer")

@@ -128,7 +128,9 @@ class PreemptionHandler(Callback):
                              dataloader_idx: int = 0) -> None:
         """After the answer writer (this callback comes after it): stop every rank at the same batch, requeue."""
         signum = self._agreed_signal(trainer)
-        if signum:
+        batches = trainer.num_predict_batches
+        last = bool(batches) and batch_idx + 1 >= batches[dataloader_idx]
+        if signum and not last:  # after the last batch the evaluation is complete: no requeue of a finished job
             self.stopped, self.stop_step, self.checkpoint = signum, batch_idx + 1, "the answers so far"
             log.warning("received %s: stopping after batch %d", signal.Signals(signum).name, batch_idx + 1)
             self.finish(trainer.is_global_zero)

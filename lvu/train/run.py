@@ -326,6 +326,8 @@ def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ck
             if isinstance(callback, LvuModelCheckpoint) and ckpt_path is not None:
                 callback.resuming_from = Path(ckpt_path)
         evaluate = {"verbose": verbose} if stage in ("validate", "test") else {}
+        if stage == "predict":  # the writer callbacks have every prediction: none kept in memory
+            evaluate = {"return_predictions": False}
         try:
             try:
                 outputs = getattr(trainer, stage)(module, datamodule=datamodule, ckpt_path=ckpt_path, **evaluate)

@@ -100,6 +100,10 @@ def check_job(recipe_ref: str, overrides: list[str], shape: JobShape,
         raise LvuError("--nodes and --gpus-per-node must be at least 1")
     if command not in JOB_COMMANDS:
         raise LvuError(f"--command {command}: a Slurm job runs one of {', '.join(JOB_COMMANDS)}")
+    if ckpt is not None and command == "fit":
+        # The job's command is rerun on every requeue: `lvu fit --ckpt X` would go back to X each time.
+        raise LvuError("--ckpt is for --command eval; a training job resumes its own last checkpoint after a requeue, "
+                       "and starts from another run's weights with init.from=CKPT")
     if ckpt is not None and not Path(ckpt).exists():
         raise LvuError(f"--ckpt {ckpt} not found")
     stage = "predict" if command == "eval" else "fit"

@@ -30,6 +30,8 @@ class AsksVideos(Protocol):
 
     def ask(self, batch: Any, b: int, questions: list[str]) -> Any: ...
 
+    def lockstep_count(self, count: int) -> int: ...
+
     def generate_answers(self, asked: Any, max_new_tokens: int) -> list[str]: ...
 
     def continuation_scores(self, asked: Any, continuations: list[list[str]]) -> list[Any]: ...
@@ -41,6 +43,7 @@ class BenchmarkItem:
     """One question (multiple choice) or query (temporal grounding) of a video."""
 
     id: str  # "<sample key>/<uid>": unique across a benchmark, the key answers are stored and resumed by
+    key: str  # the sample's
     text: str
     options: list[str]  # empty for a grounding query
     answer: str | None  # the right letter (multiple choice)
@@ -64,17 +67,36 @@ def benchmark_items(key: str, annotation: dict[str, Any], grounding: bool) -> li
     """A packed sample's grounding queries (``segments``; ``grounding``) or its multiple-choice questions (``mc``),
     in annotation order. Entries without a ``uid`` (synthetic videos) are numbered."""
     if grounding:
-        return [BenchmarkItem(f"{key}/{s.get('uid', f'segment{n}')}", str(s["query"]), [], None, [],
+        return [BenchmarkItem(f"{key}/{s.get('uid', f'segment{n}')}", key, str(s["query"]), [], None, [],
                               [float(s["start_s"]), float(s["end_s"])])
                 for n, s in enumerate(annotation.get("segments") or []) if s.get("query")]
-    return [BenchmarkItem(f"{key}/{q.get('uid', n)}", str(q["question"]), list(q["options"]), str(q["answer"]),
+    return [BenchmarkItem(f"{key}/{q.get('uid', n)}", key, str(q["question"]), list(q["options"]), str(q["answer"]),
                           list(q.get("categories") or []), None)
             for n, q in enumerate(annotation.get("mc") or [])]
 
 
 def answer_files(folder: Path) -> list[Path]:
-    """The answer files of an evaluation folder (one per rank of every attempt's world size)."""
-    return sorted(folder.glob("answers-rank*.jsonl")) if folder.is_dir() else []
+    """The answer files of an evaluation folder: one per rank of every attempt's world size, and the records of
+    questions whose video could not be read (``answers-failed.jsonl``)."""
+    return sorted(folder.glob("answers-*.jsonl")) if folder.is_dir() else []
+
+
+def failed_videos(folder: Path) -> dict[str, str]:
+    """Videos that could not be read in an earlier attempt, by sample key, with the reason (``failed-rank*.jsonl``,
+    written by the answer writer as the loader skips them). They are not retried: their questions are recorded as
+    failed (wrong, reported apart); delete those files to try them again."""
+    found = read_jsonl(sorted(folder.glob("failed-rank*.jsonl"))) if folder.is_dir() else []
+    return {record["key"]: record["reason"] for record in found}
+
+
+def failed_record(question: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The answer record of an expected question (:func:`expected_entry`) whose video could not be read."""
+    base = {"uid": question["uid"], "key": question["key"], "prediction": None, "parse": Parse.failed.value,
+            "error": reason}
+    if "answer" in question:
+        return {**base, "choice": None, "answer": question["answer"], "correct": False,
+                "categories": question["categories"]}
+    return {**base, "windows": [], "target": [question["start_s"], question["end_s"]]}
 
 
 def answered(folder: Path) -> dict[str, dict[str, Any]]:
@@ -93,10 +115,14 @@ class Unanswered:
     def __init__(self, folder: Path, grounding: bool) -> None:
         self.folder, self.grounding = folder, grounding
         self._done: set[str] | None = None
+        self._failed: set[str] = set()
 
     def __call__(self, annotation: dict[str, Any]) -> bool:
         if self._done is None:
             self._done = set(answered(self.folder))
+            self._failed = set(failed_videos(self.folder))
+        if annotation["__key__"] in self._failed:
+            return False
         items = benchmark_items(annotation["__key__"], annotation, self.grounding)
         return any(item.id not in self._done for item in items)
 
@@ -104,9 +130,9 @@ class Unanswered:
 def expected_entry(item: BenchmarkItem) -> dict[str, Any]:
     """What the scorer needs of a question (lvu.metrics.report)."""
     if item.is_choice:
-        return {"uid": item.id, "answer": item.answer, "categories": item.categories}
+        return {"uid": item.id, "key": item.key, "answer": item.answer, "categories": item.categories}
     assert item.window is not None
-    return {"uid": item.id, "start_s": item.window[0], "end_s": item.window[1]}
+    return {"uid": item.id, "key": item.key, "start_s": item.window[0], "end_s": item.window[1]}
 
 
 def prompt_for(item: BenchmarkItem, benchmark: str, subtitles: str | None) -> str:
@@ -148,19 +174,30 @@ class BenchmarkAnswerer:
     def _answer_video(self, batch: Any, b: int, sample: BenchmarkSample) -> list[dict[str, Any]]:
         times = batch.timestamps[b][batch.frame_mask[b]].tolist()
         subtitles = subtitles_at(sample.subtitles or [], times) if self.cfg.subtitles else None
-        prompts = [prompt_for(item, self.benchmark, subtitles) for item in sample.items]
+        size = max(1, self.cfg.questions_per_call)
+        chunks = [sample.items[i:i + size] for i in range(0, len(sample.items), size)]
+        records: list[dict[str, Any]] = []
+        for call in range(self.task.lockstep_count(len(chunks))):
+            chunk = chunks[min(call, len(chunks) - 1)]  # beyond this video's own: a throw-away call (ZeRO-3)
+            answered = self._answer_chunk(batch, b, chunk, subtitles)
+            if call < len(chunks):
+                records += answered
+        seen = [round(t, 3) for t in times]
+        return [{**record, "frame_times": seen} for record in records]
+
+    def _answer_chunk(self, batch: Any, b: int, items: list[BenchmarkItem], subtitles: str | None
+                      ) -> list[dict[str, Any]]:
+        prompts = [prompt_for(item, self.benchmark, subtitles) for item in items]
         asked = self.task.ask(batch, b, prompts)
         key = batch.keys[b]
         if self.cfg.mode == AnswerMode.likelihood:
-            continuations = [self._continuations(item) for item in sample.items]
+            continuations = [self._continuations(item) for item in items]
             scores = [scored.logprobs for scored in self.task.continuation_scores(asked, continuations)]
-            records = [self._likelihood_record(key, item, row) for item, row in zip(sample.items, scores, strict=True)]
+            records = [self._likelihood_record(key, item, row) for item, row in zip(items, scores, strict=True)]
         else:
             texts = self.task.generate_answers(asked, self.cfg.max_new_tokens)
-            records = [self._generated_record(key, item, text) for item, text in zip(sample.items, texts, strict=True)]
-        seen = [round(t, 3) for t in times]
-        return [{**record, "prompt": prompt, "frame_times": seen} for record, prompt in zip(records, prompts,
-                                                                                            strict=True)]
+            records = [self._generated_record(key, item, text) for item, text in zip(items, texts, strict=True)]
+        return [{**record, "prompt": prompt} for record, prompt in zip(records, prompts, strict=True)]
 
     def _continuations(self, item: BenchmarkItem) -> list[str]:
         letters = LETTERS[: len(item.options)]

@@ -385,6 +385,15 @@ class HostLMTask(L.LightningModule):
         return AskedVideo(asked, VisualTokens(one.per_sample * n, one.videos * n, one.is_video.repeat(n), one.anchor,
                                               one.times * n))
 
+    def lockstep_count(self, count: int) -> int:
+        """``count`` calls to make on this rank; under ZeRO-3 on several ranks the most any rank needs, since every
+        forward gathers weights collectively (a rank with fewer makes throw-away calls)."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1 or zero_stage(trainer.strategy) != 3:
+            return count
+        most = trainer.strategy.reduce(torch.tensor([count], device=self.device), reduce_op="max")
+        return int(most.item())
+
     def generate_answers(self, asked: AskedVideo, max_new_tokens: int) -> list[str]:
         """Greedy answers to each question of ``asked``."""
         return self._generate(self.llm_inputs(asked.batch, asked.visual, answers=False), max_new_tokens)
