@@ -195,7 +195,7 @@ def test_mvbench_task_files_find_each_tasks_release_folder(clip, tmp_path, eval_
     (recut,) = [s for s in _pack("mvbench", tmp_path / "cut", tmp_path / "json", tmp_path / "out-cut")
                 if s["video_id"].startswith("action_sequence/ZS9XR.mp4")][:1]
     assert "clip" not in recut and "clip" not in recut["mc"][0]
-    assert all(a["prompt"].endswith("Best option:(") for a in answers)
+    assert all(a["prompt"].endswith("\nOnly give the best option.") for a in answers)
 
 
 def test_egoschema_packs_only_the_answered_subset(clip, tmp_path, eval_host):

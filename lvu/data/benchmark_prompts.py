@@ -2,10 +2,10 @@
 
 The wordings follow the benchmarks' evaluation code as lmms-eval and the official repositories ask them (see
 ``../shared/ANCHORS.md``, "Evaluation conventions"): Video-MME's "Respond with only the letter" with "The best answer
-is:", LVBench's "(A) ..." lines, MLVU's and MVBench's "Best option: (", and for the rest LLaVA's "Answer with the
-option's letter from the given choices directly." A video-LLM that was never trained on one of these wordings still
-answers best to the one its authors evaluated it with; the prompt is not a recipe knob for that reason: changing it
-changes what the number means.
+is:", LVBench's "(A) ..." lines, MLVU's "Best option: (", MVBench's "Only give the best option.", and for the rest
+LLaVA's "Answer with the option's letter from the given choices directly." A video-LLM that was never trained on one
+of these wordings still answers best to the one its authors evaluated it with; the prompt is not a recipe knob for
+that reason: changing it changes what the number means.
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ def _mlvu(question: str, options: Sequence[str], subtitles: str | None) -> str:
 
 
 def _mvbench(question: str, options: Sequence[str], subtitles: str | None) -> str:
-    return f"Question: {question}\nOptions:\n{_parenthesised(options)}\nOnly give the best option.\nBest option:("
+    # lmms-eval's wording, which ends the user turn here (VideoChat2's own script also opens the answer with
+    # "Best option:(", a prefilled assistant turn that a chat template cannot take from a user prompt).
+    return f"Question: {question}\nOptions:\n{_parenthesised(options)}\nOnly give the best option."
 
 
 def _llava(question: str, options: Sequence[str], subtitles: str | None) -> str:
