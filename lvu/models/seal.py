@@ -71,11 +71,15 @@ def relevance(tokens: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     return (1 + F.cosine_similarity(tokens.float(), query.float()[None], dim=-1)) / 2
 
 
+def _from_cosine(cosine: torch.Tensor, floor: float) -> torch.Tensor:
+    shifted = ((1 + cosine) / 2).clamp(min=floor)
+    return (1 / shifted - 1) / (1 / floor - 1)
+
+
 def dissimilarity(a: torch.Tensor, b: torch.Tensor, floor: float) -> torch.Tensor:
     """The rescaled inverse similarity ``[Na, Nb]`` of tokens ``a [Na, D]`` and ``b [Nb, D]``, in [0, 1]: 0 for the
     same direction, 1 at or below the floor of the shifted similarity."""
-    shifted = ((1 + F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T) / 2).clamp(min=floor)
-    return (1 / shifted - 1) / (1 / floor - 1)
+    return _from_cosine(F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T, floor)
 
 
 def objective(tokens: torch.Tensor, query: torch.Tensor, chosen: torch.Tensor, cfg: SelectionConfig) -> float:
@@ -96,7 +100,8 @@ def select(tokens: torch.Tensor, query: torch.Tensor, cfg: SelectionConfig) -> S
     if count == 0:
         return Selection(torch.zeros(0, dtype=torch.long), 0.0)
     scale = 2 / max(1, cfg.budget - 1)  # each new pair counts in both orders of the pair sum
-    base = cfg.alpha * relevance(tokens, query)
+    unit = F.normalize(tokens.float(), dim=-1)  # once: each step is then one matrix-vector product
+    base = cfg.alpha * (1 + unit @ F.normalize(query.float(), dim=-1)) / 2
     spread = torch.zeros_like(base)  # sum of dissimilarities to the chosen tokens, per candidate
     taken = torch.zeros(len(tokens), dtype=torch.bool)
     picked, total = [], 0.0
@@ -106,7 +111,7 @@ def select(tokens: torch.Tensor, query: torch.Tensor, cfg: SelectionConfig) -> S
         total += float(gains[best])
         picked.append(best)
         taken[best] = True
-        spread += dissimilarity(tokens, tokens[best:best + 1], cfg.similarity_floor)[:, 0]
+        spread += _from_cosine(unit @ unit[best], cfg.similarity_floor)
     return Selection(torch.tensor(picked, dtype=torch.long), total)
 
 
