@@ -68,7 +68,7 @@ class AnswerWriter(BasePredictionWriter):
         self._done: set[str] = set()
         self._handle = None
         self._failed = None  # opened at the first unreadable video
-        self._failed_path = folder / "failed-rank0.jsonl"
+        self._failed_path: Path | None = None  # this rank's, set when prediction starts
         self._reported = 0  # the loader's bad samples already recorded
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -97,6 +97,7 @@ class AnswerWriter(BasePredictionWriter):
         bad = getattr(trainer.predict_dataloaders, "bad_samples", [])
         if len(bad) > self._reported:
             if self._failed is None:
+                assert self._failed_path is not None
                 self._failed = self._failed_path.open("a", encoding="utf-8")
             for skip in bad[self._reported:]:
                 self._failed.write(json.dumps({"key": skip.key, "reason": f"{skip.reason}: {skip.message}"}) + "\n")
