@@ -1,8 +1,9 @@
 """SEAL toy reproduction at the selection level: does alpha trade relevance against diversity as the paper says, and
 does streaming stay close to global? Design (written before the first run) and results: benchmarks/README.md,
-"SEAL toy reproduction, selection level".
+"SEAL toy reproduction, selection level" (design v1: normalisation ``unit``, budget 8; design v2: every
+normalisation, budgets 8 and 16, streaming at budget 16).
 
-    python benchmarks/toy_seal.py                 # 3 seeds x 100 videos
+    python benchmarks/toy_seal.py                 # 3 seeds x 100 videos, every condition of v2 (v1's included)
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from lvu.models.seal import SelectionConfig, StreamingSelector, select
+from lvu.models.seal import Normalisation, SelectionConfig, StreamingSelector, select
 
-DIM, FACETS, COPIES_PER_FACET, REPEATS, BACKGROUND, BUDGET = 64, 4, 3, 200, 4800, 8
+DIM, FACETS, COPIES_PER_FACET, REPEATS, BACKGROUND = 64, 4, 3, 200, 4800
 
 
 def mix(base: torch.Tensor, other: torch.Tensor, cosine: float) -> torch.Tensor:
@@ -53,24 +54,26 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--videos", type=int, default=100)
     args = parser.parse_args()
-    conditions = [(f"global, alpha {a}", a, None) for a in (0.0, 0.5, 0.9, 1.0)]
-    conditions += [("streaming 1000, alpha 0.9", 0.9, 1000), ("streaming 500, alpha 0.9", 0.9, 500)]
+    conditions: list[tuple[str, SelectionConfig, bool]] = []
+    for norm in Normalisation:
+        for budget in (8, 16):
+            conditions += [(f"{norm.value}, B {budget}, global, alpha {a}",
+                            SelectionConfig(budget=budget, alpha=a, normalisation=norm), False)
+                           for a in (0.0, 0.5, 0.9, 1.0)]
+        conditions += [(f"{norm.value}, B 16, streaming {w}, alpha 0.9",
+                        SelectionConfig(budget=16, alpha=0.9, normalisation=norm, window=w), True) for w in (1000, 500)]
     per_seed: dict[str, list[float]] = {name: [] for name, _, _ in conditions}
     for seed in range(args.seeds):
         generator = torch.Generator().manual_seed(seed)
         videos = [video(generator) for _ in range(args.videos)]
-        for name, alpha, window in conditions:
+        for name, cfg, streaming in conditions:
             scores = []
             for tokens, query, labels in videos:
-                if window is None:
-                    chosen = select(tokens, query, SelectionConfig(budget=BUDGET, alpha=alpha)).picked
-                else:
-                    cfg = SelectionConfig(budget=BUDGET, alpha=alpha, window=window)
-                    chosen = StreamingSelector(cfg, query).run(tokens)
+                chosen = StreamingSelector(cfg, query).run(tokens) if streaming else select(tokens, query, cfg).picked
                 scores.append(coverage(chosen, labels))
             per_seed[name].append(100 * statistics.mean(scores))
-        print(f"seed {seed}: " + ", ".join(f"{n} {v[-1]:.1f}" for n, v in per_seed.items()), flush=True)
-    print(f"\n{args.seeds} seeds x {args.videos} videos, budget {BUDGET}; answer facets covered (%), mean +- sd")
+        print(f"seed {seed} done", flush=True)
+    print(f"\n{args.seeds} seeds x {args.videos} videos; answer facets covered (%), mean +- sd")
     print("| condition | coverage (%) |\n|---|---|")
     for name, values in per_seed.items():
         sd = statistics.stdev(values) if len(values) > 1 else 0.0

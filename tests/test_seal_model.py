@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 
-from lvu.models.seal import SelectionConfig, StreamingSelector, objective, relevance, select, select_streaming
+from lvu.models.seal import Normalisation, SelectionConfig, StreamingSelector, objective, relevance, select, select_streaming
 
 
 def _tokens(n: int, dim: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -21,10 +21,11 @@ def _optimum(tokens, query, cfg) -> float:
                for c in itertools.combinations(range(len(tokens)), cfg.budget))
 
 
+@pytest.mark.parametrize("normalisation", list(Normalisation))
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 0.9, 1.0])
-def test_each_greedy_step_is_the_brute_force_best_addition_and_its_total_is_the_objective(alpha):
+def test_each_greedy_step_is_the_brute_force_best_addition_and_its_total_is_the_objective(alpha, normalisation):
     tokens, query = _tokens(9, seed=3)
-    cfg = SelectionConfig(budget=4, alpha=alpha)
+    cfg = SelectionConfig(budget=4, alpha=alpha, normalisation=normalisation)
     chosen = select(tokens, query, cfg)
     assert chosen.objective == pytest.approx(objective(tokens, query, chosen.picked, cfg), abs=1e-5)
     for step in range(1, cfg.budget):
@@ -33,17 +34,25 @@ def test_each_greedy_step_is_the_brute_force_best_addition_and_its_total_is_the_
         assert value[int(chosen.picked[step])] == pytest.approx(max(value.values()), abs=1e-5)
 
 
-def test_greedy_against_the_brute_force_optimum_on_small_sets():
+# The least share of the optimum greedy reached over 30 random sets of 9 tokens (budget 3), per normalisation and alpha.
+# ``paper``'s inverse similarity reaches 20 for opposite pairs, which the first (relevance-only) pick cannot see:
+# greedy is far from optimal there on such sets (it reached the optimum in 12 of 30 at alpha 0.9).
+GREEDY_SHARE = {Normalisation.PAPER: {0.9: 0.49, 0.5: 0.37}, Normalisation.UNIT: {0.9: 0.999, 0.5: 0.86},
+                Normalisation.SPREAD: {0.9: 0.999, 0.5: 0.73}}
+
+
+@pytest.mark.parametrize("normalisation", list(Normalisation))
+def test_greedy_against_the_brute_force_optimum_on_small_sets(normalisation):
     """Relevance alone: greedy is optimal (the top-B tokens). With diversity the pair term is not submodular and greedy
-    has no guarantee; over 30 random sets it reached the optimum at alpha 0.9 and >= 85% of it at alpha 0.5."""
+    has no guarantee: the shares it reached are recorded in GREEDY_SHARE."""
     for seed in range(30):
         tokens, query = _tokens(9, seed=seed)
         top = relevance(tokens, query).topk(3).indices.sort().values
-        relevant = SelectionConfig(budget=3, alpha=1.0)
+        relevant = SelectionConfig(budget=3, alpha=1.0, normalisation=normalisation)
         assert torch.equal(select(tokens, query, relevant).indices, top)
         assert select(tokens, query, relevant).objective == pytest.approx(_optimum(tokens, query, relevant))
-        for alpha, share in ((0.9, 0.999), (0.5, 0.85)):
-            cfg = SelectionConfig(budget=3, alpha=alpha)
+        for alpha, share in GREEDY_SHARE[normalisation].items():
+            cfg = SelectionConfig(budget=3, alpha=alpha, normalisation=normalisation)
             assert select(tokens, query, cfg).objective >= share * _optimum(tokens, query, cfg)
 
 
