@@ -8,7 +8,15 @@ import itertools
 import pytest
 import torch
 
-from lvu.models.seal import Normalisation, SelectionConfig, StreamingSelector, objective, relevance, select, select_streaming
+from lvu.models.seal import (
+    Normalisation,
+    SelectionConfig,
+    StreamingSelector,
+    objective,
+    relevance,
+    select,
+    select_streaming,
+)
 
 
 def _tokens(n: int, dim: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -97,14 +97,18 @@ class ShardDataModule(L.LightningDataModule):
         decode: ``decode(split)`` -> the decoder for that split.
         collate: ``collate(split)`` -> the collate function for that split.
         select: optional ``select(split)`` -> predicate on the annotation JSON, or None to keep every sample.
+        empty_ok: splits that may select no sample (a resumed extraction with nothing left): they get no batches
+            instead of the "no samples" error.
     """
 
     def __init__(self, cfg: ShardDataConfig, seed: int, decode: Callable[[str], Decode],
                  collate: Callable[[str], Collate],
-                 select: Callable[[str], Callable[[dict[str, Any]], bool] | None] | None = None) -> None:
+                 select: Callable[[str], Callable[[dict[str, Any]], bool] | None] | None = None,
+                 empty_ok: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.cfg, self.seed = cfg, seed
         self._decode, self._collate, self._select = decode, collate, select
+        self._empty_ok = empty_ok
         self._samples: dict[str, SampleSet] = {}
         self._loaders: dict[str, ShardLoader] = {}
 
@@ -120,7 +124,7 @@ class ShardDataModule(L.LightningDataModule):
             keep = self._select(split) if self._select is not None else None
             if keep is not None:
                 samples = samples.select(keep)
-            if len(samples) == 0:
+            if len(samples) == 0 and split not in self._empty_ok:
                 raise ConfigError(f"data.{split}: no samples in {', '.join(sources)}")
             self._samples[split] = samples
         return self._samples[split]

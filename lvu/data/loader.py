@@ -132,8 +132,11 @@ class EpochPlan:
     def __init__(self, samples: SampleSet, spec: PlanSpec, epoch: int) -> None:
         self.samples, self.spec, self.epoch = samples, spec, epoch
         n, r, bs = len(samples), spec.world_size, spec.batch_size
-        if n == 0:
+        if n == 0 and (spec.drop_last or spec.resampled):
             raise LvuError("the shard set holds no samples")
+        if n == 0:  # evaluation over nothing (everything already done): no batches
+            self.num_batches, self._slots, self._pad = 0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+            return
         if spec.resampled:
             if not spec.epoch_batches:
                 raise LvuError("resampled loading needs data.epoch_batches (batches per rank per epoch)")

@@ -115,14 +115,40 @@ class KeptMasks:
     crops: torch.Tensor  # [K, 4] the expanded boxes to crop and encode
 
 
-def keep_masks(mask_logits: torch.Tensor, predicted_iou: torch.Tensor, cfg: MaskGenerationConfig) -> KeptMasks:
-    """The generator's filters in SAM's order: predicted IoU, stability, then box NMS over what is left; masks
-    ``[M, H, W]`` (logits, one per grid point and output) with their predicted IoUs ``[M]``."""
-    stable = stability_score(mask_logits, cfg.mask_threshold, cfg.stability_offset)
-    keep = (predicted_iou > cfg.pred_iou_threshold) & (stable > cfg.stability_threshold)
-    masks, scores = mask_logits[keep] > cfg.mask_threshold, predicted_iou[keep]
-    boxes = mask_boxes(masks)
-    chosen = box_nms(boxes, scores, cfg.box_nms_threshold)
-    height, width = mask_logits.shape[1:]
-    return KeptMasks(masks[chosen], scores[chosen], boxes[chosen],
+@dataclass
+class MaskCandidates:
+    """Masks that passed the per-mask filters (predicted IoU, stability), before the NMS over all of an image's."""
+
+    masks: torch.Tensor  # [M, H, W] bool
+    scores: torch.Tensor  # [M] predicted IoU
+
+    @staticmethod
+    def join(parts: list[MaskCandidates], height: int, width: int) -> MaskCandidates:
+        if not parts:
+            return MaskCandidates(torch.zeros(0, height, width, dtype=torch.bool), torch.zeros(0))
+        return MaskCandidates(torch.cat([p.masks for p in parts]), torch.cat([p.scores for p in parts]))
+
+
+def filter_masks(mask_logits: torch.Tensor, predicted_iou: torch.Tensor, cfg: MaskGenerationConfig) -> MaskCandidates:
+    """The generator's per-mask filters, in SAM's order: predicted IoU, then stability, on masks ``[M, H, W]``
+    (logits) with their predicted IoUs ``[M]``. Applied per batch of prompts, so that only survivors are kept."""
+    confident = predicted_iou > cfg.pred_iou_threshold
+    logits, scores = mask_logits[confident], predicted_iou[confident]
+    stable = stability_score(logits, cfg.mask_threshold, cfg.stability_offset) > cfg.stability_threshold
+    return MaskCandidates(logits[stable] > cfg.mask_threshold, scores[stable])
+
+
+def suppress_masks(candidates: MaskCandidates, cfg: MaskGenerationConfig) -> KeptMasks:
+    """Box NMS over all of an image's candidates (after every batch: NMS does not split over batches), then the
+    expanded crop boxes."""
+    boxes = mask_boxes(candidates.masks)
+    chosen = box_nms(boxes, candidates.scores, cfg.box_nms_threshold)
+    height, width = candidates.masks.shape[1:]
+    return KeptMasks(candidates.masks[chosen], candidates.scores[chosen], boxes[chosen],
                      expand_boxes(boxes[chosen], cfg.box_expansion, width, height))
+
+
+def keep_masks(mask_logits: torch.Tensor, predicted_iou: torch.Tensor, cfg: MaskGenerationConfig) -> KeptMasks:
+    """Every filter at once on masks ``[M, H, W]`` (logits, one per grid point and output) with their predicted IoUs
+    ``[M]``: :func:`filter_masks`, then :func:`suppress_masks`."""
+    return suppress_masks(filter_masks(mask_logits, predicted_iou, cfg), cfg)

@@ -19,6 +19,7 @@ from lvu.schema import RecipeConfig
 
 if TYPE_CHECKING:
     import lightning as L
+    from lightning.pytorch.callbacks import BasePredictionWriter
 
     from lvu.metrics.report import Results
 
@@ -48,6 +49,8 @@ class TaskSpec:
             mistyped ``trainer.checkpoint.monitor`` is refused when the recipe loads, not after the first epoch.
         results: optional; ``(recipe, {name: test metrics})`` of the sub-runs -> the :class:`Results` written as
             ``results.json`` and ``results.md`` (the format ``lvu eval`` writes), with the papers' numbers.
+        predict_writer: optional; recipe -> the callback that writes ``lvu predict``'s outputs, in place of
+            ``predictions.jsonl`` (e.g. SEAL's token shards); it takes the preemption handler like ``lvu eval``'s.
     """
 
     name: str
@@ -62,6 +65,7 @@ class TaskSpec:
     upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     metrics: Callable[[Any], frozenset[str]] | None = None
     results: Callable[[Any, dict[str, dict[str, float]]], Results] | None = None
+    predict_writer: Callable[[Any], BasePredictionWriter] | None = None
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:

@@ -321,6 +321,11 @@ def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ck
         datamodule = recipe.task.build_datamodule(cfg)
         write_config(recipe, run_dir)  # only now: a refused start leaves the run's recorded recipe as it was
         run_info = RunInfo(task=recipe.task.name, recipe_name=recipe.name, config=recipe.to_container())
+        task_writer = stage == "predict" and recipe.task.predict_writer is not None and not callbacks
+        if task_writer:
+            if predictions:
+                raise LvuError(f"{recipe.task.name} writes its own outputs (see its recipe); --out does not apply")
+            callbacks = [recipe.task.predict_writer(cfg)]
         trainer = build_trainer(cfg.trainer, run_dir, stage, run_info, predictions_path, callbacks)
         for callback in trainer.callbacks:
             if isinstance(callback, LvuModelCheckpoint) and ckpt_path is not None:
@@ -362,5 +367,5 @@ def _run_in(recipe: Recipe, cfg: Any, stage: str, run_dir: Path, named: bool, ck
         global_step=trainer.global_step,
         metrics=metrics,
         resumed_from=resumed_from,
-        predictions=predictions_path if stage == "predict" else None,
+        predictions=predictions_path if stage == "predict" and not task_writer else None,
     )

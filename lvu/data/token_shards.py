@@ -1,0 +1,66 @@
+"""Token shards: SEAL's extracted tokens, one sample per video, in tar parts that stock ``webdataset`` reads.
+
+A sample is ``{key}.npy`` (float ``[N, D]``: the video's token embeddings) and ``{key}.json`` (``tokens``: per row,
+its kind, time span, box and source frame; ``duration_s``; the video's annotation, questions included). Rank ``R``
+of a run writes ``part-R{R:03d}-{n:06d}.tar`` every ``part_videos`` videos (renamed into place when complete); a
+later run numbers its parts after the highest ``n`` on disk, so parts of runs with other world sizes never collide.
+
+Resuming: the keys in the complete parts (and those recorded in ``failed-*.jsonl``: videos that could not be read)
+are done; a rerun extracts the rest. A kill loses at most the parts being filled. ``manifest.json`` (sample counts
+per part, lvu's own readers) is rewritten at the end of every run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lvu.data.shards import Manifest, ShardInfo, count_samples, scan_tar, write_shard
+
+PART_GLOB = "part-R*-*.tar"
+_PART = re.compile(r"part-R(\d{3})-(\d{6})\.tar$")
+FAILED_GLOB = "failed-*.jsonl"
+IDENTITY_FILE = "extraction.json"
+
+
+def parts(folder: Path) -> list[Path]:
+    """Complete parts, in name order."""
+    return sorted(p for p in folder.glob(PART_GLOB) if _PART.search(p.name))
+
+
+def next_part_number(folder: Path) -> int:
+    """One past the highest part number on disk (any rank)."""
+    return 1 + max((int(_PART.search(p.name).group(2)) for p in parts(folder)), default=-1)  # type: ignore[union-attr]
+
+
+def part_path(folder: Path, rank: int, number: int) -> Path:
+    return folder / f"part-R{rank:03d}-{number:06d}.tar"
+
+
+def done_keys(folder: Path) -> set[str]:
+    """Videos already extracted (in a complete part) or recorded as unreadable."""
+    keys: set[str] = set()
+    for part in parts(folder):
+        keys.update(key for key, _ in scan_tar(part).samples)
+    for failed in folder.glob(FAILED_GLOB):
+        for line in failed.read_text().splitlines():
+            if line.endswith("}"):
+                keys.add(json.loads(line)["key"])
+    return keys
+
+
+def write_part(path: Path, samples: Iterable[tuple[str, np.ndarray, dict[str, Any]]]) -> int:
+    """Write ``(key, embeddings [N, D], json)`` samples as one part (atomically)."""
+    return write_shard(path, ((key, {"npy": embeddings, "json": annotation})
+                              for key, embeddings, annotation in samples))
+
+
+def write_manifest(folder: Path, extra: dict[str, Any]) -> Path:
+    """``manifest.json`` over every complete part (kind ``features``)."""
+    shards = [ShardInfo(p, count_samples(p)) for p in parts(folder)]
+    return Manifest(shards=shards, kind="features", extra=extra).save(folder)

@@ -1,0 +1,359 @@
+"""SEAL's token extraction (paper Sec. 3.1, supplement "Implementation details"): one video's sampled frames ->
+scene, object and action tokens, each an embedding in the encoder's image-text space with where and when it comes
+from.
+
+* **scene tokens**: ``scene_frames`` frames, uniformly spaced over the decoded ones, each through the frame encoder;
+* **object tokens**: automatic masks on ``keyframes`` frames (transformers' ``Sam2Model`` prompted by a point grid;
+  the filters and NMS of :mod:`lvu.models.seal_masks`), each mask's box expanded 2x, cropped, through the encoder;
+* **action tokens**: an object detector (any transformers object-detection model) on every decoded frame, the
+  detections linked by :class:`lvu.models.seal_tracks.Tracker` (appearance: the encoder's embedding of each
+  detection's crop), tracklets cut to [L_min, L_max], and the union of a tracklet's boxes cropped from
+  ``action_crop_frames`` of its frames and encoded (their mean: one token per tracklet).
+
+The paper's own models (InternVL / EVA encoders, SAM2-Hiera-L, YOLOv10-X with BoT-SORT) are loaded from local
+folders with ``from_pretrained``; YOLOv10 exists only in ultralytics (AGPL, downloads at run time), so the detector
+slot takes transformers' detectors (DETR, YOLOS, RT-DETR, ...). Preprocessing is written here in torch rather than
+through transformers' image processors: SAM2's needs torchvision, which cannot be installed beside our CPU torch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForObjectDetection, Sam2Model
+
+from lvu.errors import LvuError
+from lvu.models.clip_encoders import IMAGENET_MEAN, IMAGENET_STD, ClipEncoder
+from lvu.models.seal_masks import (
+    KeptMasks,
+    MaskCandidates,
+    MaskGenerationConfig,
+    filter_masks,
+    point_grid,
+    suppress_masks,
+)
+from lvu.models.seal_tracks import Tracker, TrackerConfig
+
+
+class TokenKind(str, Enum):
+    scene = "scene"
+    object = "object"
+    action = "action"
+
+
+@dataclass
+class DetectionConfig:
+    """The detector behind action tokens (OPEN where the paper says nothing)."""
+
+    score_threshold: float = 0.5
+    """OPEN: detections scoring at most this are dropped (YOLOv10's usual 0.5 default; the paper gives none)."""
+    max_per_frame: int = 20
+    """OPEN: the best-scored detections kept per frame, bounding the tracker's and encoder's work."""
+    batch_frames: int = 8
+    """Frames per detector call (memory only)."""
+
+
+@dataclass
+class ExtractionConfig:
+    """What to extract from each video (values from the supplement, OPEN otherwise)."""
+
+    kinds: list[TokenKind] = field(default_factory=lambda: [TokenKind.scene, TokenKind.object, TokenKind.action])
+    """Token kinds to extract (Ego4D-NLQ: scene and action only)."""
+    scene_frames: int = 64
+    """OPEN: scene tokens per video, uniformly spaced (the paper samples uniformly and gives no count)."""
+    keyframes: int = 64
+    """N_key: frames automatic masks run on (LVBench and Ego4D-NLQ 64, MovieChat 128)."""
+    masks: MaskGenerationConfig = field(default_factory=MaskGenerationConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    tracking: TrackerConfig = field(default_factory=TrackerConfig)
+    action_crop_frames: int = 4
+    """OPEN: frames of a tracklet whose union-box crops are encoded and averaged into its token."""
+    encode_batch: int = 64
+    """Crops per encoder call (memory only)."""
+
+
+@dataclass
+class Token:
+    """Where a token comes from: its kind, its time span (s), its box (x0, y0, x1, y1 as fractions of the frame)
+    and the time of the frame it was cropped from (the middle frame for an action token)."""
+
+    kind: TokenKind
+    start_s: float
+    end_s: float
+    box: tuple[float, float, float, float]
+    frame_s: float
+
+    def record(self) -> dict[str, object]:
+        return {"kind": self.kind.value, "start_s": round(self.start_s, 4), "end_s": round(self.end_s, 4),
+                "box": [round(v, 5) for v in self.box], "frame_s": round(self.frame_s, 4)}
+
+
+@dataclass
+class VideoTokens:
+    """One video's tokens: embeddings ``[N, D]`` and their :class:`Token` records, in extraction order (scene,
+    object, action; each in time order)."""
+
+    embeddings: torch.Tensor
+    tokens: list[Token]
+
+    def counts(self) -> dict[str, int]:
+        return {kind.value: sum(t.kind is kind for t in self.tokens) for kind in TokenKind}
+
+
+def _spread(count: int, total: int) -> list[int]:
+    """``min(count, total)`` indices spread uniformly over ``range(total)`` (segment centres)."""
+    count = min(count, total)
+    return [int((i + 0.5) * total / count) for i in range(count)]
+
+
+def _spans(times: torch.Tensor, chosen: list[int], duration_s: float) -> list[tuple[float, float]]:
+    """The stretch of video each chosen frame stands for: from the midpoint with the previous chosen frame to the
+    midpoint with the next (the first from 0, the last to the end)."""
+    points = [float(times[i]) for i in chosen]
+    bounds = [0.0] + [(a + b) / 2 for a, b in itertools.pairwise(points)] + [max(duration_s, points[-1])]
+    return list(itertools.pairwise(bounds))
+
+
+def _normalised(box: torch.Tensor, width: int, height: int) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return (x0 / width, y0 / height, x1 / width, y1 / height)
+
+
+def crop_resized(frame: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 ``[K, size, size, 3]``: each pixel box (x0, y0, x1, y1) of the uint8 frame ``[H, W, 3]``, at least one
+    pixel, resized to ``size`` squared (the encoder's input; the crop is what the paper encodes, aspect not kept)."""
+    height, width = frame.shape[:2]
+    image = frame.permute(2, 0, 1).float()
+    crops = []
+    for box in boxes.round().long().tolist():
+        x0, y0 = min(max(box[0], 0), width - 1), min(max(box[1], 0), height - 1)
+        x1, y1 = max(min(box[2], width), x0 + 1), max(min(box[3], height), y0 + 1)
+        patch = image[:, y0:y1, x0:x1][None]
+        crops.append(F.interpolate(patch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0])
+    if not crops:
+        return torch.zeros(0, size, size, 3, dtype=torch.uint8)
+    return torch.stack(crops).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def encode_images(encoder: ClipEncoder, images: torch.Tensor, batch: int) -> torch.Tensor:
+    """float32 ``[K, D]`` embeddings of uint8 images ``[K, H, W, 3]``, ``batch`` at a time."""
+    if len(images) == 0:
+        return torch.zeros(0, encoder.dim)
+    return torch.cat([encoder.embed(chunk[:, None]).cpu() for chunk in images.split(batch)])
+
+
+def _normalise_pixels(frames: torch.Tensor, size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor,
+                      device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 ``[N, H, W, 3]`` -> ``[N, 3, h, w]`` resized to ``size`` (h, w) and normalised."""
+    x = frames.to(device).permute(0, 3, 1, 2).float() / 255.0
+    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return ((x - mean.to(device)) / std.to(device)).to(dtype)
+
+
+def _preprocessor_stats(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    settings = path / "preprocessor_config.json"
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if settings.is_file():
+        payload = json.loads(settings.read_text())
+        mean, std = payload.get("image_mean", mean), payload.get("image_std", std)
+    return torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+
+
+class MaskProposer:
+    """SAM2 automatic masks on one frame: the frame resized to the model's square input (as SAM2's processor does),
+    one image embedding, the point grid in batches of ``points_per_batch`` prompts (three masks each), the masks
+    upsampled to the frame, filtered per batch, and one NMS over all."""
+
+    def __init__(self, model: Sam2Model, cfg: MaskGenerationConfig, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.model, self.cfg, self.mean, self.std = model, cfg, mean, std
+        self.size = int(model.config.prompt_encoder_config.image_size)
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, cfg: MaskGenerationConfig, device: torch.device,
+                        dtype: torch.dtype) -> MaskProposer:
+        model, folder = _load_frozen(Sam2Model, path, "SAM2 model", device, dtype)
+        return cls(model, cfg, *_preprocessor_stats(folder))
+
+    @torch.no_grad()
+    def propose(self, frame: torch.Tensor) -> KeptMasks:
+        """The kept masks of uint8 ``frame [H, W, 3]``, boxes in its pixels."""
+        height, width = frame.shape[:2]
+        pixels = _normalise_pixels(frame[None], (self.size, self.size), self.mean, self.std, self.device, self.dtype)
+        embeddings = self.model.get_image_embeddings(pixels)
+        points = point_grid(self.cfg.points_per_side).to(self.device) * self.size
+        parts = []
+        for chunk in points.split(self.cfg.points_per_batch):
+            out = self.model(image_embeddings=embeddings, input_points=chunk[None, :, None, :].to(self.dtype),
+                             input_labels=torch.ones(1, len(chunk), 1, dtype=torch.long, device=self.device),
+                             multimask_output=True)
+            logits = out.pred_masks[0].flatten(0, 1).float()  # [P * 3, h, w] low resolution
+            scores = out.iou_scores[0].flatten().float()
+            confident = scores > self.cfg.pred_iou_threshold  # before upsampling: most masks stop here
+            logits = F.interpolate(logits[confident][:, None], size=(height, width), mode="bilinear",
+                                   align_corners=False)[:, 0]
+            parts.append(filter_masks(logits.cpu(), scores[confident].cpu(), self.cfg))
+        return suppress_masks(MaskCandidates.join(parts, height, width), self.cfg)
+
+
+@dataclass
+class Detections:
+    """One frame's detections: pixel boxes ``[K, 4]`` (x0, y0, x1, y1) and scores ``[K]``, best first."""
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+
+
+class Detector:
+    """A transformers object-detection model on whole frames. DETR-style heads (a softmax over the classes and a
+    last "no object" class: DETR, YOLOS, Conditional/Deformable DETR) and sigmoid heads (RT-DETR, D-FINE) are both
+    read: a detection's score is its best object class; boxes come as normalised (cx, cy, w, h)."""
+
+    def __init__(self, model: torch.nn.Module, cfg: DetectionConfig, size: tuple[int, int], mean: torch.Tensor,
+                 std: torch.Tensor) -> None:
+        self.model, self.cfg, self.size, self.mean, self.std = model, cfg, size, mean, std
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.softmax = model.config.model_type in SOFTMAX_DETECTORS
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, cfg: DetectionConfig, device: torch.device,
+                        dtype: torch.dtype) -> Detector:
+        model, folder = _load_frozen(AutoModelForObjectDetection, path, "object detector", device, dtype)
+        return cls(model, cfg, _detector_size(model.config, folder), *_preprocessor_stats(folder))
+
+    @torch.no_grad()
+    def detect(self, frames: torch.Tensor) -> list[Detections]:
+        """Detections of each uint8 frame of ``frames [N, H, W, 3]``."""
+        height, width = frames.shape[1:3]
+        scale = torch.tensor([width, height, width, height], dtype=torch.float)
+        found = []
+        for chunk in frames.split(self.cfg.batch_frames):
+            out = self.model(pixel_values=_normalise_pixels(chunk, self.size, self.mean, self.std, self.device,
+                                                            self.dtype))
+            logits = out.logits.float().cpu()
+            probs = logits.softmax(-1)[..., :-1] if self.softmax else logits.sigmoid()
+            scores = probs.max(-1).values  # [n, queries]
+            cx, cy, w, h = out.pred_boxes.float().cpu().unbind(-1)
+            boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1).clamp(0, 1) * scale
+            for frame_scores, frame_boxes in zip(scores, boxes, strict=True):
+                keep = frame_scores > self.cfg.score_threshold
+                order = frame_scores[keep].argsort(descending=True, stable=True)[:self.cfg.max_per_frame]
+                found.append(Detections(frame_boxes[keep][order], frame_scores[keep][order]))
+        return found
+
+
+# Detectors whose logits end with a "no object" class (softmax); the others score each class with a sigmoid.
+SOFTMAX_DETECTORS = frozenset({"detr", "yolos", "conditional_detr", "table-transformer"})
+
+
+def _detector_size(config: object, folder: Path) -> tuple[int, int]:
+    """(height, width) the detector's frames are resized to: its preprocessor's fixed size, else its config's
+    image size, else 640 (square)."""
+    settings = folder / "preprocessor_config.json"
+    size = json.loads(settings.read_text()).get("size") if settings.is_file() else None
+    if isinstance(size, dict) and "height" in size and "width" in size:
+        return int(size["height"]), int(size["width"])
+    image_size = getattr(config, "image_size", None)
+    if isinstance(image_size, (list, tuple)):
+        return int(image_size[0]), int(image_size[1])
+    if isinstance(image_size, int):
+        return image_size, image_size
+    return 640, 640
+
+
+def _load_frozen(loader: Any, path: str | Path, what: str, device: torch.device,
+                 dtype: torch.dtype) -> tuple[torch.nn.Module, Path]:
+    """``loader.from_pretrained(path)``, frozen, in eval mode, on ``device`` in ``dtype``; and its folder."""
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise LvuError(f"{what} {folder}: no config.json (give a folder written by save_pretrained)")
+    try:
+        model = loader.from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        raise LvuError(f"cannot load {what} {folder}: {exc}") from None
+    return model.to(device, dtype).eval().requires_grad_(False), folder
+
+
+
+
+@dataclass
+class Extractor:
+    """The models extraction needs (those of kinds not extracted may be None) and its settings."""
+
+    cfg: ExtractionConfig
+    encoder: ClipEncoder
+    masks: MaskProposer | None = None
+    detector: Detector | None = None
+
+    def extract(self, frames: torch.Tensor, times: torch.Tensor, duration_s: float) -> VideoTokens:
+        """The tokens of one video from its decoded frames (uint8 ``[T, H, W, 3]``, in time order) and their times
+        ``[T]`` (s)."""
+        parts = [self._scene(frames, times, duration_s), self._objects(frames, times, duration_s),
+                 self._actions(frames, times)]
+        tokens = [t for _, records in parts for t in records]
+        embeddings = torch.cat([e for e, _ in parts]) if tokens else torch.zeros(0, self.encoder.dim)
+        return VideoTokens(embeddings, tokens)
+
+    def _wants(self, kind: TokenKind) -> bool:
+        return kind in [TokenKind(k) for k in self.cfg.kinds]
+
+    def _empty(self) -> tuple[torch.Tensor, list[Token]]:
+        return torch.zeros(0, self.encoder.dim), []
+
+    def _scene(self, frames: torch.Tensor, times: torch.Tensor,
+               duration_s: float) -> tuple[torch.Tensor, list[Token]]:
+        if not self._wants(TokenKind.scene) or len(frames) == 0:
+            return self._empty()
+        chosen = _spread(self.cfg.scene_frames, len(frames))
+        embeddings = encode_images(self.encoder, frames[chosen], self.cfg.encode_batch)
+        whole = (0.0, 0.0, 1.0, 1.0)
+        return embeddings, [Token(TokenKind.scene, a, b, whole, float(times[i]))
+                            for i, (a, b) in zip(chosen, _spans(times, chosen, duration_s), strict=True)]
+
+    def _objects(self, frames: torch.Tensor, times: torch.Tensor,
+                 duration_s: float) -> tuple[torch.Tensor, list[Token]]:
+        if not self._wants(TokenKind.object) or len(frames) == 0:
+            return self._empty()
+        if self.masks is None:
+            raise LvuError("object tokens need a SAM2 model (seal.sam2)")
+        height, width = frames.shape[1:3]
+        chosen = _spread(self.cfg.keyframes, len(frames))
+        embeddings, tokens = [], []
+        for index, (start, end) in zip(chosen, _spans(times, chosen, duration_s), strict=True):
+            kept = self.masks.propose(frames[index])
+            crops = crop_resized(frames[index], kept.crops, self.encoder.image_size)
+            embeddings.append(encode_images(self.encoder, crops, self.cfg.encode_batch))
+            tokens += [Token(TokenKind.object, start, end, _normalised(box, width, height), float(times[index]))
+                       for box in kept.crops]
+        return torch.cat(embeddings), tokens
+
+    def _actions(self, frames: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, list[Token]]:
+        if not self._wants(TokenKind.action) or len(frames) == 0:
+            return self._empty()
+        if self.detector is None:
+            raise LvuError("action tokens need an object detector (seal.detector)")
+        height, width = frames.shape[1:3]
+        tracker = Tracker(self.cfg.tracking)
+        for index, found in enumerate(self.detector.detect(frames)):
+            crops = crop_resized(frames[index], found.boxes, self.encoder.image_size)
+            tracker.update(index, found.boxes, encode_images(self.encoder, crops, self.cfg.encode_batch))
+        embeddings, tokens = [], []
+        for piece in tracker.tracklets():
+            picked = [piece.frames[i] for i in _spread(self.cfg.action_crop_frames, len(piece.frames))]
+            crops = torch.cat([crop_resized(frames[f], piece.box[None], self.encoder.image_size) for f in picked])
+            embeddings.append(encode_images(self.encoder, crops, self.cfg.encode_batch).mean(0, keepdim=True))
+            middle = piece.frames[len(piece.frames) // 2]
+            tokens.append(Token(TokenKind.action, float(times[piece.frames[0]]), float(times[piece.frames[-1]]),
+                                _normalised(piece.box, width, height), float(times[middle])))
+        if not tokens:
+            return self._empty()
+        return torch.cat(embeddings), tokens

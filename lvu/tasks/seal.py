@@ -1,0 +1,275 @@
+"""SEAL (Wang et al.) on the shared stack: ``seal.extract`` turns video shards into token shards.
+
+``lvu predict seal/extract data.predict=VIDEOS output.folder=TOKENS`` decodes each video's frames, extracts its
+scene, object and action tokens (:mod:`lvu.models.seal_extract`) and writes them as token shards
+(:mod:`lvu.data.token_shards`). It runs on every trainer preset (CPU, DDP, Slurm): each video is extracted by exactly
+one rank (every rank plans from the parts on disk before any rank writes), and a killed or preempted run resumes by
+running the same command: the videos in complete parts are skipped. The folder records the models and settings
+(``extraction.json``); a rerun with other ones is refused, so tokens of two extractors never mix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import MISSING
+
+from lvu.data.datamodule import ShardDataConfig, ShardDataModule
+from lvu.data.decoders import VideoDecoder
+from lvu.data.sampling import SamplerConfig
+from lvu.data.token_shards import (
+    IDENTITY_FILE,
+    done_keys,
+    next_part_number,
+    part_path,
+    parts,
+    write_manifest,
+    write_part,
+)
+from lvu.errors import ConfigError
+from lvu.models.clip_encoders import ClipEncoder
+from lvu.models.seal_extract import Detector, ExtractionConfig, Extractor, MaskProposer, TokenKind, VideoTokens
+from lvu.schema import RecipeConfig
+from lvu.tasks.registry import TaskSpec, register_task
+
+
+@dataclass
+class SealVideoConfig(ShardDataConfig):
+    """Video shards and how their frames are decoded for extraction."""
+
+    batch_size: int = 1
+    """Videos per step on each rank."""
+    frames: int = 256
+    """OPEN: frames decoded per video, uniformly spaced (fewer when the video has fewer); the detector and tracker
+    run on all of them, scene tokens and keyframes are spread over them. The paper gives no frame rate."""
+    frame_size: int = 448
+    """OPEN: frames are resized to frame_size x frame_size when decoded (crops come from these)."""
+
+
+@dataclass
+class SealModelsConfig:
+    """The models, each a local folder written by ``save_pretrained`` (nothing is downloaded)."""
+
+    encoder: str = MISSING
+    """Frame and crop encoder: CLIP or SigLIP (its text tower embeds the queries for relevance)."""
+    sam2: str | None = None
+    """SAM2 model (transformers ``Sam2Model``): required for object tokens."""
+    detector: str | None = None
+    """Object detector (transformers ``AutoModelForObjectDetection``): required for action tokens."""
+    dtype: str = "float32"
+    """Precision the models run in (float32, bfloat16, float16)."""
+
+
+STORE_DTYPES = ("float16", "float32")
+
+
+@dataclass
+class TokenOutputConfig:
+    """Where and how the token shards are written."""
+
+    folder: str = MISSING
+    """The token shards' folder; running the same command again resumes into it."""
+    part_videos: int = 16
+    """Videos per part (a kill loses at most the part being filled on each rank)."""
+    dtype: str = "float16"
+    """Stored embedding precision: float16 halves the disk of float32 (the selection computes in float32)."""
+
+
+@dataclass
+class SealExtractRecipe(RecipeConfig):
+    data: SealVideoConfig = field(default_factory=SealVideoConfig)
+    """Video shards (``data.predict``)."""
+    models: SealModelsConfig = field(default_factory=SealModelsConfig)
+    """Encoder, SAM2 and detector folders."""
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    """What is extracted (supplement values; OPEN choices marked)."""
+    output: TokenOutputConfig = field(default_factory=TokenOutputConfig)
+    """The token shards."""
+
+
+def _kinds(cfg: SealExtractRecipe) -> list[TokenKind]:
+    return [TokenKind(k) for k in cfg.extraction.kinds]
+
+
+def check_extract(cfg: SealExtractRecipe) -> None:
+    """Every mismatch between the kinds asked for and the models given, in one error."""
+    problems = []
+    if TokenKind.object in _kinds(cfg) and not cfg.models.sam2:
+        problems.append("object tokens need models.sam2 (a SAM2 folder), or drop 'object' from extraction.kinds")
+    if TokenKind.action in _kinds(cfg) and not cfg.models.detector:
+        problems.append("action tokens need models.detector (an object-detection folder), or drop 'action' from "
+                        "extraction.kinds")
+    if cfg.output.dtype not in STORE_DTYPES:
+        problems.append(f"output.dtype must be one of {', '.join(STORE_DTYPES)}, got {cfg.output.dtype!r}")
+    if not _kinds(cfg):
+        problems.append("extraction.kinds is empty")
+    if cfg.data.frames < 1 or cfg.output.part_videos < 1:
+        problems.append("data.frames and output.part_videos must be at least 1")
+    if problems:
+        raise ConfigError("seal.extract:\n  - " + "\n  - ".join(problems))
+
+
+def identity(cfg: SealExtractRecipe) -> dict[str, Any]:
+    """What decides the tokens: a folder holds tokens of one identity only."""
+    return {"models": {k: v for k, v in asdict(cfg.models).items()},
+            "extraction": json.loads(json.dumps(asdict(cfg.extraction), default=str)),
+            "frames": cfg.data.frames, "frame_size": cfg.data.frame_size, "dtype": cfg.output.dtype}
+
+
+def claim_folder(cfg: SealExtractRecipe) -> Path:
+    """The output folder, its identity recorded on first use and compared on every later one."""
+    folder = Path(cfg.output.folder)
+    wanted = identity(cfg)
+    record = folder / IDENTITY_FILE
+    if record.is_file():
+        recorded = json.loads(record.read_text())
+        if recorded != wanted:
+            changed = sorted(_differences(recorded, wanted))
+            raise ConfigError(f"{folder} holds tokens extracted with other settings ({', '.join(changed)}); "
+                              "use another output.folder, or delete this one to start again")
+    return folder
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+class SealExtractTask(L.LightningModule):
+    """Frozen models, no parameters to train: prediction only. The models are loaded when prediction starts, on the
+    rank's device."""
+
+    def __init__(self, cfg: SealExtractRecipe) -> None:
+        super().__init__()
+        check_extract(cfg)
+        self.cfg = cfg
+        self.extractor: Extractor | None = None
+        sources = [cfg.models.encoder, cfg.models.sam2, cfg.models.detector]
+        self.weights_source = ", ".join(s for s in sources if s)
+
+    def on_predict_start(self) -> None:
+        models, dtype = self.cfg.models, getattr(torch, self.cfg.models.dtype)
+        encoder = ClipEncoder.from_pretrained(models.encoder, device=str(self.device), dtype=models.dtype)
+        kinds = _kinds(self.cfg)
+        masks = MaskProposer.from_pretrained(models.sam2, self.cfg.extraction.masks, self.device, dtype) \
+            if TokenKind.object in kinds and models.sam2 else None
+        detector = Detector.from_pretrained(models.detector, self.cfg.extraction.detection, self.device, dtype) \
+            if TokenKind.action in kinds and models.detector else None
+        self.extractor = Extractor(self.cfg.extraction, encoder, masks, detector)
+
+    def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> list[dict[str, Any]]:
+        assert self.extractor is not None
+        out = []
+        for sample in batch:
+            if sample["__pad__"]:
+                continue  # a padding copy of a video another slot extracts
+            frames, times = distinct_frames(sample["frames"], torch.as_tensor(sample["timestamps"]))
+            tokens = self.extractor.extract(frames, times, float(sample["duration_s"]))
+            out.append(token_sample(sample["__key__"], tokens, sample, self.cfg.output.dtype))
+        return out
+
+
+def distinct_frames(frames: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frames without the repeats uniform sampling makes when a video has fewer frames than asked for (a
+    repeated frame would look like a still object to the tracker)."""
+    keep = torch.ones(len(times), dtype=torch.bool)
+    keep[1:] = times[1:] != times[:-1]
+    return frames[keep], times[keep].double()
+
+
+def token_sample(key: str, tokens: VideoTokens, sample: dict[str, Any], dtype: str) -> dict[str, Any]:
+    """What the writer stores for one video, and the line ``predictions.jsonl`` would get."""
+    annotation = {k: v for k, v in sample["annotation"].items() if k != "tokens"}
+    payload = {"tokens": [t.record() for t in tokens.tokens], "duration_s": float(sample["duration_s"]),
+               "counts": tokens.counts(), **annotation}
+    return {"key": key, "embeddings": tokens.embeddings.numpy().astype(dtype), "json": payload}
+
+
+class TokenShardWriter(BasePredictionWriter):
+    """Buffers each rank's token samples and writes a part every ``part_videos`` videos (and at the end)."""
+
+    def __init__(self, cfg: SealExtractRecipe) -> None:
+        super().__init__(write_interval="batch")
+        self.cfg = cfg
+        self.folder = Path(cfg.output.folder)
+        self._buffer: list[tuple[str, np.ndarray, dict[str, Any]]] = []
+        self._number = 0
+        self._written = 0
+        self._reported = 0
+        self._failed_path: Path | None = None
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Every rank has planned its videos from the parts on disk (the loader was set up before this hook); nobody
+        # writes until all have, or a fast rank's part would change a slow rank's plan.
+        trainer.strategy.barrier("lvu-seal-planned")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if trainer.is_global_zero:
+            (self.folder / IDENTITY_FILE).write_text(json.dumps(identity(self.cfg), indent=1, sort_keys=True) + "\n")
+        # Part numbers: one past those on disk, then every rank its own stride (no two ranks share a number).
+        self._number = next_part_number(self.folder) + trainer.global_rank
+        self._failed_path = self.folder / f"failed-rank{trainer.global_rank}.jsonl"
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        for record in prediction or []:
+            self._buffer.append((record["key"], record["embeddings"], record["json"]))
+        if len(self._buffer) >= self.cfg.output.part_videos:
+            self._flush(trainer)
+        self._record_failures(trainer)
+
+    def _flush(self, trainer: L.Trainer) -> None:
+        if not self._buffer:
+            return
+        self._written += write_part(part_path(self.folder, trainer.global_rank, self._number), self._buffer)
+        self._number += trainer.world_size
+        self._buffer = []
+
+    def _record_failures(self, trainer: L.Trainer) -> None:
+        """Videos the loader could not read: listed at once, so that a resumed run does not try them again."""
+        bad = getattr(trainer.predict_dataloaders, "bad_samples", [])
+        if len(bad) > self._reported:
+            assert self._failed_path is not None
+            with self._failed_path.open("a", encoding="utf-8") as handle:
+                for skip in bad[self._reported:]:
+                    handle.write(json.dumps({"key": skip.key, "reason": f"{skip.reason}: {skip.message}"}) + "\n")
+            self._reported = len(bad)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush(trainer)
+        trainer.strategy.barrier("lvu-seal-written")
+        if trainer.is_global_zero:
+            write_manifest(self.folder, {"extraction": identity(self.cfg)})
+            rank_zero_info(f"Token shards: {len(parts(self.folder))} part(s) in {self.folder} "
+                           f"({self._written} video(s) written by rank 0 in this run)")
+
+
+def _collate(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return samples
+
+
+def seal_extract_data(cfg: SealExtractRecipe) -> ShardDataModule:
+    """Video shards, each video decoded to ``data.frames`` uniform frames, over the videos not yet in the output
+    folder (its complete parts and failure lists)."""
+    folder = claim_folder(cfg)
+    done = done_keys(folder) if folder.is_dir() else set()
+    if done:
+        rank_zero_info(f"{folder}: {len(done)} video(s) already extracted or recorded as unreadable; skipped")
+    sampler = SamplerConfig(num_frames=cfg.data.frames, allow_repeats=True)
+    decoder = VideoDecoder(sampler, size=(cfg.data.frame_size, cfg.data.frame_size), allow_images=False)
+    return ShardDataModule(cfg.data, cfg.seed, decode=lambda split: decoder, collate=lambda split: _collate,
+                           select=lambda split: (lambda annotation: annotation["__key__"] not in done)
+                           if split == "predict" else None, empty_ok=("predict",))
+
+
+register_task(TaskSpec(
+    "seal.extract", SealExtractRecipe, SealExtractTask, seal_extract_data,
+    "SEAL token extraction: video shards -> scene, object and action token shards (resumable)",
+    predict_writer=TokenShardWriter))
