@@ -1,13 +1,15 @@
-"""Token shards: SEAL's extracted tokens, one sample per video, in tar parts that stock ``webdataset`` reads.
+"""Per-video outputs of a distributed prediction stage, in tar parts that stock ``webdataset`` reads (SEAL's token
+shards and selected-token videos).
 
-A sample is ``{key}.npy`` (float ``[N, D]``: the video's token embeddings) and ``{key}.json`` (``tokens``: per row,
-its kind, time span, box and source frame; ``duration_s``; the video's annotation, questions included). Rank ``R``
-of a run writes ``part-R{R:03d}-{n:06d}.tar`` every ``part_videos`` videos (renamed into place when complete); a
-later run numbers its parts after the highest ``n`` on disk, so parts of runs with other world sizes never collide.
+Token shards: a sample is ``{key}.npy`` (float ``[N, D]``: the video's token embeddings) and ``{key}.json``
+(``tokens``: per row, its kind, time span, box and source frame; ``duration_s``; the video's annotation, questions
+included). Selected-token videos: one sample per question, keyed ``{video}--q{n}``.
 
-Resuming: the keys in the complete parts (and those recorded in ``failed-*.jsonl``: videos that could not be read)
-are done; a rerun extracts the rest. A kill loses at most the parts being filled. ``manifest.json`` (sample counts
-per part, lvu's own readers) is rewritten at the end of every run.
+Rank ``R`` of a run writes ``part-R{R:03d}-{n:06d}.tar`` every ``part_videos`` videos (renamed into place when
+complete; a video's samples are always in one part); a later run numbers its parts after the highest ``n`` on disk,
+so parts of runs with other world sizes never collide. Resuming: the videos in the complete parts (and those recorded
+in ``failed-*.jsonl``: videos that could not be read) are done; a rerun does the rest. A kill loses at most the parts
+being filled. ``manifest.json`` (sample counts per part, lvu's own readers) is rewritten at the end of every run.
 """
 
 from __future__ import annotations
@@ -18,12 +20,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lvu.data.shards import Manifest, ShardInfo, count_samples, scan_tar, write_shard
 
 PART_GLOB = "part-R*-*.tar"
 _PART = re.compile(r"part-R(\d{3})-(\d{6})\.tar$")
+_QUESTION_SUFFIX = re.compile(r"--q\d+$")
 FAILED_GLOB = "failed-*.jsonl"
 IDENTITY_FILE = "extraction.json"
 
@@ -42,11 +43,20 @@ def part_path(folder: Path, rank: int, number: int) -> Path:
     return folder / f"part-R{rank:03d}-{number:06d}.tar"
 
 
+def question_key(video: str, number: int) -> str:
+    return f"{video}--q{number}"
+
+
+def video_of(key: str) -> str:
+    """The video a sample key belongs to (a question's sample: its video's key)."""
+    return _QUESTION_SUFFIX.sub("", key)
+
+
 def done_keys(folder: Path) -> set[str]:
-    """Videos already extracted (in a complete part) or recorded as unreadable."""
+    """Videos already done (their samples in a complete part) or recorded as unreadable."""
     keys: set[str] = set()
     for part in parts(folder):
-        keys.update(key for key, _ in scan_tar(part).samples)
+        keys.update(video_of(key) for key, _ in scan_tar(part).samples)
     for failed in folder.glob(FAILED_GLOB):
         for line in failed.read_text().splitlines():
             if line.endswith("}"):
@@ -54,13 +64,12 @@ def done_keys(folder: Path) -> set[str]:
     return keys
 
 
-def write_part(path: Path, samples: Iterable[tuple[str, np.ndarray, dict[str, Any]]]) -> int:
-    """Write ``(key, embeddings [N, D], json)`` samples as one part (atomically)."""
-    return write_shard(path, ((key, {"npy": embeddings, "json": annotation})
-                              for key, embeddings, annotation in samples))
+def write_part(path: Path, samples: Iterable[tuple[str, dict[str, Any]]]) -> int:
+    """Write ``(key, {ext: value})`` samples as one part (atomically); returns the count."""
+    return write_shard(path, samples)
 
 
-def write_manifest(folder: Path, extra: dict[str, Any]) -> Path:
-    """``manifest.json`` over every complete part (kind ``features``)."""
+def write_manifest(folder: Path, kind: str, extra: dict[str, Any]) -> Path:
+    """``manifest.json`` over every complete part (``kind``: "features" for tokens, "video" for selected tokens)."""
     shards = [ShardInfo(p, count_samples(p)) for p in parts(folder)]
-    return Manifest(shards=shards, kind="features", extra=extra).save(folder)
+    return Manifest(shards=shards, kind=kind, extra=extra).save(folder)

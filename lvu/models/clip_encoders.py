@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -144,6 +145,21 @@ class ClipEncoder:
         if self.family == "vjepa2":
             return self.model(pixel_values_videos=pixels, skip_predictor=True).last_hidden_state.float().mean(1)
         return _pooled(self.model.get_video_features(pixel_values=pixels)).float()
+
+
+def embed_text(encoder: ClipEncoder, tokenizer: Any, texts: list[str]) -> torch.Tensor:
+    """float32 ``[Q, D]`` text embeddings of a CLIP or SigLIP encoder (its text tower), in the space of its image
+    embeddings: the query side of SEAL's relevance. ``tokenizer``: the one saved with the encoder."""
+    if encoder.family not in ("clip", "siglip"):
+        raise LvuError(f"query embeddings need a CLIP or SigLIP encoder (an image-text model), not {encoder.family}")
+    limit = encoder.model.config.text_config.max_position_embeddings
+    padding = "max_length" if encoder.family == "siglip" else True  # SigLIP was trained on max-length padding
+    enc = tokenizer(texts, padding=padding, truncation=True, max_length=limit, return_tensors="pt")
+    enc = {k: v.to(encoder.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+    if encoder.family == "siglip":
+        enc.pop("attention_mask", None)
+    with torch.no_grad():
+        return _pooled(encoder.model.get_text_features(**enc)).float().cpu()
 
 
 def _load(family: str, path: Path) -> torch.nn.Module:

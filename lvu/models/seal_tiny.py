@@ -7,7 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
+    CLIPConfig,
+    CLIPModel,
+    PreTrainedTokenizerFast,
     Sam2Config,
     Sam2HieraDetConfig,
     Sam2Model,
@@ -43,4 +47,29 @@ def save_tiny_detector(path: Path, image_size: int = 64, seed: int = 0) -> Path:
     config = YolosConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                          image_size=[image_size, image_size], patch_size=16, num_detection_tokens=8, num_labels=4)
     YolosForObjectDetection(config).eval().save_pretrained(path)
+    return path
+
+
+def save_tiny_clip(path: Path, width: int = 32, image_size: int = 32, seed: int = 0) -> Path:
+    """A tiny random CLIP with a small trained BPE tokenizer (every text ends with its end token, which CLIP's text
+    tower pools), so that queries can be embedded as well as frames."""
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(["what is the red square doing?", "when does the blue circle appear?",
+                             "which object moves left", "the person opens the door"] * 10,
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<|pad|>", "<|end|>"],
+                                                show_progress=False,
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    end = raw.token_to_id("<|end|>")
+    raw.post_processor = processors.TemplateProcessing(single="$A <|end|>", special_tokens=[("<|end|>", end)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|end|>", pad_token="<|pad|>")
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(seed)
+    vision = {"hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "image_size": image_size, "patch_size": 8}
+    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+            "vocab_size": raw.get_vocab_size(), "max_position_embeddings": 32, "bos_token_id": end,
+            "eos_token_id": end, "pad_token_id": raw.token_to_id("<|pad|>")}
+    CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=width)).save_pretrained(path)
     return path

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
@@ -117,23 +116,24 @@ def check_extract(cfg: SealExtractRecipe) -> None:
         raise ConfigError("seal.extract:\n  - " + "\n  - ".join(problems))
 
 
-def identity(cfg: SealExtractRecipe) -> dict[str, Any]:
+def extraction_identity(cfg: SealExtractRecipe) -> dict[str, Any]:
     """What decides the tokens: a folder holds tokens of one identity only."""
-    return {"models": {k: v for k, v in asdict(cfg.models).items()},
-            "extraction": json.loads(json.dumps(asdict(cfg.extraction), default=str)),
+    return {"models": dict(asdict(cfg.models)), "extraction": _plain(cfg.extraction),
             "frames": cfg.data.frames, "frame_size": cfg.data.frame_size, "dtype": cfg.output.dtype}
 
 
-def claim_folder(cfg: SealExtractRecipe) -> Path:
-    """The output folder, its identity recorded on first use and compared on every later one."""
-    folder = Path(cfg.output.folder)
-    wanted = identity(cfg)
+def _plain(section: Any) -> Any:
+    return json.loads(json.dumps(asdict(section), default=str))
+
+
+def claim_folder(folder: Path, wanted: dict[str, Any], what: str) -> Path:
+    """An output folder, its identity compared with the one recorded on its first use (written by the writer)."""
     record = folder / IDENTITY_FILE
     if record.is_file():
         recorded = json.loads(record.read_text())
         if recorded != wanted:
             changed = sorted(_differences(recorded, wanted))
-            raise ConfigError(f"{folder} holds tokens extracted with other settings ({', '.join(changed)}); "
+            raise ConfigError(f"{folder} holds {what} made with other settings ({', '.join(changed)}); "
                               "use another output.folder, or delete this one to start again")
     return folder
 
@@ -166,7 +166,7 @@ class SealExtractTask(L.LightningModule):
             if TokenKind.action in kinds and models.detector else None
         self.extractor = Extractor(self.cfg.extraction, encoder, masks, detector)
 
-    def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> list[dict[str, Any]]:
+    def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> list[VideoOutput]:
         assert self.extractor is not None
         out = []
         for sample in batch:
@@ -186,22 +186,30 @@ def distinct_frames(frames: torch.Tensor, times: torch.Tensor) -> tuple[torch.Te
     return frames[keep], times[keep].double()
 
 
-def token_sample(key: str, tokens: VideoTokens, sample: dict[str, Any], dtype: str) -> dict[str, Any]:
-    """What the writer stores for one video, and the line ``predictions.jsonl`` would get."""
+def token_sample(key: str, tokens: VideoTokens, sample: dict[str, Any], dtype: str) -> VideoOutput:
+    """One video's token sample: embeddings ``.npy`` and its tokens' records with the video's annotation ``.json``."""
     annotation = {k: v for k, v in sample["annotation"].items() if k != "tokens"}
-    payload = {"tokens": [t.record() for t in tokens.tokens], "duration_s": float(sample["duration_s"]),
-               "counts": tokens.counts(), **annotation}
-    return {"key": key, "embeddings": tokens.embeddings.numpy().astype(dtype), "json": payload}
+    payload = {**annotation, "tokens": [t.record() for t in tokens.tokens], "duration_s": float(sample["duration_s"]),
+               "counts": tokens.counts()}
+    return VideoOutput(key, [(key, {"npy": tokens.embeddings.numpy().astype(dtype), "json": payload})])
 
 
-class TokenShardWriter(BasePredictionWriter):
-    """Buffers each rank's token samples and writes a part every ``part_videos`` videos (and at the end)."""
+@dataclass
+class VideoOutput:
+    """What a prediction stage writes for one video: its samples (key, {ext: value}), kept in one part."""
 
-    def __init__(self, cfg: SealExtractRecipe) -> None:
+    video: str
+    samples: list[tuple[str, dict[str, Any]]]
+
+
+class PartWriter(BasePredictionWriter):
+    """Buffers each rank's :class:`VideoOutput` and writes a part every ``part_videos`` videos (and at the end);
+    records unreadable videos; writes the folder's identity and, at the end, its manifest."""
+
+    def __init__(self, folder: Path, part_videos: int, identity: dict[str, Any], kind: str) -> None:
         super().__init__(write_interval="batch")
-        self.cfg = cfg
-        self.folder = Path(cfg.output.folder)
-        self._buffer: list[tuple[str, np.ndarray, dict[str, Any]]] = []
+        self.folder, self.part_videos, self.identity, self.kind = folder, part_videos, identity, kind
+        self._buffer: list[VideoOutput] = []
         self._number = 0
         self._written = 0
         self._reported = 0
@@ -210,25 +218,26 @@ class TokenShardWriter(BasePredictionWriter):
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Every rank has planned its videos from the parts on disk (the loader was set up before this hook); nobody
         # writes until all have, or a fast rank's part would change a slow rank's plan.
-        trainer.strategy.barrier("lvu-seal-planned")
+        trainer.strategy.barrier("lvu-parts-planned")
         self.folder.mkdir(parents=True, exist_ok=True)
         if trainer.is_global_zero:
-            (self.folder / IDENTITY_FILE).write_text(json.dumps(identity(self.cfg), indent=1, sort_keys=True) + "\n")
+            (self.folder / IDENTITY_FILE).write_text(json.dumps(self.identity, indent=1, sort_keys=True) + "\n")
         # Part numbers: one past those on disk, then every rank its own stride (no two ranks share a number).
         self._number = next_part_number(self.folder) + trainer.global_rank
         self._failed_path = self.folder / f"failed-rank{trainer.global_rank}.jsonl"
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
-        for record in prediction or []:
-            self._buffer.append((record["key"], record["embeddings"], record["json"]))
-        if len(self._buffer) >= self.cfg.output.part_videos:
+        self._buffer += prediction or []
+        if len(self._buffer) >= self.part_videos:
             self._flush(trainer)
         self._record_failures(trainer)
 
     def _flush(self, trainer: L.Trainer) -> None:
         if not self._buffer:
             return
-        self._written += write_part(part_path(self.folder, trainer.global_rank, self._number), self._buffer)
+        samples = [sample for output in self._buffer for sample in output.samples]
+        write_part(part_path(self.folder, trainer.global_rank, self._number), samples)
+        self._written += len(self._buffer)
         self._number += trainer.world_size
         self._buffer = []
 
@@ -244,11 +253,15 @@ class TokenShardWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush(trainer)
-        trainer.strategy.barrier("lvu-seal-written")
+        trainer.strategy.barrier("lvu-parts-written")
         if trainer.is_global_zero:
-            write_manifest(self.folder, {"extraction": identity(self.cfg)})
-            rank_zero_info(f"Token shards: {len(parts(self.folder))} part(s) in {self.folder} "
-                           f"({self._written} video(s) written by rank 0 in this run)")
+            write_manifest(self.folder, self.kind, {"identity": self.identity})
+            rank_zero_info(f"{len(parts(self.folder))} part(s) in {self.folder} ({self._written} video(s) written "
+                           f"by rank 0 in this run)")
+
+
+def _token_writer(cfg: SealExtractRecipe) -> PartWriter:
+    return PartWriter(Path(cfg.output.folder), cfg.output.part_videos, extraction_identity(cfg), "features")
 
 
 def _collate(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -258,7 +271,7 @@ def _collate(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def seal_extract_data(cfg: SealExtractRecipe) -> ShardDataModule:
     """Video shards, each video decoded to ``data.frames`` uniform frames, over the videos not yet in the output
     folder (its complete parts and failure lists)."""
-    folder = claim_folder(cfg)
+    folder = claim_folder(Path(cfg.output.folder), extraction_identity(cfg), "tokens")
     done = done_keys(folder) if folder.is_dir() else set()
     if done:
         rank_zero_info(f"{folder}: {len(done)} video(s) already extracted or recorded as unreadable; skipped")
@@ -272,4 +285,4 @@ def seal_extract_data(cfg: SealExtractRecipe) -> ShardDataModule:
 register_task(TaskSpec(
     "seal.extract", SealExtractRecipe, SealExtractTask, seal_extract_data,
     "SEAL token extraction: video shards -> scene, object and action token shards (resumable)",
-    predict_writer=TokenShardWriter))
+    predict_writer=_token_writer))
