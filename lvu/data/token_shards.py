@@ -14,13 +14,17 @@ being filled. ``manifest.json`` (sample counts per part, lvu's own readers) is r
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from lvu.data.shards import Manifest, ShardInfo, count_samples, scan_tar, write_shard
+import numpy as np
+
+from lvu.data.shards import Manifest, ShardInfo, ShardReader, count_samples, parse_json, scan_tar, write_shard
+from lvu.errors import LvuError
 
 PART_GLOB = "part-R*-*.tar"
 _PART = re.compile(r"part-R(\d{3})-(\d{6})\.tar$")
@@ -73,3 +77,39 @@ def write_manifest(folder: Path, kind: str, extra: dict[str, Any]) -> Path:
     """``manifest.json`` over every complete part (``kind``: "features" for tokens, "video" for selected tokens)."""
     shards = [ShardInfo(p, count_samples(p)) for p in parts(folder)]
     return Manifest(shards=shards, kind=kind, extra=extra).save(folder)
+
+
+class TokenIndex:
+    """A token folder's samples by video key, read on demand (each part's headers scanned once)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        found = parts(folder)
+        if not found:
+            raise LvuError(f"{folder}: no token parts (part-R*-*.tar); run `lvu predict seal/extract` first")
+        self._reader = ShardReader([ShardInfo(p, count_samples(p)) for p in found])
+        self._where = {key: (shard, index) for shard, part in enumerate(found)
+                       for index, (key, _) in enumerate(scan_tar(part).samples)}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._where
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def read(self, key: str) -> tuple[np.ndarray, dict[str, Any]]:
+        """Embeddings ``[N, D]`` and the json of video ``key``."""
+        shard, index = self._where[key]
+        raw = self._reader.read(shard, index)
+        return np.load(io.BytesIO(raw["npy"]), allow_pickle=False), parse_json(raw)
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def recorded_identity(folder: Path) -> dict[str, Any]:
+    """The settings a folder's outputs were made with (``extraction.json``)."""
+    record = folder / IDENTITY_FILE
+    if not record.is_file():
+        raise LvuError(f"{folder}: no {IDENTITY_FILE}; is it a folder written by `lvu predict seal/extract`?")
+    return json.loads(record.read_text())

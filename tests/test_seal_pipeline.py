@@ -1,5 +1,6 @@
-"""SEAL's token extraction (``lvu predict seal/extract``): token shards stock webdataset reads, each video once
-across ranks, a SIGKILLed run resumed to the same tokens, settings recorded and refused when they change."""
+"""SEAL end to end from the CLI: token extraction (``lvu predict seal/extract``: token shards stock webdataset reads,
+each video once across ranks, a SIGKILLed run resumed to the same tokens, settings recorded and refused when they
+change), query-aware selection (``lvu predict seal/select``) and answering the selected tokens (``lvu eval``)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from lvu.cli import main
 from lvu.config import load_recipe
 from lvu.errors import ConfigError, LvuError
 from lvu.models.clip_encoders import ClipEncoder
+from lvu.models.seal import SelectionConfig, select
 from lvu.models.seal_extract import (
     DetectionConfig,
     Detector,
@@ -31,8 +33,7 @@ from lvu.models.seal_extract import (
     crop_resized,
 )
 from lvu.models.seal_masks import MaskGenerationConfig
-from lvu.models.seal_tiny import save_tiny_detector, save_tiny_sam2
-from lvu.quickstart.lvmae import make_tiny_encoder
+from lvu.models.seal_tiny import save_tiny_clip, save_tiny_detector, save_tiny_sam2
 from lvu.tasks.seal import distinct_frames
 
 VIDEOS = 10  # synth_shards
@@ -41,7 +42,7 @@ VIDEOS = 10  # synth_shards
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("seal-models")
-    return {"encoder": make_tiny_encoder(root / "clip", 32, 32, 0), "sam2": save_tiny_sam2(root / "sam2"),
+    return {"encoder": save_tiny_clip(root / "clip"), "sam2": save_tiny_sam2(root / "sam2"),
             "detector": save_tiny_detector(root / "detector")}
 
 
@@ -193,3 +194,82 @@ def test_kinds_not_asked_for_need_no_model_and_repeated_frames_are_dropped(model
         Extractor(ExtractionConfig(kinds=["object"]), encoder).extract(frames, torch.arange(6.0), 6.0)
     kept, times = distinct_frames(frames[[0, 0, 1, 2, 2]], torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
     assert len(kept) == 3 and times.tolist() == [0.0, 0.5, 1.0]
+
+
+def _select_args(shards: Path, tokens: Path, out: Path, *extra: str) -> list[str]:
+    return ["predict", "seal/select", f"data.predict={shards}", f"tokens={tokens}", f"output.folder={out}",
+            f"runs_root={out.parent / 'runs'}", "data.num_workers=0", "selection.budget=3", "output.frame_size=32",
+            *extra]
+
+
+def _mc_questions(shards: Path) -> dict[str, list[dict]]:
+    from lvu.data.loader import SampleSet
+    from lvu.data.shards import resolve_shards
+
+    found: dict[str, list[dict]] = {}
+    SampleSet(resolve_shards([str(shards)])).select(lambda a: found.update({a["__key__"]: a.get("mc") or []}))
+    return found
+
+
+@pytest.fixture(scope="module")
+def selected(synth_shards, extracted, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("seal-selected") / "selected"
+    assert main(_select_args(synth_shards, extracted, out)) == 0
+    return out
+
+
+def test_selection_writes_each_question_its_selected_crops_in_temporal_order(models, synth_shards, extracted,
+                                                                            selected):
+    import av
+    from transformers import AutoTokenizer
+
+    from lvu.models.clip_encoders import embed_text
+
+    tokens = _read(extracted)
+    questions = _mc_questions(synth_shards)
+    dataset = wds.WebDataset(sorted(glob.glob(str(selected / "part-*.tar"))), shardshuffle=False).decode()
+    samples = {s["__key__"]: s for s in dataset}
+    assert sorted(samples) == sorted(f"{video}--q{n}" for video, qs in questions.items() for n in range(len(qs)))
+    encoder = ClipEncoder.from_pretrained(models["encoder"])
+    tokenizer = AutoTokenizer.from_pretrained(models["encoder"])
+    for key, sample in samples.items():
+        video, number = key.rsplit("--q", 1)
+        seal, question = sample["json"]["seal"], sample["json"]["mc"]
+        asked = questions[video][int(number)]
+        assert question == [{**asked, "uid": asked.get("uid", number)}] and seal["query"] == asked["question"]
+        # The selection, recomputed here from the token shard and the question: the same tokens.
+        embeddings = torch.from_numpy(tokens[video]["npy"].astype(np.float32))
+        query = embed_text(encoder, tokenizer, [asked["question"]])[0]
+        expected = select(embeddings, query, SelectionConfig(budget=3)).indices.tolist()
+        assert sorted(t["index"] for t in seal["tokens"]) == expected
+        times = [t["frame_s"] for t in seal["tokens"]]
+        assert times == sorted(times) and len(times) == 3
+        assert [tokens[video]["json"]["tokens"][t["index"]]["frame_s"] for t in seal["tokens"]] == times
+        with av.open(__import__("io").BytesIO(sample["mp4"])) as container:
+            frames = [(f.time, f.to_ndarray(format="rgb24").shape) for f in container.decode(video=0)]
+        assert [shape for _, shape in frames] == [(32, 32, 3)] * 3
+        assert [round(t, 3) for t, _ in frames] == pytest.approx(times, abs=0.0025)  # ties 1 ms apart
+
+
+def test_streaming_selection_and_a_foreign_encoder(models, synth_shards, extracted, tmp_path, capsys):
+    out = tmp_path / "streaming"
+    assert main(_select_args(synth_shards, extracted, out, "mode=streaming", "selection.window=4")) == 0
+    assert json.loads((out / "extraction.json").read_text())["mode"] == "streaming"
+    assert len(list(glob.glob(str(out / "part-*.tar")))) == 1
+    other = save_tiny_clip(tmp_path / "other-clip", seed=1)
+    assert main(_select_args(synth_shards, extracted, tmp_path / "foreign", f"encoder={other}")) != 0
+    assert "were extracted with" in capsys.readouterr().err
+
+
+def test_the_selected_tokens_answered_by_a_host_through_lvu_eval(eval_host, synth_shards, selected, tmp_path):
+    from support.hosts import FRAME
+
+    folder = tmp_path / "qa"
+    assert main(["eval", "seal/lvbench_qa", "eval=lvbench", f"host.path={eval_host}", f"data.predict={selected}",
+                 f"run_dir={folder}", f"data.frame_size={FRAME}", "data.eval_frames=3", "data.num_workers=0",
+                 "trainer.precision=32-true", "trainer.progress_bar=none", "parts.llm.mode=frozen"]) == 0
+    results = json.loads((folder / "results.json").read_text())["metrics"]
+    assert results["questions"] == sum(len(qs) for qs in _mc_questions(synth_shards).values())
+    assert results["unanswered"] == 0 and {"accuracy/KIR", "accuracy/TG"} <= set(results)
+    answers = [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
+    assert all(len(a["frame_times"]) == 3 for a in answers)  # the three selected tokens, each one frame
