@@ -34,7 +34,7 @@ from lvu.models.seal_extract import (
 )
 from lvu.models.seal_masks import MaskGenerationConfig
 from lvu.models.seal_tiny import save_tiny_clip, save_tiny_detector, save_tiny_sam2
-from lvu.tasks.seal import distinct_frames
+from lvu.tasks.seal.extract import distinct_frames
 
 VIDEOS = 10  # synth_shards
 

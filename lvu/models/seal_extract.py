@@ -71,10 +71,14 @@ class ExtractionConfig:
     keyframes: int = 64
     """N_key: frames automatic masks run on (LVBench and Ego4D-NLQ 64, MovieChat 128)."""
     masks: MaskGenerationConfig = field(default_factory=MaskGenerationConfig)
+    """SAM2 automatic mask generation (object tokens; the supplement's settings)."""
     detection: DetectionConfig = field(default_factory=DetectionConfig)
+    """The object detector's output filter (action tokens)."""
     tracking: TrackerConfig = field(default_factory=TrackerConfig)
-    action_crop_frames: int = 4
-    """OPEN: frames of a tracklet whose union-box crops are encoded and averaged into its token."""
+    """Linking detections into tracklets (action tokens; L_min and L_max from the supplement)."""
+    action_crop_frames: int = 1
+    """Frames of a tracklet whose union-box crops are encoded and averaged into its token. 1: the middle frame, as
+    the supplement does with a frame encoder (LVBench); more approximate a clip encoder (Ego4D-NLQ's EgoVLP)."""
     encode_batch: int = 64
     """Crops per encoder call (memory only)."""
 

@@ -1,8 +1,8 @@
 """Task registry: maps a recipe's ``task:`` name to its schema, LightningModule and LightningDataModule.
 
 Only names registered in Python are reachable; a recipe cannot name an import path, so YAML never executes code.
-A task named ``foo`` or ``foo.bar`` is registered by the module ``lvu.tasks.foo``, imported on first use (so that
-``lvu --help`` and config errors stay fast): a new method adds its task file and nothing here.
+A task named ``foo`` or ``foo.bar`` is registered by the module (or package) ``lvu.tasks.foo``, imported on first
+use (so that ``lvu --help`` and config errors stay fast): a new method adds its task file and nothing here.
 """
 
 from __future__ import annotations
@@ -80,10 +80,10 @@ def register_task(spec: TaskSpec) -> TaskSpec:
 
 
 def _task_modules() -> list[str]:
-    """Modules of the lvu.tasks package that may register tasks (every plain module; the host-LM layer's package
-    and the infrastructure modules register none and are skipped)."""
+    """Modules and packages of lvu.tasks that may register tasks (a method with several stages may be a package: SEAL);
+    the host-LM layer's package and the infrastructure modules register none and are skipped."""
     return [info.name for info in pkgutil.iter_modules([str(Path(__file__).parent)])
-            if not info.ispkg and info.name not in ("registry", "optim") and not info.name.startswith("_")]
+            if info.name not in ("registry", "optim", "host_lm") and not info.name.startswith("_")]
 
 
 def _import_for(name: str) -> None:
