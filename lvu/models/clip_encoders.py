@@ -147,19 +147,33 @@ class ClipEncoder:
         return _pooled(self.model.get_video_features(pixel_values=pixels)).float()
 
 
-def embed_text(encoder: ClipEncoder, tokenizer: Any, texts: list[str]) -> torch.Tensor:
-    """float32 ``[Q, D]`` text embeddings of a CLIP or SigLIP encoder (its text tower), in the space of its image
-    embeddings: the query side of SEAL's relevance. ``tokenizer``: the one saved with the encoder."""
+def _text_batch(encoder: ClipEncoder, tokenizer: Any, texts: list[str]) -> dict[str, torch.Tensor]:
     if encoder.family not in ("clip", "siglip"):
         raise LvuError(f"query embeddings need a CLIP or SigLIP encoder (an image-text model), not {encoder.family}")
     limit = encoder.model.config.text_config.max_position_embeddings
     padding = "max_length" if encoder.family == "siglip" else True  # SigLIP was trained on max-length padding
     enc = tokenizer(texts, padding=padding, truncation=True, max_length=limit, return_tensors="pt")
-    enc = {k: v.to(encoder.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-    if encoder.family == "siglip":
+    return {k: v.to(encoder.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+
+def embed_text(encoder: ClipEncoder, tokenizer: Any, texts: list[str]) -> torch.Tensor:
+    """float32 ``[Q, D]`` text embeddings of a CLIP or SigLIP encoder (its text tower), in the space of its image
+    embeddings: the query side of SEAL's relevance. ``tokenizer``: the one saved with the encoder."""
+    return text_states(encoder, tokenizer, texts)[0]
+
+
+@torch.no_grad()
+def text_states(encoder: ClipEncoder, tokenizer: Any, texts: list[str]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The texts' embeddings ``[Q, D]`` (as :func:`embed_text`), their token states ``[Q, L, H]`` (the text tower's
+    last layer: what a grounding head attends to) and the token mask ``[Q, L]``, all float32 / bool on the CPU."""
+    enc = _text_batch(encoder, tokenizer, texts)
+    mask = enc.get("attention_mask", torch.ones_like(enc["input_ids"])).bool()
+    if encoder.family == "siglip":  # SigLIP's text tower pools the last position and takes no attention mask
         enc.pop("attention_mask", None)
-    with torch.no_grad():
-        return _pooled(encoder.model.get_text_features(**enc)).float().cpu()
+    pooled = _pooled(encoder.model.get_text_features(**enc)).float().cpu()
+    states = encoder.model.text_model(**enc).last_hidden_state.float().cpu()
+    return pooled, states, mask.cpu()
 
 
 def _load(family: str, path: Path) -> torch.nn.Module:

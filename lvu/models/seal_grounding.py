@@ -24,9 +24,9 @@ class GroundingConfig:
     """The head's sizes (OPEN: SEAL gives no sizes; SnAG's small setting scaled to the token budgets 200-450)."""
 
     token_dim: int = 256
-    """Width of the selected tokens."""
+    """Width of the selected tokens (seal.ground: the encoder's embedding width, whatever is set here)."""
     query_dim: int = 256
-    """Width of the query's token embeddings."""
+    """Width of the query's token embeddings (seal.ground: the encoder's text width, whatever is set here)."""
     width: int = 256
     """The head's width."""
     layers: int = 2
