@@ -101,3 +101,17 @@ def test_fila_quickstart_chains_four_stages_on_images_then_videos(tmp_path):
     export = json.loads((tmp_path / "qs" / "export" / "export.json").read_text())
     assert export["task"] == "fila" and export["host_weights"] == "host" and "merge" in export["method"]
     assert load_host(tmp_path / "qs" / "export" / "host").family == "composed"  # the trained host, whole
+
+
+def test_seal_quickstart_extracts_selects_answers_and_grounds(tmp_path):
+    from lvu.quickstart.registry import QUICKSTARTS
+    from lvu.quickstart.seal import SealQuickstartConfig
+
+    cfg = SealQuickstartConfig(train_videos=6, val_videos=3, ground_epochs=2, workers=1)
+    summary = QUICKSTARTS["seal"].run(tmp_path / "qs", cfg=cfg)
+    assert summary["tokens_per_val_video"]["scene"] == 16 and summary["tokens_per_val_video"]["action"] > 0
+    assert summary["lvbench"]["questions"] > 0 and summary["lvbench"]["unanswered"] == 0
+    assert set(summary["grounding"]["recall"]) == {f"R@{k},IoU={t}" for k in (1, 5) for t in (0.3, 0.5)}
+    assert (tmp_path / "qs" / "summary.json").is_file() and (tmp_path / "qs" / "eval" / "lvbench" /
+                                                              "results.md").is_file()
+    assert len(list((tmp_path / "qs" / "selected" / "val").glob("part-*.tar"))) == 1

@@ -57,4 +57,7 @@ QUICKSTARTS: dict[str, Quickstart] = {entry.name: entry for entry in (
                stages=("quickstart/fila_stage1", "quickstart/fila_stage2", "quickstart/fila_stage3",
                        "quickstart/fila_stage4"),
                stage_data=("images", "images", "images", "videos"), host_family="composed"),
+    Quickstart("seal", "SEAL's tokens (SAM2 masks, detector + tracker), query-aware selection, answers scored as "
+               "LVBench, and the grounding head, with tiny random models",
+               runner="lvu.quickstart.seal:run_seal_quickstart"),
 )}
