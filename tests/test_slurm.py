@@ -174,6 +174,26 @@ def test_eval_job_answers_on_two_tasks_and_scores(slurm, eval_host, synth_shards
     assert "| accuracy/KIR |" in _log(tmp_path / "logs", job)
 
 
+def test_seal_extraction_job_on_two_tasks_extracts_each_video_once(slurm, synth_shards, tmp_path):
+    """`lvu slurm submit --command predict` of seal/extract: both ranks write parts, every video exactly once."""
+    from test_seal_pipeline import VIDEOS, _args, _read
+
+    from lvu.models.seal_tiny import save_tiny_clip, save_tiny_detector, save_tiny_sam2
+
+    models = {"encoder": save_tiny_clip(tmp_path / "clip"), "sam2": save_tiny_sam2(tmp_path / "sam2"),
+              "detector": save_tiny_detector(tmp_path / "detector")}
+    out = tmp_path / "tokens"
+    args = [*_args(models, synth_shards, out)[1:], "trainer=ddp", "trainer.accelerator=cpu"]
+    job, printed = _submit([*args, "--command", "predict", "--nodes", "1", "--gpus-per-node", "2",
+                            "--log-dir", str(tmp_path / "logs")], tmp_path)
+    assert "outputs:" in printed
+    _wait(lambda: _job(job).get("JobState") in ("COMPLETED", "FAILED"), 300, "the extraction job", interval=1)
+    assert _job(job)["JobState"] == "COMPLETED", _log(tmp_path / "logs", job)
+    names = sorted(p.name for p in out.glob("part-*.tar"))
+    assert any(n.startswith("part-R000") for n in names) and any(n.startswith("part-R001") for n in names)
+    assert len(_read(out)) == VIDEOS  # _read refuses a key written twice
+
+
 # -- no cluster needed ---------------------------------------------------------------------------------------------
 
 

@@ -41,6 +41,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if job.command == "eval":
             print("  results:     results.json, results.md and answers/ in the evaluation folder (run_dir=, else "
                   "<the checkpoint's run>/eval/<benchmark>); the job log names it")
+        elif job.command == "predict":
+            print("  outputs:     the task's output folder (seal: output.folder), else predictions*.jsonl in the "
+                  "run folder; the job log names it")
         else:
             print(f"  checkpoints: {done.runs}/slurm-{job_id}/checkpoints/")
     print(f"  script:      {done.script}")
@@ -67,8 +70,9 @@ def add_slurm_commands(subparsers: argparse._SubParsersAction) -> None:
                      help="array job: one override set per line of FILE, one task each (e.g. slurm/lvu_tasks.txt)")
     sub.add_argument("--log-dir", default="slurm-logs", help="folder for job logs and rendered scripts")
     sub.add_argument("--template", help=f"sbatch template (default: slurm/train.sbatch, or ${TEMPLATE_ENV})")
-    sub.add_argument("--command", choices=["fit", "eval"], default="fit",
-                     help="what the job runs: fit (train; default) or eval (score a benchmark: eval=NAME, --ckpt)")
-    sub.add_argument("--ckpt", help="--command eval: the checkpoint to evaluate")
+    sub.add_argument("--command", choices=["fit", "eval", "predict"], default="fit",
+                     help="what the job runs: fit (train; default), eval (score a benchmark: eval=NAME, --ckpt) or "
+                          "predict (e.g. seal/extract, which resumes its output folder after a requeue)")
+    sub.add_argument("--ckpt", help="--command eval or predict: the checkpoint to use")
     sub.add_argument("--dry-run", action="store_true", help="print the rendered script, submit nothing")
     sub.set_defaults(func=cmd_submit)

@@ -65,7 +65,8 @@ class CheckedJob:
     accelerator: str = "auto"
     num_workers: int | None = None
     runs_root: str = "runs"
-    command: str = "fit"  # the lvu command the job runs: fit, or eval (a benchmark; resumes its answers)
+    command: str = "fit"  # the lvu command the job runs: fit, eval (a benchmark; resumes its answers) or predict
+    # (a task with its own resumable outputs, e.g. SEAL's extraction, resumes them after a requeue; others redo it)
     ckpt: str | None = None  # --ckpt of that command (absolute)
 
 
@@ -91,7 +92,7 @@ def _shape_overrides(cfg, shape: JobShape) -> list[str]:
     return extra
 
 
-JOB_COMMANDS = ("fit", "eval")
+JOB_COMMANDS = ("fit", "eval", "predict")
 
 
 def check_job(recipe_ref: str, overrides: list[str], shape: JobShape,
@@ -102,11 +103,11 @@ def check_job(recipe_ref: str, overrides: list[str], shape: JobShape,
         raise LvuError(f"--command {command}: a Slurm job runs one of {', '.join(JOB_COMMANDS)}")
     if ckpt is not None and command == "fit":
         # The job's command is rerun on every requeue: `lvu fit --ckpt X` would go back to X each time.
-        raise LvuError("--ckpt is for --command eval; a training job resumes its own last checkpoint after a requeue, "
-                       "and starts from another run's weights with init.from=CKPT")
+        raise LvuError("--ckpt is for --command eval or predict; a training job resumes its own last checkpoint "
+                       "after a requeue, and starts from another run's weights with init.from=CKPT")
     if ckpt is not None and not Path(ckpt).exists():
         raise LvuError(f"--ckpt {ckpt} not found")
-    stage = "predict" if command == "eval" else "fit"
+    stage = "fit" if command == "fit" else "predict"
     recipe = load_recipe(recipe_ref, overrides, stage=stage)
     variants = [(recipe, [])]
     for extra in array_sets or []:
