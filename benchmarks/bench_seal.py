@@ -8,6 +8,10 @@ benchmarks/README.md).
    on the fly, as token shards would be read), budget 16; each length in a fresh process, peak RSS minus the RSS
    once the process is ready. Memory should not grow with the number of windows; the global selection over the
    same tokens (all held at once) is measured beside it.
+3. Extraction throughput per stage (lvu/models/seal_extract.py): seconds per video for scene, object and action
+   tokens alone, against the frames decoded per video (32 to 128), with tiny random models (a 64-pixel CLIP, SAM2
+   and YOLOS) on 64 x 64 frames. Tiny models make this a measure of lvu's own work around the model calls (point
+   batches, mask filters, NMS, crops, tracking), not of real-model throughput; the growth with frames is the point.
 
     python benchmarks/bench_seal.py
     python benchmarks/bench_seal.py --rounds 5
@@ -20,12 +24,19 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from _memory import peak_rss_mb, rss_mb
 
+from lvu.models.clip_encoders import ClipEncoder
 from lvu.models.seal import SelectionConfig, StreamingSelector, select
+from lvu.models.seal_extract import DetectionConfig, Detector, ExtractionConfig, Extractor, MaskProposer
+from lvu.models.seal_masks import MaskGenerationConfig
+from lvu.models.seal_tiny import save_tiny_clip, save_tiny_detector, save_tiny_sam2
+from lvu.models.seal_tracks import TrackerConfig
 
 WIDTH = 256
 
@@ -89,6 +100,39 @@ def memory_part() -> None:
             print(f"| {mode} | {windows} | {windows * 1000} | {result['peak_mb']:.0f} |")
 
 
+def extraction_part(rounds: int) -> None:
+    cpu = torch.device("cpu")
+    masks = MaskGenerationConfig(points_per_side=16, points_per_batch=128, pred_iou_threshold=0.0,
+                                 stability_threshold=0.0, stability_offset=0.0)
+    detection = DetectionConfig(score_threshold=0.0, max_per_frame=5)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        encoder = ClipEncoder.from_pretrained(save_tiny_clip(folder / "clip", width=64, image_size=64))
+        proposer = MaskProposer.from_pretrained(save_tiny_sam2(folder / "sam2"), masks, cpu, torch.float32)
+        detector = Detector.from_pretrained(save_tiny_detector(folder / "det"), detection, cpu, torch.float32)
+        frames_per_video = (32, 64, 128)
+        times: dict[tuple[str, int], list[float]] = {}
+        for _ in range(rounds):
+            for count in frames_per_video:
+                frames = torch.randint(0, 255, (count, 64, 64, 3), dtype=torch.uint8)
+                stamps = torch.arange(count, dtype=torch.float64)
+                for kind in ("scene", "object", "action"):
+                    cfg = ExtractionConfig(kinds=[kind], scene_frames=count // 2, keyframes=count // 8,
+                                           masks=masks, detection=detection,
+                                           tracking=TrackerConfig(min_length=4, max_length=16, max_cost=1.0))
+                    extractor = Extractor(cfg, encoder, proposer, detector)
+                    start = time.perf_counter()
+                    extractor.extract(frames, stamps, float(count))
+                    times.setdefault((kind, count), []).append(time.perf_counter() - start)
+    print("\n| stage | frames per video | scene frames / keyframes | s per video | vs 32 frames |")
+    print("|---|---|---|---|---|")
+    for kind in ("scene", "object", "action"):
+        base = statistics.median(times[(kind, frames_per_video[0])])
+        for count in frames_per_video:
+            t = statistics.median(times[(kind, count)])
+            print(f"| {kind} | {count} | {count // 2} / {count // 8} | {t:.3f} | {t / base:.1f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -100,6 +144,7 @@ def main() -> None:
     torch.set_num_threads(1)  # a like-for-like per-core figure on a shared machine
     time_part(args.rounds)
     memory_part()
+    extraction_part(args.rounds)
 
 
 if __name__ == "__main__":
