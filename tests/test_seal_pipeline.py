@@ -273,3 +273,28 @@ def test_the_selected_tokens_answered_by_a_host_through_lvu_eval(eval_host, synt
     assert results["unanswered"] == 0 and {"accuracy/KIR", "accuracy/TG"} <= set(results)
     answers = [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
     assert all(len(a["frame_times"]) == 3 for a in answers)  # the three selected tokens, each one frame
+
+
+def test_siglip_embeds_queries_and_frames_in_one_space(models, tmp_path):
+    """SigLIP (max-length padding, no attention mask in its text tower) works as the encoder beside CLIP."""
+    from transformers import AutoTokenizer, SiglipConfig, SiglipModel
+
+    from lvu.models.clip_encoders import embed_text, text_states
+
+    folder = tmp_path / "siglip"
+    AutoTokenizer.from_pretrained(models["encoder"]).save_pretrained(folder)
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}
+    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "vocab_size": 300, "max_position_embeddings": 16, "pad_token_id": 0, "bos_token_id": 1,
+            "eos_token_id": 1}
+    SiglipModel(SiglipConfig(vision_config=vision, text_config=text)).save_pretrained(folder)
+    encoder = ClipEncoder.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    pair = embed_text(encoder, tokenizer, ["what is the red square doing?", "when"])
+    alone = embed_text(encoder, tokenizer, ["when"])
+    assert pair.shape == (2, encoder.dim) and torch.allclose(pair[1], alone[0], atol=1e-5)  # max-length padding
+    pooled, states, mask = text_states(encoder, tokenizer, ["when"])
+    assert torch.allclose(pooled, alone, atol=1e-5)
+    assert states.shape == (1, 16, 32) and mask.shape == (1, 16) and 0 < int(mask.sum()) < 16
+    assert encoder.embed(torch.zeros(2, 1, 32, 32, 3, dtype=torch.uint8)).shape == (2, encoder.dim)
