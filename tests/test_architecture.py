@@ -116,4 +116,4 @@ def test_a_method_is_its_own_files_and_one_quickstart_entry():
     from lvu.quickstart.registry import QUICKSTARTS
 
     assert QUICKSTARTS["uniform"].stages == ("quickstart/uniform_instruct",)
-    assert set(QUICKSTARTS) == {"lvmae", "linvt", "uniform", "fila"}
+    assert set(QUICKSTARTS) == {"lvmae", "linvt", "uniform", "fila", "seal"}

@@ -21,6 +21,7 @@ import webdataset as wds
 
 from lvu.cli import main
 from lvu.config import load_recipe
+from lvu.data.token_shards import part_path, write_part
 from lvu.errors import ConfigError, LvuError
 from lvu.models.clip_encoders import ClipEncoder
 from lvu.models.seal import SelectionConfig, select
@@ -298,3 +299,83 @@ def test_siglip_embeds_queries_and_frames_in_one_space(models, tmp_path):
     assert torch.allclose(pooled, alone, atol=1e-5)
     assert states.shape == (1, 16, 32) and mask.shape == (1, 16) and 0 < int(mask.sum()) < 16
     assert encoder.embed(torch.zeros(2, 1, 32, 32, 3, dtype=torch.uint8)).shape == (2, encoder.dim)
+
+
+def test_pixel_rules_follow_each_processor_and_sigmoid_detectors_are_read(tmp_path):
+    from types import SimpleNamespace
+
+    from lvu.models.seal_extract import pixel_rule
+
+    frames = torch.full((1, 40, 80, 3), 255, dtype=torch.uint8)
+    plain = tmp_path / "rtdetr"
+    plain.mkdir()
+    (plain / "preprocessor_config.json").write_text(json.dumps(
+        {"do_normalize": False, "size": {"height": 32, "width": 48}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
+    rule = pixel_rule(plain)
+    pixels = rule.prepare(frames, torch.device("cpu"), torch.float32)
+    assert pixels.shape == (1, 3, 32, 48) and torch.allclose(pixels, torch.ones_like(pixels))  # [0, 1], no mean/std
+    detr = tmp_path / "detr"
+    detr.mkdir()
+    (detr / "preprocessor_config.json").write_text(json.dumps({"size": {"shortest_edge": 800, "longest_edge": 1333}}))
+    assert pixel_rule(detr).size_for(40, 80) == (666, 1333)  # the shorter side to 800 unless the longer passes 1333
+    assert pixel_rule(detr).size_for(100, 100) == (800, 800)
+    assert pixel_rule(tmp_path, fixed=(64, 64)).size_for(40, 80) == (64, 64)
+
+    class Sigmoid(torch.nn.Module):
+        config = SimpleNamespace(model_type="rt_detr")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, pixel_values):
+            logits = torch.tensor([[[2.0, -9.0], [-9.0, -9.0], [0.0, 1.0]]]).expand(len(pixel_values), -1, -1)
+            boxes = torch.tensor([[[0.5, 0.5, 0.5, 0.5], [0.1, 0.1, 0.1, 0.1], [0.25, 0.25, 0.5, 0.5]]])
+            return SimpleNamespace(logits=logits, pred_boxes=boxes.expand(len(pixel_values), -1, -1))
+
+    detector = Detector(Sigmoid(), DetectionConfig(score_threshold=0.5, max_per_frame=5), rule)
+    found = detector.detect(frames)[0]
+    # Sigmoid scores, every class counted (a softmax head would drop the last class as "no object"):
+    assert torch.allclose(found.scores, torch.sigmoid(torch.tensor([2.0, 1.0])))
+    assert torch.allclose(found.boxes[0], torch.tensor([20.0, 10.0, 60.0, 30.0]))  # (cx, cy, w, h) -> pixels
+
+
+def test_a_video_without_tokens_still_gets_its_questions(models, synth_shards, extracted, tmp_path):
+    """Every question stays in what lvu eval scores: a video missing from the token shards gets one blank frame."""
+    tokens = tmp_path / "tokens"
+    kept = sorted(_read(extracted).items())[1:]
+    missing = sorted(_read(extracted))[0]
+    write_part(part_path(tokens, 0, 0), [(key, sample) for key, sample in kept])
+    (tokens / "extraction.json").write_text((extracted / "extraction.json").read_text())
+    out = tmp_path / "selected"
+    assert main(_select_args(synth_shards, tokens, out)) == 0
+    dataset = wds.WebDataset(sorted(glob.glob(str(out / "part-*.tar"))), shardshuffle=False).decode()
+    samples = {s["__key__"]: s for s in dataset}
+    questions = _mc_questions(synth_shards)
+    assert len(samples) == sum(len(qs) for qs in questions.values())
+    blank = [s for k, s in samples.items() if k.startswith(f"{missing}--q")]
+    assert len(blank) == len(questions[missing]) and all(s["json"]["seal"]["tokens"] == [] for s in blank)
+    assert all("blank frame" in s["json"]["seal"]["note"] for s in blank)
+
+
+def test_a_stop_writes_the_buffered_videos_and_memory_settings_may_change(models, synth_shards, extracted, tmp_path):
+    from types import SimpleNamespace
+
+    from lvu.tasks.seal.parts import PartWriter, VideoOutput
+
+    writer = PartWriter(tmp_path / "out", part_videos=16, identity={}, kind="features")
+    writer.folder.mkdir()
+    trainer = SimpleNamespace(global_rank=0, world_size=1)
+    writer._buffer = [VideoOutput("v1", [("v1", {"json": {"a": 1}})]), VideoOutput("v2", [("v2", {"json": {}})])]
+    writer.on_exception(trainer, None, RuntimeError("preempted"))
+    assert [p.name for p in writer.folder.glob("part-*.tar")] == ["part-R000-000000.tar"] and not writer._buffer
+    # A resumed extraction may change what only sets memory use (e.g. after running out of GPU memory).
+    assert main(_args(models, synth_shards, extracted, "extraction.encode_batch=7",
+                      "extraction.masks.points_per_batch=4", "extraction.detection.batch_frames=2")) == 0
+
+
+def test_grounding_refuses_tokens_of_another_encoder(extracted, tmp_path):
+    other = save_tiny_clip(tmp_path / "other", seed=3)
+    recipe = load_recipe("seal/ground_ego4d", [f"encoder={other}", f"data.train={extracted}", "trainer=cpu"])
+    with pytest.raises(ConfigError, match="were extracted with"):
+        recipe.task.build_module(recipe.to_object())

@@ -153,21 +153,57 @@ def encode_images(encoder: ClipEncoder, images: torch.Tensor, batch: int) -> tor
     return torch.cat([encoder.embed(chunk[:, None]).cpu() for chunk in images.split(batch)])
 
 
-def _normalise_pixels(frames: torch.Tensor, size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor,
-                      device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 ``[N, H, W, 3]`` -> ``[N, 3, h, w]`` resized to ``size`` (h, w) and normalised."""
-    x = frames.to(device).permute(0, 3, 1, 2).float() / 255.0
-    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return ((x - mean.to(device)) / std.to(device)).to(dtype)
+@dataclass
+class PixelRule:
+    """How a model's image processor prepares frames (read from its ``preprocessor_config.json``), done here in
+    torch: a fixed (height, width), or the shorter side to ``shortest_edge`` with the longer at most ``longest_edge``
+    (DETR-style processors); then scaled to [0, 1] and, when ``normalize``, standardised (RT-DETR and D-FINE are not:
+    their processors set ``do_normalize`` false)."""
+
+    mean: torch.Tensor  # [1, 3, 1, 1]
+    std: torch.Tensor
+    normalize: bool = True
+    fixed: tuple[int, int] | None = None
+    shortest_edge: int | None = None
+    longest_edge: int | None = None
+
+    def size_for(self, height: int, width: int) -> tuple[int, int]:
+        if self.fixed is not None or self.shortest_edge is None:
+            return self.fixed or (640, 640)
+        scale = self.shortest_edge / min(height, width)
+        if self.longest_edge is not None and max(height, width) * scale > self.longest_edge:
+            scale = self.longest_edge / max(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def prepare(self, frames: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """uint8 ``[N, H, W, 3]`` -> ``[N, 3, h, w]`` as the model expects."""
+        x = frames.to(device).permute(0, 3, 1, 2).float() / 255.0
+        x = F.interpolate(x, size=self.size_for(*frames.shape[1:3]), mode="bilinear", antialias=True,
+                          align_corners=False)
+        if self.normalize:
+            x = (x - self.mean.to(device)) / self.std.to(device)
+        return x.to(dtype)
 
 
-def _preprocessor_stats(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    settings = path / "preprocessor_config.json"
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
-    if settings.is_file():
-        payload = json.loads(settings.read_text())
-        mean, std = payload.get("image_mean", mean), payload.get("image_std", std)
-    return torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+def pixel_rule(folder: Path, fixed: tuple[int, int] | None = None, config: Any = None) -> PixelRule:
+    """The rule of the processor saved in ``folder``; ``fixed`` forces the size (SAM2's square input). Without a
+    preprocessor file: ImageNet statistics and the config's integer ``image_size`` (else 640) as a square."""
+    settings = folder / "preprocessor_config.json"
+    payload = json.loads(settings.read_text()) if settings.is_file() else {}
+    rule = PixelRule(torch.tensor(payload.get("image_mean", IMAGENET_MEAN)).view(1, 3, 1, 1),
+                     torch.tensor(payload.get("image_std", IMAGENET_STD)).view(1, 3, 1, 1),
+                     normalize=bool(payload.get("do_normalize", True)), fixed=fixed)
+    size = payload.get("size")
+    if rule.fixed is None and isinstance(size, dict) and "height" in size and "width" in size:
+        rule.fixed = (int(size["height"]), int(size["width"]))
+    elif rule.fixed is None and isinstance(size, dict) and "shortest_edge" in size:
+        rule.shortest_edge = int(size["shortest_edge"])
+        rule.longest_edge = int(size["longest_edge"]) if size.get("longest_edge") else None
+    elif rule.fixed is None:
+        image_size = getattr(config, "image_size", None)
+        side = image_size if isinstance(image_size, int) else 640
+        rule.fixed = (side, side)
+    return rule
 
 
 class MaskProposer:
@@ -175,8 +211,8 @@ class MaskProposer:
     one image embedding, the point grid in batches of ``points_per_batch`` prompts (three masks each), the masks
     upsampled to the frame, filtered per batch, and one NMS over all."""
 
-    def __init__(self, model: Sam2Model, cfg: MaskGenerationConfig, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.model, self.cfg, self.mean, self.std = model, cfg, mean, std
+    def __init__(self, model: Sam2Model, cfg: MaskGenerationConfig, pixels: PixelRule) -> None:
+        self.model, self.cfg, self.pixels = model, cfg, pixels
         self.size = int(model.config.prompt_encoder_config.image_size)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
@@ -185,14 +221,14 @@ class MaskProposer:
     def from_pretrained(cls, path: str | Path, cfg: MaskGenerationConfig, device: torch.device,
                         dtype: torch.dtype) -> MaskProposer:
         model, folder = _load_frozen(Sam2Model, path, "SAM2 model", device, dtype)
-        return cls(model, cfg, *_preprocessor_stats(folder))
+        side = int(model.config.prompt_encoder_config.image_size)
+        return cls(model, cfg, pixel_rule(folder, fixed=(side, side)))
 
     @torch.no_grad()
     def propose(self, frame: torch.Tensor) -> KeptMasks:
         """The kept masks of uint8 ``frame [H, W, 3]``, boxes in its pixels."""
         height, width = frame.shape[:2]
-        pixels = _normalise_pixels(frame[None], (self.size, self.size), self.mean, self.std, self.device, self.dtype)
-        embeddings = self.model.get_image_embeddings(pixels)
+        embeddings = self.model.get_image_embeddings(self.pixels.prepare(frame[None], self.device, self.dtype))
         points = point_grid(self.cfg.points_per_side).to(self.device) * self.size
         parts = []
         for chunk in points.split(self.cfg.points_per_batch):
@@ -217,13 +253,12 @@ class Detections:
 
 
 class Detector:
-    """A transformers object-detection model on whole frames. DETR-style heads (a softmax over the classes and a
-    last "no object" class: DETR, YOLOS, Conditional/Deformable DETR) and sigmoid heads (RT-DETR, D-FINE) are both
-    read: a detection's score is its best object class; boxes come as normalised (cx, cy, w, h)."""
+    """A transformers object-detection model on whole frames. Softmax heads with a last "no object" class (DETR,
+    YOLOS, Table Transformer) and sigmoid heads (Conditional and Deformable DETR, RT-DETR, D-FINE) are both read: a
+    detection's score is its best object class; boxes come as normalised (cx, cy, w, h)."""
 
-    def __init__(self, model: torch.nn.Module, cfg: DetectionConfig, size: tuple[int, int], mean: torch.Tensor,
-                 std: torch.Tensor) -> None:
-        self.model, self.cfg, self.size, self.mean, self.std = model, cfg, size, mean, std
+    def __init__(self, model: torch.nn.Module, cfg: DetectionConfig, pixels: PixelRule) -> None:
+        self.model, self.cfg, self.pixels = model, cfg, pixels
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.softmax = model.config.model_type in SOFTMAX_DETECTORS
@@ -232,7 +267,7 @@ class Detector:
     def from_pretrained(cls, path: str | Path, cfg: DetectionConfig, device: torch.device,
                         dtype: torch.dtype) -> Detector:
         model, folder = _load_frozen(AutoModelForObjectDetection, path, "object detector", device, dtype)
-        return cls(model, cfg, _detector_size(model.config, folder), *_preprocessor_stats(folder))
+        return cls(model, cfg, pixel_rule(folder, config=model.config))
 
     @torch.no_grad()
     def detect(self, frames: torch.Tensor) -> list[Detections]:
@@ -241,8 +276,7 @@ class Detector:
         scale = torch.tensor([width, height, width, height], dtype=torch.float)
         found = []
         for chunk in frames.split(self.cfg.batch_frames):
-            out = self.model(pixel_values=_normalise_pixels(chunk, self.size, self.mean, self.std, self.device,
-                                                            self.dtype))
+            out = self.model(pixel_values=self.pixels.prepare(chunk, self.device, self.dtype))
             logits = out.logits.float().cpu()
             probs = logits.softmax(-1)[..., :-1] if self.softmax else logits.sigmoid()
             scores = probs.max(-1).values  # [n, queries]
@@ -255,23 +289,9 @@ class Detector:
         return found
 
 
-# Detectors whose logits end with a "no object" class (softmax); the others score each class with a sigmoid.
-SOFTMAX_DETECTORS = frozenset({"detr", "yolos", "conditional_detr", "table-transformer"})
-
-
-def _detector_size(config: object, folder: Path) -> tuple[int, int]:
-    """(height, width) the detector's frames are resized to: its preprocessor's fixed size, else its config's
-    image size, else 640 (square)."""
-    settings = folder / "preprocessor_config.json"
-    size = json.loads(settings.read_text()).get("size") if settings.is_file() else None
-    if isinstance(size, dict) and "height" in size and "width" in size:
-        return int(size["height"]), int(size["width"])
-    image_size = getattr(config, "image_size", None)
-    if isinstance(image_size, (list, tuple)):
-        return int(image_size[0]), int(image_size[1])
-    if isinstance(image_size, int):
-        return image_size, image_size
-    return 640, 640
+# Detectors whose logits end with a "no object" class (softmax); the others score each class with a sigmoid
+# (transformers' post-processing for each: Conditional DETR's classifier has no "no object" class).
+SOFTMAX_DETECTORS = frozenset({"detr", "yolos", "table-transformer"})
 
 
 def _load_frozen(loader: Any, path: str | Path, what: str, device: torch.device,

@@ -22,12 +22,11 @@ from omegaconf import MISSING
 from lvu.data.datamodule import ShardDataConfig, ShardDataModule
 from lvu.data.decoders import VideoDecoder
 from lvu.data.sampling import SamplerConfig
-from lvu.data.token_shards import done_keys
 from lvu.errors import ConfigError
 from lvu.models.clip_encoders import ClipEncoder
 from lvu.models.seal_extract import Detector, ExtractionConfig, Extractor, MaskProposer, TokenKind, VideoTokens
 from lvu.schema import RecipeConfig
-from lvu.tasks.seal.parts import VideoOutput, claim_folder, collate_list, plain
+from lvu.tasks.seal.parts import VideoOutput, claim_folder, collate_list, done_videos, plain
 
 
 @dataclass
@@ -106,10 +105,23 @@ def check_extract(cfg: SealExtractRecipe) -> None:
         raise ConfigError("seal.extract:\n  - " + "\n  - ".join(problems))
 
 
+# Settings that change memory use only (each model call's batch): a run resumed with others (e.g. after running out
+# of GPU memory) makes the same tokens, so they are not part of the folder's identity.
+MEMORY_ONLY = (("encode_batch",), ("detection", "batch_frames"), ("masks", "points_per_batch"))
+
+
 def extraction_identity(cfg: SealExtractRecipe) -> dict[str, Any]:
-    """What decides the tokens: a folder holds tokens of one identity only."""
-    return {"models": dict(asdict(cfg.models)), "extraction": plain(cfg.extraction),
-            "frames": cfg.data.frames, "frame_size": cfg.data.frame_size, "dtype": cfg.output.dtype}
+    """What decides the tokens: a folder holds tokens of one identity only. Model folders are recorded resolved
+    (the same folder named relatively or absolutely is one)."""
+    extraction = plain(cfg.extraction)
+    for *section, name in MEMORY_ONLY:
+        holder = extraction
+        for part in section:
+            holder = holder[part]
+        holder.pop(name)
+    models = {k: (str(Path(v).resolve()) if v and k != "dtype" else v) for k, v in asdict(cfg.models).items()}
+    return {"models": models, "extraction": extraction, "frames": cfg.data.frames,
+            "frame_size": cfg.data.frame_size, "dtype": cfg.output.dtype}
 
 
 class SealExtractTask(L.LightningModule):
@@ -171,7 +183,7 @@ def seal_extract_data(cfg: SealExtractRecipe) -> ShardDataModule:
     """Video shards, each video decoded to ``data.frames`` uniform frames, over the videos not yet in the output
     folder (its complete parts and failure lists)."""
     folder = claim_folder(Path(cfg.output.folder), extraction_identity(cfg), "tokens")
-    done = done_keys(folder) if folder.is_dir() else set()
+    done = done_videos(folder, "features", extraction_identity(cfg))
     if done:
         rank_zero_info(f"{folder}: {len(done)} video(s) already extracted or recorded as unreadable; skipped")
     sampler = SamplerConfig(num_frames=cfg.data.frames, allow_repeats=True)

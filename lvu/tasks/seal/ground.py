@@ -15,22 +15,26 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from omegaconf import MISSING
+from torchmetrics import MeanMetric
 from transformers import AutoTokenizer
 
 from lvu.data.datamodule import ShardDataConfig, ShardDataModule
 from lvu.data.shards import BadSample, parse_json
+from lvu.data.token_shards import IDENTITY_FILE
 from lvu.metrics.grounding import TemporalGroundingRecall
 from lvu.models.clip_encoders import ClipEncoder, text_states
 from lvu.models.seal import SelectionConfig, select
 from lvu.models.seal_grounding import GroundingConfig, GroundingHead, grounding_loss, top_windows
 from lvu.schema import RecipeConfig
 from lvu.tasks.optim import configure_optimizers
+from lvu.tasks.seal.select import tokens_encoder
 
 
 @dataclass
@@ -55,7 +59,8 @@ class SealGroundRecipe(RecipeConfig):
     data: GroundDataConfig = field(default_factory=GroundDataConfig)
     """Token shards with grounding queries."""
     encoder: str = MISSING
-    """The encoder the tokens were extracted with (a CLIP or SigLIP folder): its text tower embeds the queries."""
+    """The encoder the tokens were extracted with (a CLIP or SigLIP folder): its text tower embeds the queries (a
+    token folder that records another encoder is refused)."""
     selection: SelectionConfig = field(default_factory=lambda: SelectionConfig(budget=200))
     """Tokens per query (supplement: 200 or 450 for Ego4D-NLQ) and the selection's weights."""
     head: GroundingConfig = field(default_factory=GroundingConfig)
@@ -122,9 +127,22 @@ class HeadInputs:
     names: list[tuple[str, str]]  # (video key, query uid)
 
 
+LOSS_PARTS = ("loss", "classification", "regression")
+
+
+def check_token_encoders(cfg: SealGroundRecipe) -> None:
+    """Every token folder among the data sources that records its extraction must have used ``encoder``."""
+    for split in ("train", "val", "test", "predict"):
+        sources = getattr(cfg.data, split)
+        for source in sources if isinstance(sources, list) else [sources]:
+            if source and (Path(str(source)) / IDENTITY_FILE).is_file():
+                tokens_encoder(Path(str(source)), cfg.encoder)
+
+
 class SealGroundTask(L.LightningModule):
     def __init__(self, cfg: SealGroundRecipe) -> None:
         super().__init__()
+        check_token_encoders(cfg)
         self.cfg = cfg
         # A plain attribute (ClipEncoder is not a Module): the frozen tower stays out of state_dict and optimiser.
         self.text = ClipEncoder.from_pretrained(cfg.encoder, device="cpu")
@@ -133,6 +151,10 @@ class SealGroundTask(L.LightningModule):
         self.head_cfg = GroundingConfig(**{**vars(cfg.head), "token_dim": self.text.dim, "query_dim": text_width})
         self.head = GroundingHead(self.head_cfg)
         self.recall = torch.nn.ModuleDict({split: TemporalGroundingRecall() for split in ("val", "test")})
+        # Evaluation losses as synced means (a rank whose batch holds only padding copies logs nothing per step, so
+        # a per-step synced log would leave the other ranks waiting for it).
+        self.eval_losses = torch.nn.ModuleDict({f"{split}_{name}": MeanMetric() for split in ("val", "test")
+                                                for name in LOSS_PARTS})
         self.weights_source = None
 
     def _text_to_device(self) -> None:
@@ -187,12 +209,14 @@ class SealGroundTask(L.LightningModule):
             return None, None, None
         out = self._forward(inputs)
         parts = grounding_loss(out, inputs.times, inputs.mask, inputs.target, self.head_cfg)
-        loss = parts["classification"] + parts["regression"]
+        parts["loss"] = parts["classification"] + parts["regression"]
         size = len(inputs.names)
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=size, sync_dist=stage != "train")
         for name, value in parts.items():
-            self.log(f"{stage}/{name}", value, batch_size=size, sync_dist=stage != "train")
-        return loss, out, inputs
+            if stage == "train":
+                self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=size)
+            else:
+                self.eval_losses[f"{stage}_{name}"].update(value.detach(), weight=size)
+        return parts["loss"], out, inputs
 
     def training_step(self, batch: list[GroundingVideo], batch_idx: int) -> torch.Tensor | None:
         loss, _, _ = self._losses(batch, "train")
@@ -215,6 +239,10 @@ class SealGroundTask(L.LightningModule):
         for name, value in self.recall[stage].compute().items():
             self.log(f"{stage}/{name}", value)
         self.recall[stage].reset()
+        for name in LOSS_PARTS:
+            metric = self.eval_losses[f"{stage}_{name}"]
+            self.log(f"{stage}/{name}", metric.compute())
+            metric.reset()
 
     def on_validation_epoch_end(self) -> None:
         self._log_recall("val")

@@ -10,9 +10,17 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from lvu.data.token_shards import IDENTITY_FILE, next_part_number, part_path, parts, write_manifest, write_part
+from lvu.data.token_shards import (
+    IDENTITY_FILE,
+    done_keys,
+    next_part_number,
+    part_path,
+    parts,
+    write_manifest,
+    write_part,
+)
 from lvu.errors import ConfigError
 
 
@@ -96,6 +104,11 @@ class PartWriter(BasePredictionWriter):
                     handle.write(json.dumps({"key": skip.key, "reason": f"{skip.reason}: {skip.message}"}) + "\n")
             self._reported = len(bad)
 
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """A stop (a scheduler's signal, an error): the buffered videos are complete, so they are written now
+        rather than done again after the restart."""
+        self._flush(trainer)
+
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush(trainer)
         trainer.strategy.barrier("lvu-parts-written")
@@ -104,6 +117,17 @@ class PartWriter(BasePredictionWriter):
             rank_zero_info(f"{len(parts(self.folder))} part(s) in {self.folder} ({self._written} video(s) written "
                            f"by rank 0 in this run)")
 
+
+
+def done_videos(folder: Path, kind: str, identity: dict[str, Any]) -> set[str]:
+    """The videos already done in an output folder (see lvu.data.token_shards.done_keys). Rank 0 also rewrites the
+    folder's manifest over the parts on disk first: a run killed after its last part, or a rerun with nothing left
+    (Lightning then runs no prediction hooks), would otherwise leave a manifest that lists fewer parts than exist."""
+    if not folder.is_dir():
+        return set()
+    if parts(folder) and rank_zero_only.rank == 0:
+        write_manifest(folder, kind, {"identity": identity})
+    return done_keys(folder)
 
 
 def collate_list(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from transformers import AutoTokenizer
 from lvu.data.datamodule import ShardDataConfig, ShardDataModule
 from lvu.data.decoders import open_video
 from lvu.data.shards import parse_json
-from lvu.data.token_shards import TokenIndex, done_keys, question_key, recorded_identity
+from lvu.data.token_shards import TokenIndex, question_key, recorded_identity
 from lvu.data.video import encode_timed_mp4
 from lvu.errors import ConfigError
 from lvu.models.clip_encoders import ClipEncoder, embed_text
@@ -34,7 +34,7 @@ from lvu.models.seal import SelectionConfig, StreamingSelector, select
 from lvu.models.seal_extract import crop_resized
 from lvu.schema import RecipeConfig
 from lvu.tasks.host_lm.evaluation import BenchmarkItem, benchmark_items
-from lvu.tasks.seal.parts import VideoOutput, claim_folder, collate_list, plain
+from lvu.tasks.seal.parts import VideoOutput, claim_folder, collate_list, done_videos, plain
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,14 @@ class SealSelectRecipe(RecipeConfig):
     """The selected tokens."""
 
 
-def query_encoder_path(cfg: SealSelectRecipe) -> str:
-    """``encoder``, or the tokens' own; refused when it differs from the tokens'."""
-    extracted = str(recorded_identity(Path(cfg.tokens))["models"]["encoder"])
-    if cfg.encoder and Path(cfg.encoder).resolve() != Path(extracted).resolve():
-        raise ConfigError(f"encoder {cfg.encoder} is not the one the tokens in {cfg.tokens} were extracted with "
+def tokens_encoder(tokens: Path, encoder: str | None) -> str:
+    """``encoder``, or the one the tokens in ``tokens`` were extracted with; refused when the two differ (relevance
+    needs the queries and the tokens in one space)."""
+    extracted = str(recorded_identity(tokens)["models"]["encoder"])
+    if encoder and Path(encoder).resolve() != Path(extracted).resolve():
+        raise ConfigError(f"encoder {encoder} is not the one the tokens in {tokens} were extracted with "
                           f"({extracted}): relevance needs queries and tokens in one space")
-    return cfg.encoder or extracted
+    return encoder or extracted
 
 
 def selection_identity(cfg: SealSelectRecipe) -> dict[str, Any]:
@@ -130,7 +131,7 @@ class SealSelectTask(L.LightningModule):
         if cfg.output.frame_size % 2:
             raise ConfigError(f"output.frame_size must be even (H.264), got {cfg.output.frame_size}")
         self.cfg = cfg
-        self.encoder_path = query_encoder_path(cfg)
+        self.encoder_path = tokens_encoder(Path(cfg.tokens), cfg.encoder)
         self.weights_source = self.encoder_path
         self.index: TokenIndex | None = None
         self.encoder: ClipEncoder | None = None
@@ -149,36 +150,41 @@ class SealSelectTask(L.LightningModule):
         return [self._video(sample) for sample in batch if not sample["__pad__"]]
 
     def _video(self, sample: dict[str, Any]) -> VideoOutput:
+        """Every question of the video gets a sample, so that an evaluation still counts it: a video missing from the
+        token shards, or a selection of nothing (a video without tokens), gives one blank frame, flagged in the
+        sample's ``seal.note`` (the answer is then a guess, scored like any other)."""
         assert self.index is not None and self.encoder is not None
         key, annotation = sample["__key__"], sample["annotation"]
         items = benchmark_items(key, annotation, grounding=False)
-        if key not in self.index:
-            log.warning("%s: no tokens in %s (extract it first); skipped", key, self.cfg.tokens)
-            return VideoOutput(key, [])
         if not items:
             return VideoOutput(key, [])
-        stored, token_json = self.index.read(key)
+        stored, token_json = self.index.read(key) if key in self.index else (np.zeros((0, self.encoder.dim)), {})
+        if key not in self.index:
+            log.warning("%s: no tokens in %s (not extracted); its questions get a blank frame", key, self.cfg.tokens)
         embeddings = torch.from_numpy(stored.astype(np.float32))
-        records = token_json["tokens"]
+        records = token_json.get("tokens", [])
         times = torch.tensor([r["frame_s"] for r in records], dtype=torch.float64)
         # One query at a time: padding a batch changes the embeddings in their last bits, and a near-tie in the greedy
         # would then make a question's tokens depend on the other questions of its video.
         queries = [embed_text(self.encoder, self.tokenizer, [query_text(i, self.cfg.query)])[0] for i in items]
         picks = [chosen_tokens(embeddings, times, q, self.cfg.selection, self.cfg.mode) for q in queries]
-        video = open_video(sample["raw"])
-        crops = TokenCrops(video, records, self.cfg.output.frame_size)
+        crops = TokenCrops(open_video(sample["raw"]), records, self.cfg.output.frame_size)
         questions = annotation.get("mc") or []
         rest = {k: v for k, v in annotation.items() if k not in ("mc", "tokens", "segments")}
         samples = []
         for number, (item, picked) in enumerate(zip(items, picks, strict=True)):
             frames = [(crops.crop(int(i)), records[int(i)]["frame_s"]) for i in picked]
-            question = {**questions[number], "uid": item.id.split("/", 1)[1]}
-            seal = {"video": key, "query": query_text(item, self.cfg.query),
-                    "tokens": [{**records[int(i)], "index": int(i)} for i in picked]}
+            seal: dict[str, Any] = {"video": key, "query": query_text(item, self.cfg.query),
+                                    "tokens": [{**records[int(i)], "index": int(i)} for i in picked]}
+            if not frames:
+                size = self.cfg.output.frame_size
+                frames = [(np.zeros((size, size, 3), dtype=np.uint8), 0.0)]
+                seal["note"] = "no tokens to select from: one blank frame"
+            question = {**questions[number], "uid": item.id[len(key) + 1:]}
             samples.append((question_key(key, number),
                             {"mp4": encode_timed_mp4(frames, crf=self.cfg.output.crf),
                              "json": {**rest, "mc": [question], "seal": seal,
-                                      "source_duration_s": float(token_json["duration_s"])}}))
+                                      "source_duration_s": float(token_json.get("duration_s", 0.0))}}))
         return VideoOutput(key, samples)
 
 
@@ -214,7 +220,7 @@ def _raw_video(raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
 def seal_select_data(cfg: SealSelectRecipe) -> ShardDataModule:
     """The video shards, over the videos not yet in the output folder."""
     folder = claim_folder(Path(cfg.output.folder), selection_identity(cfg), "selected tokens")
-    done = done_keys(folder) if folder.is_dir() else set()
+    done = done_videos(folder, "video", selection_identity(cfg))
     if done:
         rank_zero_info(f"{folder}: {len(done)} video(s) already done; skipped")
     return ShardDataModule(cfg.data, cfg.seed, decode=lambda split: _raw_video, collate=lambda split: collate_list,
