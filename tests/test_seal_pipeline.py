@@ -106,7 +106,7 @@ def test_extraction_writes_token_shards_that_webdataset_reads(extracted):
         assert scenes[0]["start_s"] == 0 and scenes[-1]["end_s"] == pytest.approx(duration, abs=1e-3)
         assert all(a["end_s"] == b["start_s"] for a, b in itertools.pairwise(scenes))
         assert "labels" in annotation  # the video's own annotation travels with its tokens
-    assert json.loads((extracted / "extraction.json").read_text())["frames"] == 16
+    assert json.loads((extracted / "settings.json").read_text())["frames"] == 16
 
 
 def test_a_finished_extraction_rerun_does_nothing_and_other_settings_are_refused(models, synth_shards, extracted):
@@ -255,7 +255,7 @@ def test_selection_writes_each_question_its_selected_crops_in_temporal_order(mod
 def test_streaming_selection_and_a_foreign_encoder(models, synth_shards, extracted, tmp_path, capsys):
     out = tmp_path / "streaming"
     assert main(_select_args(synth_shards, extracted, out, "mode=streaming", "selection.window=4")) == 0
-    assert json.loads((out / "extraction.json").read_text())["mode"] == "streaming"
+    assert json.loads((out / "settings.json").read_text())["mode"] == "streaming"
     assert len(list(glob.glob(str(out / "part-*.tar")))) == 1
     other = save_tiny_clip(tmp_path / "other-clip", seed=1)
     assert main(_select_args(synth_shards, extracted, tmp_path / "foreign", f"encoder={other}")) != 0
@@ -346,7 +346,7 @@ def test_a_video_without_tokens_still_gets_its_questions(models, synth_shards, e
     kept = sorted(_read(extracted).items())[1:]
     missing = sorted(_read(extracted))[0]
     write_part(part_path(tokens, 0, 0), [(key, sample) for key, sample in kept])
-    (tokens / "extraction.json").write_text((extracted / "extraction.json").read_text())
+    (tokens / "settings.json").write_text((extracted / "settings.json").read_text())
     out = tmp_path / "selected"
     assert main(_select_args(synth_shards, tokens, out)) == 0
     dataset = wds.WebDataset(sorted(glob.glob(str(out / "part-*.tar"))), shardshuffle=False).decode()

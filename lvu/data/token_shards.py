@@ -30,7 +30,7 @@ PART_GLOB = "part-R*-*.tar"
 _PART = re.compile(r"part-R(\d{3})-(\d{6})\.tar$")
 _QUESTION_SUFFIX = re.compile(r"--q\d+$")
 FAILED_GLOB = "failed-*.jsonl"
-IDENTITY_FILE = "extraction.json"
+IDENTITY_FILE = "settings.json"
 
 
 def parts(folder: Path) -> list[Path]:
@@ -108,7 +108,7 @@ class TokenIndex:
 
 
 def recorded_identity(folder: Path) -> dict[str, Any]:
-    """The settings a folder's outputs were made with (``extraction.json``)."""
+    """The settings a folder's outputs were made with (``settings.json``)."""
     record = folder / IDENTITY_FILE
     if not record.is_file():
         raise LvuError(f"{folder}: no {IDENTITY_FILE}; is it a folder written by `lvu predict seal/extract`?")

@@ -4,7 +4,7 @@
 tokens (:mod:`lvu.models.seal_extract`) and writes them as token shards (:mod:`lvu.data.token_shards`). It runs on
 every trainer preset (CPU, DDP, Slurm): each video is extracted by exactly one rank (every rank plans from the parts
 on disk before any rank writes), and a killed or preempted run resumes by running the same command: the videos in
-complete parts are skipped. The folder records the models and settings (``extraction.json``); a rerun with other
+complete parts are skipped. The folder records the models and settings (``settings.json``); a rerun with other
 ones is refused, so tokens of two extractors never mix.
 """
 
