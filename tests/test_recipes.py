@@ -10,7 +10,9 @@ from lvu.schema import PRESET_GROUPS
 
 ALL_YAML = sorted(recipes_dir().rglob("*.yaml"))
 USER_INPUT = ("data.train", "data.val", "data.test", "data.predict", "probe.task", "probe.pretrained", "host.path",
-              "host.vision", "host.llm", "init.from")
+              "host.vision", "host.llm", "init.from",
+              # SEAL: model folders, token and output folders
+              "models.encoder", "models.sam2", "models.detector", "encoder", "tokens", "output.folder")
 
 
 def test_recipes_folder_is_not_empty():
