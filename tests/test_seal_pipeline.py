@@ -379,3 +379,23 @@ def test_grounding_refuses_tokens_of_another_encoder(extracted, tmp_path):
     recipe = load_recipe("seal/ground_ego4d", [f"encoder={other}", f"data.train={extracted}", "trainer=cpu"])
     with pytest.raises(ConfigError, match="were extracted with"):
         recipe.task.build_module(recipe.to_object())
+
+
+def test_an_unreadable_video_is_recorded_and_not_extracted_again(models, synth_shards, tmp_path):
+    import shutil
+
+    from lvu.data.shards import write_shard
+
+    shards = tmp_path / "shards"
+    shutil.copytree(synth_shards, shards)
+    (shards / "manifest.json").unlink(missing_ok=True)
+    write_shard(shards / "zz-broken.tar", [("broken", {"mp4": b"not a video" * 40, "json": {}})])
+    out = tmp_path / "tokens"
+    assert main(_args(models, shards, out)) == 0
+    failed = [json.loads(line) for line in (out / "failed-rank0.jsonl").read_text().splitlines()]
+    assert [f["key"] for f in failed] == ["broken"] and failed[0]["reason"].startswith("undecodable_video")
+    assert len(_read(out)) == VIDEOS and "broken" not in _read(out)
+    parts = sorted(p.name for p in out.glob("part-*.tar"))
+    assert main(_args(models, shards, out)) == 0  # nothing left: the broken video is not tried again
+    assert sorted(p.name for p in out.glob("part-*.tar")) == parts
+    assert (out / "failed-rank0.jsonl").read_text().count("\n") == 1

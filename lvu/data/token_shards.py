@@ -7,9 +7,10 @@ included). Selected-token videos: one sample per question, keyed ``{video}--q{n}
 
 Rank ``R`` of a run writes ``part-R{R:03d}-{n:06d}.tar`` every ``part_videos`` videos (renamed into place when
 complete; a video's samples are always in one part); a later run numbers its parts after the highest ``n`` on disk,
-so parts of runs with other world sizes never collide. Resuming: the videos in the complete parts (and those recorded
-in ``failed-*.jsonl``: videos that could not be read) are done; a rerun does the rest. A kill loses at most the parts
-being filled. ``manifest.json`` (sample counts per part, lvu's own readers) is rewritten at the end of every run.
+so parts of runs with other world sizes never collide. Resuming: the videos in the complete parts (and those
+recorded in ``failed-rank*.jsonl``: videos that could not be read) are done; a rerun does the rest. A kill loses at
+most the parts being filled. ``manifest.json`` (sample counts per part, lvu's own readers) is rewritten at the start
+and the end of every run.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from typing import Any
 import numpy as np
 
 from lvu.data.shards import Manifest, ShardInfo, ShardReader, count_samples, parse_json, scan_tar, write_shard
+from lvu.data.unreadable import unreadable_videos
 from lvu.errors import LvuError
 
 PART_GLOB = "part-R*-*.tar"
 _PART = re.compile(r"part-R(\d{3})-(\d{6})\.tar$")
 _QUESTION_SUFFIX = re.compile(r"--q\d+$")
-FAILED_GLOB = "failed-*.jsonl"
 IDENTITY_FILE = "settings.json"
 
 
@@ -61,11 +62,7 @@ def done_keys(folder: Path) -> set[str]:
     keys: set[str] = set()
     for part in parts(folder):
         keys.update(video_of(key) for key, _ in scan_tar(part).samples)
-    for failed in folder.glob(FAILED_GLOB):
-        for line in failed.read_text().splitlines():
-            if line.endswith("}"):
-                keys.add(json.loads(line)["key"])
-    return keys
+    return keys | set(unreadable_videos(folder))
 
 
 def write_part(path: Path, samples: Iterable[tuple[str, dict[str, Any]]]) -> int:

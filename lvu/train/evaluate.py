@@ -33,6 +33,7 @@ from lvu.config import Recipe, load_recipe
 from lvu.data.datamodule import split_sources
 from lvu.data.loader import SampleSet
 from lvu.data.shards import resolve_shards
+from lvu.data.unreadable import UnreadableLog, drop_cut_line
 from lvu.errors import LvuError
 from lvu.metrics.report import Results, score_grounding, score_multiple_choice
 from lvu.schema import AnswerMode, Benchmark
@@ -67,9 +68,7 @@ class AnswerWriter(BasePredictionWriter):
         self.folder = folder
         self._done: set[str] = set()
         self._handle = None
-        self._failed = None  # opened at the first unreadable video
-        self._failed_path: Path | None = None  # this rank's, set when prediction starts
-        self._reported = 0  # the loader's bad samples already recorded
+        self._unreadable: UnreadableLog | None = None  # this rank's, set when prediction starts
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._done = set(answered(self.folder))
@@ -78,11 +77,9 @@ class AnswerWriter(BasePredictionWriter):
         trainer.strategy.barrier("lvu-eval-planned")
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"answers-rank{trainer.global_rank}.jsonl"
-        self._failed_path = self.folder / f"failed-rank{trainer.global_rank}.jsonl"
-        for each in (path, self._failed_path):
-            _drop_cut_line(each)
+        drop_cut_line(path)
         self._handle = path.open("a", encoding="utf-8")
-        self._reported = 0
+        self._unreadable = UnreadableLog(self.folder, trainer.global_rank)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         assert self._handle is not None
@@ -94,32 +91,14 @@ class AnswerWriter(BasePredictionWriter):
         self._handle.flush()
         # Videos the loader could not read (it answered a stand-in, dropped as padding): recorded at once, so that a
         # resumed evaluation does not try them again (a rerun of nothing but unreadable videos could not even start).
-        bad = getattr(trainer.predict_dataloaders, "bad_samples", [])
-        if len(bad) > self._reported:
-            if self._failed is None:
-                assert self._failed_path is not None
-                self._failed = self._failed_path.open("a", encoding="utf-8")
-            for skip in bad[self._reported:]:
-                self._failed.write(json.dumps({"key": skip.key, "reason": f"{skip.reason}: {skip.message}"}) + "\n")
-            self._reported = len(bad)
-            self._failed.flush()
+        assert self._unreadable is not None
+        self._unreadable.record(getattr(trainer.predict_dataloaders, "bad_samples", []))
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for handle in (self._handle, self._failed):
-            if handle is not None:
-                handle.close()
-        self._handle = self._failed = None
+        if self._handle is not None:
+            self._handle.close()
+        self._handle = None
         trainer.strategy.barrier("lvu-eval-written")  # rank 0 scores once every rank's file is complete
-
-
-def _drop_cut_line(path: Path) -> None:
-    """A kill mid-write leaves a last line without its newline: cut it, or the next record would join it."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as handle:
-            handle.truncate(data.rfind(b"\n") + 1)
 
 
 @dataclass

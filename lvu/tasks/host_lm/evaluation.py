@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from lvu.data.benchmark_prompts import LETTERS, grounding_prompt, multiple_choice_prompt, subtitles_at
+from lvu.data.unreadable import unreadable_videos
 from lvu.errors import LvuError
 from lvu.metrics.choice import Parse, extract_choice
 from lvu.metrics.grounding import parse_window
@@ -85,8 +86,7 @@ def failed_videos(folder: Path) -> dict[str, str]:
     """Videos that could not be read in an earlier attempt, by sample key, with the reason (``failed-rank*.jsonl``,
     written by the answer writer as the loader skips them). They are not retried: their questions are recorded as
     failed (wrong, reported apart); delete those files to try them again."""
-    found = read_jsonl(sorted(folder.glob("failed-rank*.jsonl"))) if folder.is_dir() else []
-    return {record["key"]: record["reason"] for record in found}
+    return unreadable_videos(folder)
 
 
 def failed_record(question: dict[str, Any], reason: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from lvu.data.token_shards import (
     write_manifest,
     write_part,
 )
+from lvu.data.unreadable import UnreadableLog
 from lvu.errors import ConfigError
 
 
@@ -65,8 +66,7 @@ class PartWriter(BasePredictionWriter):
         self._buffer: list[VideoOutput] = []
         self._number = 0
         self._written = 0
-        self._reported = 0
-        self._failed_path: Path | None = None
+        self._unreadable: UnreadableLog | None = None  # this rank's, set when prediction starts
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Every rank has planned its videos from the parts on disk (the loader was set up before this hook); nobody
@@ -77,13 +77,14 @@ class PartWriter(BasePredictionWriter):
             (self.folder / IDENTITY_FILE).write_text(json.dumps(self.identity, indent=1, sort_keys=True) + "\n")
         # Part numbers: one past those on disk, then every rank its own stride (no two ranks share a number).
         self._number = next_part_number(self.folder) + trainer.global_rank
-        self._failed_path = self.folder / f"failed-rank{trainer.global_rank}.jsonl"
+        self._unreadable = UnreadableLog(self.folder, trainer.global_rank)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         self._buffer += prediction or []
         if len(self._buffer) >= self.part_videos:
             self._flush(trainer)
-        self._record_failures(trainer)
+        assert self._unreadable is not None  # videos the loader could not read: not tried again on a rerun
+        self._unreadable.record(getattr(trainer.predict_dataloaders, "bad_samples", []))
 
     def _flush(self, trainer: L.Trainer) -> None:
         if not self._buffer:
@@ -93,16 +94,6 @@ class PartWriter(BasePredictionWriter):
         self._written += len(self._buffer)
         self._number += trainer.world_size
         self._buffer = []
-
-    def _record_failures(self, trainer: L.Trainer) -> None:
-        """Videos the loader could not read: listed at once, so that a resumed run does not try them again."""
-        bad = getattr(trainer.predict_dataloaders, "bad_samples", [])
-        if len(bad) > self._reported:
-            assert self._failed_path is not None
-            with self._failed_path.open("a", encoding="utf-8") as handle:
-                for skip in bad[self._reported:]:
-                    handle.write(json.dumps({"key": skip.key, "reason": f"{skip.reason}: {skip.message}"}) + "\n")
-            self._reported = len(bad)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         """A stop (a scheduler's signal, an error): the buffered videos are complete, so they are written now
