@@ -299,6 +299,13 @@ def test_siglip_embeds_queries_and_frames_in_one_space(models, tmp_path):
     assert torch.allclose(pooled, alone, atol=1e-5)
     assert states.shape == (1, 16, 32) and mask.shape == (1, 16) and 0 < int(mask.sum()) < 16
     assert encoder.embed(torch.zeros(2, 1, 32, 32, 3, dtype=torch.uint8)).shape == (2, encoder.dim)
+    # CLIP: one pass gives the projected pooled vector and the token states, as the text tower does them apart.
+    clip = ClipEncoder.from_pretrained(models["encoder"])
+    ids = tokenizer(["when"], return_tensors="pt")
+    alone = clip.model.text_model(input_ids=ids.input_ids, attention_mask=ids.attention_mask)
+    pooled, states, _ = text_states(clip, tokenizer, ["when"])
+    assert torch.allclose(pooled, clip.model.text_projection(alone.pooler_output), atol=1e-5)
+    assert torch.allclose(states, alone.last_hidden_state, atol=1e-5)
 
 
 def test_pixel_rules_follow_each_processor_and_sigmoid_detectors_are_read(tmp_path):

@@ -171,9 +171,12 @@ def text_states(encoder: ClipEncoder, tokenizer: Any, texts: list[str]
     mask = enc.get("attention_mask", torch.ones_like(enc["input_ids"])).bool()
     if encoder.family == "siglip":  # SigLIP's text tower pools the last position and takes no attention mask
         enc.pop("attention_mask", None)
-    pooled = _pooled(encoder.model.get_text_features(**enc)).float().cpu()
-    states = encoder.model.text_model(**enc).last_hidden_state.float().cpu()
-    return pooled, states, mask.cpu()
+    out = encoder.model.get_text_features(**enc)
+    if isinstance(out, torch.Tensor):  # transformers 4.x returned the projection alone: the states need a pass more
+        pooled, states = out, encoder.model.text_model(**enc).last_hidden_state
+    else:  # one pass: the text tower's output, its pooled vector projected (CLIP) or as is (SigLIP)
+        pooled, states = out.pooler_output, out.last_hidden_state
+    return pooled.float().cpu(), states.float().cpu(), mask.cpu()
 
 
 def _load(family: str, path: Path) -> torch.nn.Module:
