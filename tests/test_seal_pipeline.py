@@ -327,6 +327,10 @@ def test_pixel_rules_follow_each_processor_and_sigmoid_detectors_are_read(tmp_pa
     assert pixel_rule(detr).size_for(40, 80) == (666, 1333)  # the shorter side to 800 unless the longer passes 1333
     assert pixel_rule(detr).size_for(100, 100) == (800, 800)
     assert pixel_rule(tmp_path, fixed=(64, 64)).size_for(40, 80) == (64, 64)
+    # No processor file: the config's image size, (height, width) or a square side; else 640.
+    assert pixel_rule(tmp_path, config=SimpleNamespace(image_size=[32, 48])).size_for(40, 80) == (32, 48)
+    assert pixel_rule(tmp_path, config=SimpleNamespace(image_size=224)).size_for(40, 80) == (224, 224)
+    assert pixel_rule(tmp_path, config=SimpleNamespace()).size_for(40, 80) == (640, 640)
 
     class Sigmoid(torch.nn.Module):
         config = SimpleNamespace(model_type="rt_detr")

@@ -187,7 +187,8 @@ class PixelRule:
 
 def pixel_rule(folder: Path, fixed: tuple[int, int] | None = None, config: Any = None) -> PixelRule:
     """The rule of the processor saved in ``folder``; ``fixed`` forces the size (SAM2's square input). Without a
-    preprocessor file: ImageNet statistics and the config's integer ``image_size`` (else 640) as a square."""
+    preprocessor file: ImageNet statistics and the config's ``image_size`` ((height, width), or one side of a square;
+    else 640 square)."""
     settings = folder / "preprocessor_config.json"
     payload = json.loads(settings.read_text()) if settings.is_file() else {}
     rule = PixelRule(torch.tensor(payload.get("image_mean", IMAGENET_MEAN)).view(1, 3, 1, 1),
@@ -201,8 +202,11 @@ def pixel_rule(folder: Path, fixed: tuple[int, int] | None = None, config: Any =
         rule.longest_edge = int(size["longest_edge"]) if size.get("longest_edge") else None
     elif rule.fixed is None:
         image_size = getattr(config, "image_size", None)
-        side = image_size if isinstance(image_size, int) else 640
-        rule.fixed = (side, side)
+        if isinstance(image_size, (list, tuple)):  # (height, width), e.g. YOLOS's
+            rule.fixed = (int(image_size[0]), int(image_size[1]))
+        else:
+            side = image_size if isinstance(image_size, int) else 640
+            rule.fixed = (side, side)
     return rule
 
 
@@ -367,9 +371,24 @@ class Extractor:
             raise LvuError("action tokens need an object detector (seal.detector)")
         height, width = frames.shape[1:3]
         tracker = Tracker(self.cfg.tracking)
+        # The detections' crops are encoded ``encode_batch`` at a time across frames (a call per frame would run the
+        # encoder on a handful of crops each), then fed to the tracker frame by frame, in order.
+        pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (frame, boxes, crops)
+
+        def track_pending() -> None:
+            if not pending:
+                return
+            looks = encode_images(self.encoder, torch.cat([c for _, _, c in pending]), self.cfg.encode_batch)
+            for (index, boxes, _), features in zip(pending, looks.split([len(b) for _, b, _ in pending]),
+                                                   strict=True):
+                tracker.update(index, boxes, features)
+            pending.clear()
+
         for index, found in enumerate(self.detector.detect(frames)):
-            crops = crop_resized(frames[index], found.boxes, self.encoder.image_size)
-            tracker.update(index, found.boxes, encode_images(self.encoder, crops, self.cfg.encode_batch))
+            pending.append((index, found.boxes, crop_resized(frames[index], found.boxes, self.encoder.image_size)))
+            if sum(len(boxes) for _, boxes, _ in pending) >= self.cfg.encode_batch:
+                track_pending()
+        track_pending()
         embeddings, tokens = [], []
         for piece in tracker.tracklets():
             picked = [piece.frames[i] for i in _spread(self.cfg.action_crop_frames, len(piece.frames))]

@@ -106,7 +106,7 @@ def check_extract(cfg: SealExtractRecipe) -> None:
 
 
 # Settings that change memory use only (each model call's batch): a run resumed with others (e.g. after running out
-# of GPU memory) makes the same tokens, so they are not part of the folder's identity.
+# of GPU memory) makes the same tokens up to float rounding, so they are not part of the folder's identity.
 MEMORY_ONLY = (("encode_batch",), ("detection", "batch_frames"), ("masks", "points_per_batch"))
 
 

@@ -115,8 +115,8 @@ def query_text(item: BenchmarkItem, how: QueryText) -> str:
 def chosen_tokens(embeddings: torch.Tensor, times: torch.Tensor, query: torch.Tensor, cfg: SelectionConfig,
                   mode: SelectionMode) -> torch.Tensor:
     """Indices (into the video's tokens) of the selected ones, in temporal order (ties: token order)."""
-    order = torch.from_numpy(np.lexsort((np.arange(len(times)), times.numpy())))  # by time, then position
-    if mode is SelectionMode.streaming:
+    if mode is SelectionMode.streaming:  # windows follow the video: tokens by time, then position
+        order = torch.from_numpy(np.lexsort((np.arange(len(times)), times.numpy())))
         picked = order[StreamingSelector(cfg, query).run(embeddings[order])]
     else:
         picked = select(embeddings, query, cfg).indices
@@ -168,7 +168,8 @@ class SealSelectTask(L.LightningModule):
         # would then make a question's tokens depend on the other questions of its video.
         queries = [embed_text(self.encoder, self.tokenizer, [query_text(i, self.cfg.query)])[0] for i in items]
         picks = [chosen_tokens(embeddings, times, q, self.cfg.selection, self.cfg.mode) for q in queries]
-        crops = TokenCrops(open_video(sample["raw"]), records, self.cfg.output.frame_size)
+        needed = {int(i) for picked in picks for i in picked}
+        crops = TokenCrops(open_video(sample["raw"]), records, needed, self.cfg.output.frame_size)
         questions = annotation.get("mc") or []
         rest = {k: v for k, v in annotation.items() if k not in ("mc", "tokens", "segments")}
         samples = []
@@ -189,24 +190,21 @@ class SealSelectTask(L.LightningModule):
 
 
 class TokenCrops:
-    """The pixels of a video's tokens: each token's frame decoded once (original size), its box cropped and resized
-    to ``size`` squared (a scene token: the whole frame)."""
+    """The pixels of a video's selected tokens: every frame they come from decoded in one pass (original size; a
+    seek per frame would cost a decode from the previous keyframe each), each token's box cropped and resized to
+    ``size`` squared (a scene token: the whole frame)."""
 
-    def __init__(self, video: Any, records: list[dict[str, Any]], size: int) -> None:
-        self.video, self.records, self.size = video, records, size
-        self._frames: dict[int, torch.Tensor] = {}
-
-    def _frame(self, seconds: float) -> torch.Tensor:
-        index = int(np.abs(self.video.info.frame_times - seconds).argmin())
-        if index not in self._frames:
-            self._frames[index] = torch.from_numpy(self.video.read([index])[0])
-        return self._frames[index]
+    def __init__(self, video: Any, records: list[dict[str, Any]], tokens: set[int], size: int) -> None:
+        self.records, self.size = records, size
+        times = video.info.frame_times
+        self._index = {t: int(np.abs(times - float(records[t]["frame_s"])).argmin()) for t in tokens}
+        wanted = sorted(set(self._index.values()))
+        self._frames = dict(zip(wanted, torch.from_numpy(video.read(wanted)), strict=True)) if wanted else {}
 
     def crop(self, token: int) -> np.ndarray:
-        record = self.records[token]
-        frame = self._frame(float(record["frame_s"]))
+        frame = self._frames[self._index[token]]
         height, width = frame.shape[:2]
-        x0, y0, x1, y1 = record["box"]
+        x0, y0, x1, y1 = self.records[token]["box"]
         box = torch.tensor([[x0 * width, y0 * height, x1 * width, y1 * height]])
         return crop_resized(frame, box, self.size)[0].numpy()
 
