@@ -121,12 +121,13 @@ def test_a_finished_extraction_rerun_does_nothing_and_other_settings_are_refused
 
 def test_missing_models_are_named_together(synth_shards, tmp_path):
     recipe = load_recipe("seal/extract", [f"data.predict={synth_shards}", f"output.folder={tmp_path}",
-                                          "models.encoder=x", "models.sam2=null", "models.detector=null"],
+                                          "models.encoder=x", "models.sam2=null", "models.detector=null",
+                                          "extraction.keyframes=0"],
                          stage="predict")
     with pytest.raises(ConfigError) as error:
         recipe.task.build_module(recipe.to_object())
     assert "object tokens need models.sam2" in str(error.value) and "action tokens need models.detector" in \
-        str(error.value)
+        str(error.value) and "extraction.keyframes must be at least 1, got 0" in str(error.value)
 
 
 @pytest.mark.timeout(600)

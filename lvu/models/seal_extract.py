@@ -311,8 +311,6 @@ def _load_frozen(loader: Any, path: str | Path, what: str, device: torch.device,
     return model.to(device, dtype).eval().requires_grad_(False), folder
 
 
-
-
 @dataclass
 class Extractor:
     """The models extraction needs (those of kinds not extracted may be None) and its settings."""
@@ -389,14 +387,16 @@ class Extractor:
             if sum(len(boxes) for _, boxes, _ in pending) >= self.cfg.encode_batch:
                 track_pending()
         track_pending()
-        embeddings, tokens = [], []
-        for piece in tracker.tracklets():
+        pieces = tracker.tracklets()
+        if not pieces:
+            return self._empty()
+        crops, counts, tokens = [], [], []
+        for piece in pieces:
             picked = [piece.frames[i] for i in _spread(self.cfg.action_crop_frames, len(piece.frames))]
-            crops = torch.cat([crop_resized(frames[f], piece.box[None], self.encoder.image_size) for f in picked])
-            embeddings.append(encode_images(self.encoder, crops, self.cfg.encode_batch).mean(0, keepdim=True))
+            crops += [crop_resized(frames[f], piece.box[None], self.encoder.image_size) for f in picked]
+            counts.append(len(picked))
             middle = piece.frames[len(piece.frames) // 2]
             tokens.append(Token(TokenKind.action, float(times[piece.frames[0]]), float(times[piece.frames[-1]]),
                                 _normalised(piece.box, width, height), float(times[middle])))
-        if not tokens:
-            return self._empty()
-        return torch.cat(embeddings), tokens
+        looks = encode_images(self.encoder, torch.cat(crops), self.cfg.encode_batch)  # every tracklet's crops at once
+        return torch.stack([part.mean(0) for part in looks.split(counts)]), tokens

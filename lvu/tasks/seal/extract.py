@@ -99,8 +99,10 @@ def check_extract(cfg: SealExtractRecipe) -> None:
         problems.append(f"output.dtype must be one of {', '.join(STORE_DTYPES)}, got {cfg.output.dtype!r}")
     if not _kinds(cfg):
         problems.append("extraction.kinds is empty")
-    if cfg.data.frames < 1 or cfg.output.part_videos < 1:
-        problems.append("data.frames and output.part_videos must be at least 1")
+    counts = {"data.frames": cfg.data.frames, "output.part_videos": cfg.output.part_videos,
+              "extraction.scene_frames": cfg.extraction.scene_frames, "extraction.keyframes": cfg.extraction.keyframes,
+              "extraction.action_crop_frames": cfg.extraction.action_crop_frames}
+    problems += [f"{name} must be at least 1, got {value}" for name, value in counts.items() if value < 1]
     if problems:
         raise ConfigError("seal.extract:\n  - " + "\n  - ".join(problems))
 
