@@ -171,7 +171,7 @@ def select(tokens: torch.Tensor, query: torch.Tensor, cfg: SelectionConfig) -> S
     base = cfg.alpha * terms.relevance
     scale = (1 - cfg.alpha) * 2 * terms.pair_weight  # each new pair counts in both orders of the pair sum
     spread = torch.zeros_like(base)  # sum of pair values with the chosen tokens, per candidate
-    taken = torch.zeros(len(tokens), dtype=torch.bool)
+    taken = torch.zeros(len(tokens), dtype=torch.bool, device=tokens.device)
     picked, total = [], 0.0
     for _ in range(count):
         gains = (base + scale * spread).masked_fill(taken, float("-inf"))

@@ -31,7 +31,13 @@ from lvu.data.token_shards import IDENTITY_FILE
 from lvu.metrics.grounding import TemporalGroundingRecall
 from lvu.models.clip_encoders import ClipEncoder, text_states
 from lvu.models.seal import SelectionConfig, select
-from lvu.models.seal_grounding import GroundingConfig, GroundingHead, grounding_loss, top_windows
+from lvu.models.seal_grounding import (
+    GroundingConfig,
+    GroundingHead,
+    GroundingOutput,
+    grounding_loss,
+    top_windows,
+)
 from lvu.schema import RecipeConfig
 from lvu.tasks.optim import configure_optimizers
 from lvu.tasks.seal.select import tokens_encoder
@@ -176,38 +182,35 @@ class SealGroundTask(L.LightningModule):
 
     @torch.no_grad()
     def head_inputs(self, videos: list[GroundingVideo]) -> HeadInputs | None:
-        """Each query's selection among its video's tokens, in temporal order, padded into one batch."""
+        """Each query's selection among its video's tokens, in temporal order, padded into one batch (on the
+        device the videos' tokens are on)."""
         asked = [(video, query) for video in videos for query in video.queries]
         if not asked:
             return None
+        device = self.device
         pooled, states, state_mask = text_states(self.text, self.tokenizer, [q.text for _, q in asked])
         chosen = []
-        for (video, _), relevance_query in zip(asked, pooled, strict=True):
-            picked = select(video.tokens, relevance_query.cpu(), self.cfg.selection).indices
+        for (video, _), relevance_query in zip(asked, pooled.to(device), strict=True):
+            picked = select(video.tokens, relevance_query, self.cfg.selection).indices.to(device)
             picked = picked[torch.argsort(video.times[picked], stable=True)]
             chosen.append((video.tokens[picked], video.times[picked]))
         width = max(len(t) for t, _ in chosen)
         count, dim = len(asked), videos[0].tokens.shape[1]
-        tokens = torch.zeros(count, width, dim)
-        times = torch.zeros(count, width)
-        mask = torch.zeros(count, width, dtype=torch.bool)
+        tokens = torch.zeros(count, width, dim, device=device)
+        times = torch.zeros(count, width, device=device)
+        mask = torch.zeros(count, width, dtype=torch.bool, device=device)
         for i, (embedded, at) in enumerate(chosen):
             tokens[i, :len(at)], times[i, :len(at)], mask[i, :len(at)] = embedded, at, True
-        device = self.device
-        return HeadInputs(tokens.to(device), times.to(device), mask.to(device), states.to(device),
-                          state_mask.to(device),
+        return HeadInputs(tokens, times, mask, states.to(device), state_mask.to(device),
                           torch.tensor([v.duration_s for v, _ in asked], device=device),
                           torch.tensor([q.window for _, q in asked], device=device),
                           [(v.key, q.uid) for v, q in asked])
 
-    def _forward(self, inputs: HeadInputs):
+    def _forward(self, inputs: HeadInputs) -> GroundingOutput:
         return self.head(inputs.tokens, inputs.times, inputs.mask, inputs.query, inputs.query_mask, inputs.duration)
 
-    def _losses(self, videos: list[GroundingVideo], stage: str) -> tuple[torch.Tensor | None, Any, HeadInputs | None]:
-        inputs = self.head_inputs(videos)
-        if inputs is None:
-            return None, None, None
-        out = self._forward(inputs)
+    def _loss(self, inputs: HeadInputs, out: GroundingOutput, stage: str) -> torch.Tensor:
+        """The training loss, logged per step in training and accumulated as synced means in evaluation."""
         parts = grounding_loss(out, inputs.times, inputs.mask, inputs.target, self.head_cfg)
         parts["loss"] = parts["classification"] + parts["regression"]
         size = len(inputs.names)
@@ -216,18 +219,22 @@ class SealGroundTask(L.LightningModule):
                 self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=size)
             else:
                 self.eval_losses[f"{stage}_{name}"].update(value.detach(), weight=size)
-        return parts["loss"], out, inputs
+        return parts["loss"]
+
+    def _windows(self, inputs: HeadInputs, out: GroundingOutput) -> list[torch.Tensor]:
+        return top_windows(out, inputs.times, inputs.mask, self.cfg.grounding.top_k, self.cfg.grounding.nms_iou)
 
     def training_step(self, batch: list[GroundingVideo], batch_idx: int) -> torch.Tensor | None:
-        loss, _, _ = self._losses(batch, "train")
-        return loss
+        inputs = self.head_inputs(batch)  # never None in training: the data keep only videos with queries
+        return None if inputs is None else self._loss(inputs, self._forward(inputs), "train")
 
     def _evaluate(self, batch: list[GroundingVideo], stage: str) -> None:
-        _, out, inputs = self._losses([v for v in batch if not v.pad], stage)
+        inputs = self.head_inputs([v for v in batch if not v.pad])
         if inputs is None:
             return
-        windows = top_windows(out, inputs.times, inputs.mask, self.cfg.grounding.top_k, self.cfg.grounding.nms_iou)
-        self.recall[stage].update(windows, inputs.target)
+        out = self._forward(inputs)
+        self._loss(inputs, out, stage)
+        self.recall[stage].update(self._windows(inputs, out), inputs.target)
 
     def validation_step(self, batch: list[GroundingVideo], batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -254,8 +261,7 @@ class SealGroundTask(L.LightningModule):
         inputs = self.head_inputs([v for v in batch if not v.pad])
         if inputs is None:
             return []
-        out = self._forward(inputs)
-        windows = top_windows(out, inputs.times, inputs.mask, self.cfg.grounding.top_k, self.cfg.grounding.nms_iou)
+        windows = self._windows(inputs, self._forward(inputs))
         return [{"key": key, "uid": uid, "windows": [[round(float(a), 3), round(float(b), 3)] for a, b in found],
                  "target": [float(v) for v in target]}
                 for (key, uid), found, target in zip(inputs.names, windows, inputs.target, strict=True)]
