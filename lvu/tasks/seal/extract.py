@@ -176,7 +176,6 @@ def token_sample(key: str, tokens: VideoTokens, sample: dict[str, Any], dtype: s
     return VideoOutput(key, [(key, {"npy": tokens.embeddings.numpy().astype(dtype), "json": payload})])
 
 
-
 def _collate(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return samples
 

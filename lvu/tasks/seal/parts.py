@@ -109,7 +109,6 @@ class PartWriter(BasePredictionWriter):
                            f"by rank 0 in this run)")
 
 
-
 def done_videos(folder: Path, kind: str, identity: dict[str, Any]) -> set[str]:
     """The videos already done in an output folder (see lvu.data.token_shards.done_keys). Rank 0 also rewrites the
     folder's manifest over the parts on disk first: a run killed after its last part, or a rerun with nothing left

@@ -214,7 +214,6 @@ def _raw_video(raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     return {"raw": {k: v for k, v in raw.items() if k != "json"}, "annotation": parse_json(raw)}
 
 
-
 def seal_select_data(cfg: SealSelectRecipe) -> ShardDataModule:
     """The video shards, over the videos not yet in the output folder."""
     folder = claim_folder(Path(cfg.output.folder), selection_identity(cfg), "selected tokens")
